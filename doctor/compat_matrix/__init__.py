@@ -1,0 +1,1 @@
+"""Compatibility matrix: data, loader, rules."""

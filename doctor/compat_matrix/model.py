@@ -1,0 +1,110 @@
+"""Typed, validated view of the compatibility matrix data (doctor/compat_matrix/data/*.toml).
+
+Every fact keeps the key of its source; `Matrix.sources` maps source keys to descriptions.
+The loader (doctor.compat_matrix.loader) builds these objects and rejects malformed files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Tuple
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """`subject` version -> requirement on another package, e.g. xformers 0.0.27 -> torch ==2.3.1."""
+
+    version: str  # the subject's version, exact ("0.0.27") 
+    spec: SpecifierSet  # what it requires of the other package
+    source: str  # source key
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class RangeRequirement:
+    """A range of subject versions -> requirement, e.g. bitsandbytes >=0.48,<0.49 -> torch >=2.3,<3."""
+
+    versions: SpecifierSet  # subject versions this row covers
+    spec: SpecifierSet  # requirement on torch
+    source: str
+    python: Optional[SpecifierSet] = None  # python requirement of those releases, if any
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class DriverFloor:
+    """Minimum Linux driver for one CUDA toolkit version."""
+
+    cuda: str  # "12.8"
+    toolkit: Version  # full support (CUDA release notes Table 3)
+    minor_compat: Version  # minor-version compatibility floor (no PTX JIT)
+    source: str
+
+
+@dataclass(frozen=True)
+class ArchSet:
+    """Compute capabilities compiled into torch Linux x86_64 wheels for one CUDA variant and torch range."""
+
+    variant: str  # "cu128"
+    torch: SpecifierSet  # torch versions (release part, no local tag) this row applies to
+    archs: Tuple[Tuple[int, int], ...]  # cubins: ((7, 5), (8, 0), ...)
+    ptx: Tuple[Tuple[int, int], ...]  # archs also shipped as PTX (driver can JIT newer)
+    source: str
+
+
+@dataclass(frozen=True)
+class GpuFeature:
+    """A capability that needs a minimum compute capability."""
+
+    name: str  # "bf16", "flash_attn_2", "triton_mma", "inductor"
+    min_cc: Tuple[int, int]
+    note: str
+    source: str
+
+
+@dataclass(frozen=True)
+class KnownIssue:
+    """A documented failure with the versions it hits and the fix, e.g. xformers aten.to.dtype_layout."""
+
+    id: str  # "xformers.dtype-layout"
+    package: str  # canonical name of the package it lives in
+    affected: SpecifierSet  # versions of `package` that have it
+    requires: Mapping[str, SpecifierSet]  # other installed packages that must also match (may be empty)
+    title: str
+    cause: str
+    fix: Tuple[str, ...]  # pip specifiers of known-good choices, preferred first
+    reports: Tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class GpuName:
+    """GPU product-name pattern -> compute capability (for when only the name is known, e.g. procfs)."""
+
+    pattern: str  # case-insensitive substring, most specific first in the table
+    cc: Tuple[int, int]
+    source: str
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """All tables of the compatibility matrix."""
+
+    schema: int
+    data_version: str  # date-like, e.g. "2026.11.22"
+    sources: Mapping[str, str]  # source key -> description
+    xformers_torch: Tuple[Requirement, ...] = ()  # xformers version -> torch spec
+    torch_triton: Tuple[Requirement, ...] = ()  # torch version -> triton spec (Linux)
+    torch_default_cuda: Mapping[str, str] = field(default_factory=dict)  # "2.11" -> "13.0"
+    torch_cuda_variants: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)  # "2.4" -> ("cu118", ...)
+    cuda_min_driver: Tuple[DriverFloor, ...] = ()
+    torch_cuda_archs: Tuple[ArchSet, ...] = ()
+    gpu_features: Tuple[GpuFeature, ...] = ()
+    bitsandbytes_torch: Tuple[RangeRequirement, ...] = ()
+    torch_xformers_pairs: Mapping[str, str] = field(default_factory=dict)  # torch "2.3" -> xformers "0.0.26.post1" (known good)
+    known_issues: Tuple[KnownIssue, ...] = ()
+    gpu_names: Tuple[GpuName, ...] = ()
+    notes: Mapping[str, str] = field(default_factory=dict)  # free-text facts by key (flash_attn.prebuilt, unsloth_runtime.*)

@@ -1,0 +1,1 @@
+"""Rules: small functions over Facts returning Findings."""

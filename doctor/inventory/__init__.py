@@ -1,0 +1,1 @@
+"""Inventory: Facts about the machine, gathered fast without importing torch."""
