@@ -7,7 +7,7 @@ The loader (doctor.compat_matrix.loader) builds these objects and rejects malfor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Tuple
+from typing import FrozenSet, Mapping, Optional, Tuple
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
@@ -42,6 +42,9 @@ class DriverFloor:
     toolkit: Version  # full support (CUDA release notes Table 3)
     minor_compat: Version  # minor-version compatibility floor (no PTX JIT)
     source: str
+    minor_compat_source: str = ""  # source key of the minor_compat floor (NV-T2) when it differs from `source`
+    toolkit_text: str = ""  # as written ("580.65.06"): Version() would print 580.65.6
+    minor_compat_text: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ class GpuFeature:
     min_cc: Tuple[int, int]
     note: str
     source: str
+    max_cc: Optional[Tuple[int, int]] = None  # inclusive upper bound (flash_attn_3 is Hopper-only)
+    min_cuda: Optional[str] = None  # CUDA toolkit the feature needs, "12.3"
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,8 @@ class KnownIssue:
     fix: Tuple[str, ...]  # pip specifiers of known-good choices, preferred first
     reports: Tuple[str, ...]
     source: str
+    signature: str = ""  # the error text users see, to match against logs and probe stderr
+    note: str = ""  # fixed-in, working combinations, caveats
 
 
 @dataclass(frozen=True)
@@ -108,3 +115,6 @@ class Matrix:
     known_issues: Tuple[KnownIssue, ...] = ()
     gpu_names: Tuple[GpuName, ...] = ()
     notes: Mapping[str, str] = field(default_factory=dict)  # free-text facts by key (flash_attn.prebuilt, unsloth_runtime.*)
+    torch_cuda_variants_uncertain: FrozenSet[str] = frozenset()  # torch minors whose variant list is uncertain
+    unsloth_requires: Mapping[str, Tuple[Requirement, ...]] = field(default_factory=dict)  # package -> (unsloth version -> spec)
+    torch_index_url: str = "https://download.pytorch.org/whl"  # PyTorch download index; a variant's index is <url>/<cuXYZ>

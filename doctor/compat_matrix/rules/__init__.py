@@ -1,1 +1,43 @@
-"""Rules: small functions over Facts returning Findings."""
+"""Rules: small functions over Facts (and the matrix) returning Findings.
+
+Each rule is independent; the runner (doctor.check) isolates them so one that breaks on odd input
+reports itself instead of taking the check down.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Tuple
+
+from doctor.compat_matrix.model import Matrix
+from doctor.facts import Facts
+from doctor.findings import Finding
+
+Rule = Callable[[Facts, Matrix], List[Finding]]
+
+
+def all_rules() -> Tuple[Tuple[str, Rule], ...]:
+    """(name, rule) for every matrix rule, in report order."""
+    from doctor.compat_matrix.rules.bitsandbytes import check_bitsandbytes
+    from doctor.compat_matrix.rules.cache_location import check_unsloth_cache_location
+    from doctor.compat_matrix.rules.driver import check_driver, check_gpus
+    from doctor.compat_matrix.rules.flash_attn import check_flash_attn
+    from doctor.compat_matrix.rules.gpu_arch import check_gpu_arch
+    from doctor.compat_matrix.rules.known_issues import check_known_issues
+    from doctor.compat_matrix.rules.requirements import check_requirements
+    from doctor.compat_matrix.rules.torch_build import check_torch_build
+    from doctor.compat_matrix.rules.triton import check_triton
+    from doctor.compat_matrix.rules.xformers import check_xformers
+
+    return (
+        ("gpus", check_gpus),
+        ("driver", check_driver),
+        ("gpu_arch", check_gpu_arch),
+        ("torch_build", check_torch_build),
+        ("xformers", check_xformers),
+        ("triton", check_triton),
+        ("bitsandbytes", check_bitsandbytes),
+        ("flash_attn", check_flash_attn),
+        ("known_issues", check_known_issues),
+        ("requirements", check_requirements),
+        ("cache_location", lambda facts, matrix: check_unsloth_cache_location(facts)),
+    )

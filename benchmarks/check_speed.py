@@ -1,0 +1,104 @@
+"""Whole-process wall time: `doctor check --json` (no probes) vs `python -m torch.utils.collect_env`.
+
+Same interpreter and environment, runs alternated so drift hits both alike; prints medians and the ratio
+and, with --write, records them with the machine described in benchmarks/RESULTS.md.
+
+    python benchmarks/check_speed.py --runs 15 --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+
+
+def timed(cmd: List[str], timeout: float = 300) -> float:
+    """Seconds one command takes from spawn to exit (output discarded)."""
+    t0 = time.perf_counter()
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    return time.perf_counter() - t0
+
+
+def machine() -> str:
+    """One line describing where this ran."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        from importlib.metadata import version
+
+        tv = version("torch")
+    except Exception:
+        tv = "?"
+    ndists = sum(1 for _ in __import__("importlib.metadata").metadata.distributions())
+    return (f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, Python {platform.python_version()}, "
+            f"torch {tv}, {ndists} distributions installed")
+
+
+def main() -> int:
+    """Run the comparison and print (and optionally record) the result."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=11)
+    ap.add_argument("--write", action="store_true", help=f"append the result to {RESULTS.name}")
+    ap.add_argument("--label", default="", help="machine label for the results table")
+    args = ap.parse_args()
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            raise ImportError
+    except ImportError:
+        print("torch is not installed in this interpreter: collect_env needs it (pip install torch==2.13.0)", file=sys.stderr)
+        return 3
+    doctor = [sys.executable, "-m", "doctor", "check", "--json"]
+    collect = [sys.executable, "-m", "torch.utils.collect_env"]
+    timed(doctor), timed(collect)  # warm the file cache for both, as a user's second run would be
+    d: List[float] = []
+    c: List[float] = []
+    for _ in range(args.runs):
+        d.append(timed(doctor))
+        c.append(timed(collect))
+    md, mc = statistics.median(d), statistics.median(c)
+    desc = args.label or machine()
+    print(f"machine: {desc}")
+    print(f"doctor check --json     median {md * 1000:7.0f} ms  (min {min(d) * 1000:.0f}, max {max(d) * 1000:.0f}, n={len(d)})")
+    print(f"torch.utils.collect_env median {mc * 1000:7.0f} ms  (min {min(c) * 1000:.0f}, max {max(c) * 1000:.0f}, n={len(c)})")
+    print(f"ratio: doctor is {mc / md:.1f}x faster; target >= 15x and <= 0.5 s")
+    if args.write:
+        row = (f"| {_dt.date.today()} | {desc} | {md * 1000:.0f} ms | {mc * 1000:.0f} ms | {mc / md:.1f}x | {len(d)} |\n")
+        if not RESULTS.exists() or "## doctor check speed" not in RESULTS.read_text():
+            with RESULTS.open("a") as fh:
+                fh.write("\n## doctor check speed (benchmarks/check_speed.py)\n\n"
+                         "Whole-process wall time, median of alternating runs, same interpreter and environment.\n\n"
+                         "| date | machine | doctor check --json | collect_env | ratio | runs |\n|---|---|---|---|---|---|\n")
+        text = RESULTS.read_text()
+        marker = "| date | machine | doctor check --json | collect_env | ratio | runs |\n|---|---|---|---|---|---|\n"
+        i = text.index(marker) + len(marker)
+        # keep rows of this table together, newest last
+        j = i
+        while j < len(text) and text[j] == "|":
+            j = text.index("\n", j) + 1
+        tmp = RESULTS.with_suffix(".md.tmp")
+        tmp.write_text(text[:j] + row + text[j:])
+        os.replace(tmp, RESULTS)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

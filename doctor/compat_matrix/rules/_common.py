@@ -1,0 +1,70 @@
+"""Small helpers shared by the rules: defensive version parsing and Facts shortcuts."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from doctor.facts import GPU, Facts
+
+
+def version(raw: Optional[str]) -> Optional[Version]:
+    """Parse a version string; None for missing or garbage ('abc')."""
+    if not raw:
+        return None
+    try:
+        return Version(raw)
+    except InvalidVersion:
+        return None
+
+
+def release(v: Version) -> Version:
+    """The release part only: 2.11.0+cu130 -> 2.11.0 (ABI is per release, not per local tag)."""
+    return Version(".".join(str(p) for p in v.release))
+
+
+def minor(v: Version) -> str:
+    """'2.11' for 2.11.0+cu130."""
+    parts = list(v.release) + [0]
+    return f"{parts[0]}.{parts[1]}"
+
+
+def satisfies(v: Version, spec: str | SpecifierSet) -> bool:
+    """Whether a version meets a specifier; pre-releases count, the local label is ignored."""
+    try:
+        s = spec if isinstance(spec, SpecifierSet) else SpecifierSet(spec)
+    except InvalidSpecifier:
+        return True  # an unreadable requirement is not evidence of a conflict
+    return s.contains(v, prereleases=True)
+
+
+def cc_of(gpu: GPU, matrix: object = None) -> Optional[Tuple[int, int]]:
+    """A GPU's compute capability, falling back to the matrix name table when the driver did not say."""
+    if gpu.compute_capability is not None:
+        return gpu.compute_capability
+    if matrix is None:
+        return None
+    from doctor.compat_matrix.lookup import cc_for_gpu_name
+
+    return cc_for_gpu_name(matrix, gpu.name)  # type: ignore[arg-type]
+
+
+def fmt_cc(cc: Optional[Tuple[int, int]]) -> str:
+    """'8.6' or '?'."""
+    return f"{cc[0]}.{cc[1]}" if cc else "?"
+
+
+def torch_version(facts: Facts) -> Optional[Version]:
+    """Installed torch version: the build file first (it has the local tag), then the distribution."""
+    if facts.torch and facts.torch.version:
+        v = version(facts.torch.version)
+        if v:
+            return v
+    return version(facts.version_of("torch"))
+
+
+def gpu_label(gpu: GPU) -> str:
+    """'GPU 0 (Tesla T4)'."""
+    return f"GPU {gpu.index} ({gpu.name})"

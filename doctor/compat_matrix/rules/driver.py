@@ -1,0 +1,136 @@
+"""Driver vs torch's CUDA build: full support, minor-version compatibility only, too old; CPU torch on a GPU box."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+from packaging.version import Version
+
+from doctor.compat_matrix import lookup
+from doctor.compat_matrix.model import Matrix
+from doctor.compat_matrix.rules._common import minor, release, torch_version, version
+from doctor.facts import Facts
+from doctor.findings import Action, Category, Finding, Severity, finding, manual, pip_install
+
+CAT = Category.GPU
+
+
+def torch_install_for(matrix: Matrix, torch_v: Version, driver: Optional[Version]) -> Optional[Action]:
+    """pip command reinstalling the same torch release from the newest CUDA variant this driver fully supports."""
+    variants = matrix.torch_cuda_variants.get(minor(torch_v), ())
+    best = None
+    for tag in variants:  # listed oldest -> newest
+        cuda = lookup.cuda_from_tag(tag)
+        floor = lookup.driver_floor(matrix, cuda) if cuda else None
+        if floor is None:
+            continue
+        if driver is None or driver >= floor.toolkit:
+            best = tag
+    if best is None:
+        return None
+    rel = str(release(torch_v))
+    return pip_install(
+        f"torch=={rel}",
+        "--index-url",
+        f"{matrix.torch_index_url}/{best}",
+        why=f"reinstall torch {rel} built for CUDA {lookup.cuda_from_tag(best)} ({best})",
+    )
+
+
+def check_gpus(facts: Facts, matrix: Matrix) -> List[Finding]:
+    """What the machine has: one line per GPU (the report's GPU section always says what was seen)."""
+    hw = facts.hardware
+    out = []
+    for g in hw.gpus:
+        mem = f", {g.memory_mib / 1024:.0f} GiB" if g.memory_mib else ""
+        out.append(finding("gpu.present", Severity.OK, CAT, f"GPU {g.index}: {g.name} (cc {g.cc}{mem})",
+                           {"driver": hw.driver_version or "unknown", "detected by": hw.source, "uuid": g.uuid or ""},
+                           subject=str(g.index)))
+    if not hw.gpus and (facts.torch is None or not facts.torch.cuda):
+        out.append(finding("gpu.none", Severity.INFO, CAT, "No NVIDIA GPU found",
+                           {"detected by": hw.source, "notes": "; ".join(hw.notes)}))
+    return out
+
+
+def check_driver(facts: Facts, matrix: Matrix) -> List[Finding]:
+    """Compare the NVIDIA driver with the CUDA version torch was built for."""
+    hw = facts.hardware
+    tv = torch_version(facts)
+    driver = version(hw.driver_version)
+    ev_hw = {
+        "driver": hw.driver_version or "not found",
+        "GPUs": ", ".join(g.name for g in hw.gpus) or "none",
+        "detected by": hw.source,
+    }
+    if facts.torch is None or tv is None:
+        if hw.gpus:
+            return [finding("torch.missing", Severity.INFO, Category.TORCH, "torch is not installed", ev_hw,
+                            "Nothing to compare the driver with yet; install torch built for a CUDA this driver supports.",
+                            [a for a in [_fresh_torch_hint(matrix, driver)] if a])]
+        return []
+    cuda = facts.torch.cuda
+    ev = {"torch": str(tv), "torch CUDA": cuda or ("ROCm " + facts.torch.hip if facts.torch.hip else "none (CPU build)"), **ev_hw}
+    if facts.torch.hip:
+        return [finding("torch.rocm", Severity.INFO, CAT, "ROCm build of torch: NVIDIA driver checks do not apply", ev)]
+    if not cuda:
+        if hw.gpus:
+            fix = [a for a in [torch_install_for(matrix, tv, driver)] if a]
+            return [finding(
+                "torch.cpu-build-on-gpu", Severity.ERROR, CAT,
+                "CPU-only torch on a machine with an NVIDIA GPU", ev,
+                "This torch build has no CUDA support, so training runs on the CPU (torch.cuda.is_available() is False). "
+                "pip picked the CPU wheel, or another package's requirement replaced the CUDA build.",
+                fix or [manual("install a CUDA build of torch that this driver supports")],
+            )]
+        return []  # CPU torch, no GPU: check_gpus already said so
+    if not hw.gpus and driver is None:
+        return [finding(
+            "gpu.none", Severity.WARN, CAT, f"CUDA build of torch ({cuda}) but no NVIDIA GPU or driver found", ev,
+            "Training would run on the CPU. On Colab/Kaggle, switch the runtime to a GPU; in a container, pass the GPU "
+            "through (--gpus all) so the driver is visible.",
+            [manual("attach a GPU (Colab: Runtime > Change runtime type > GPU; docker: --gpus all)")],
+        )]
+    floor = lookup.driver_floor(matrix, cuda)
+    if driver is None:
+        return [finding("driver.unknown", Severity.WARN, CAT, "NVIDIA driver version could not be read", ev,
+                        "The GPU is present but neither NVML, /sys, /proc nor nvidia-smi reported a driver version: "
+                        "the driver may not be loaded. " + "; ".join(hw.notes))]
+    if floor is None:
+        return [finding("driver.cuda-unknown", Severity.INFO, CAT,
+                        f"No driver requirement known for CUDA {cuda}", ev,
+                        f"The compatibility matrix (data {matrix.data_version}) has no entry for CUDA {cuda}.")]
+    ev.update({"needs (full support)": floor.toolkit_text or str(floor.toolkit),
+               "needs (minor-version compat)": floor.minor_compat_text or str(floor.minor_compat)})
+    if driver >= floor.toolkit:
+        return [finding("driver.cuda-support", Severity.OK, CAT,
+                        f"Driver {hw.driver_version} fully supports torch's CUDA {cuda}", ev)]
+    fix: List[Action] = [manual(f"upgrade the NVIDIA driver to >= {floor.toolkit_text or floor.toolkit} (CUDA {cuda} full support)")]
+    alt = torch_install_for(matrix, tv, driver)
+    if alt and not alt.args[-1].endswith(lookup.cuda_tag(cuda)):
+        fix.insert(0, alt)
+    if driver >= floor.minor_compat:
+        return [finding(
+            "driver.minor-compat", Severity.WARN, CAT,
+            f"Driver {hw.driver_version} runs CUDA {cuda} only through minor-version compatibility", ev,
+            "The CUDA runtime loads, but minor-version compatibility excludes PTX JIT: Triton kernels, torch.compile "
+            "and +PTX architectures can fail with 'the provided PTX was compiled with an unsupported toolchain'.",
+            fix,
+        )]
+    return [finding(
+        "driver.too-old", Severity.ERROR, CAT,
+        f"Driver {hw.driver_version} is too old for torch's CUDA {cuda}", ev,
+        "torch.cuda.is_available() will be False or CUDA initialisation fails ('The NVIDIA driver on your system is too "
+        "old'). Install a torch built for an older CUDA, or upgrade the driver.",
+        fix,
+    )]
+
+
+def _fresh_torch_hint(matrix: Matrix, driver: Optional[Version]) -> Optional[Action]:
+    """Newest torch in the matrix whose default CUDA the driver fully supports (a hint when torch is absent)."""
+    if driver is None:
+        return None
+    for tminor in sorted(matrix.torch_default_cuda, key=lambda s: Version(s), reverse=True):
+        floor = lookup.driver_floor(matrix, matrix.torch_default_cuda[tminor])
+        if floor and driver >= floor.toolkit:
+            return pip_install(f"torch=={tminor}.*", why=f"torch {tminor} (CUDA {matrix.torch_default_cuda[tminor]} wheel) runs on this driver")
+    return None

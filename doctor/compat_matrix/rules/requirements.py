@@ -1,0 +1,128 @@
+"""Unmet Requires-Dist among the training stack, read from metadata (our own code, not a `pip check` subprocess)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Dict, List, Optional, Tuple
+
+from packaging.markers import Marker, UndefinedComparison, UndefinedEnvironmentName, default_environment
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from doctor.compat_matrix.model import Matrix
+from doctor.compat_matrix.rules._common import satisfies, version
+from doctor.facts import Distribution, Facts
+from doctor.findings import Category, Finding, Severity, finding, pip_install
+
+CAT = Category.PACKAGES
+# The packages a fine-tuning run imports together; their own requirements are checked.
+STACK = ("torch", "xformers", "triton", "bitsandbytes", "transformers", "trl", "peft", "accelerate",
+         "unsloth", "unsloth-zoo", "flash-attn", "liger-kernel")
+# Pairs a dedicated rule reports with more evidence; not repeated here.
+COVERED = {("xformers", "torch"), ("torch", "triton"), ("torch", "pytorch-triton"), ("bitsandbytes", "torch")}
+# Packages that move together: a floor on the partner is a release-day contract, not a loose hint.
+LOCKSTEP = {("unsloth", "unsloth-zoo")}
+
+
+@lru_cache(maxsize=1)
+def _env() -> Dict[str, str]:
+    """Marker environment of this interpreter, with no extras selected."""
+    env = dict(default_environment())
+    env["extra"] = ""
+    return env
+
+
+def marker_applies(marker: Optional[Marker]) -> bool:
+    """Whether a requirement's marker holds here (extras never selected); unknown markers count as applying."""
+    if marker is None:
+        return True
+    try:
+        return bool(marker.evaluate(_env()))
+    except (UndefinedComparison, UndefinedEnvironmentName, ValueError, TypeError):
+        return True
+
+
+def parsed_requires(dist: Distribution) -> List[Tuple[str, Requirement]]:
+    """(raw line, Requirement) pairs that apply on this machine; unparseable lines are skipped."""
+    out = []
+    for line in dist.requires:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if marker_applies(req.marker):
+            out.append((line, req))
+    return out
+
+
+def requirement_on(dist: Distribution, name: str, facts: Optional[Facts] = None) -> Optional[str]:
+    """The specifier `dist` puts on package `name` here ('' for any version), or None if it has none."""
+    target = canonicalize_name(name)
+    for _line, req in parsed_requires(dist):
+        if canonicalize_name(req.name) == target:
+            return str(req.specifier)
+    return None
+
+
+def check_requirements(facts: Facts, matrix: Matrix) -> List[Finding]:
+    """Each stack package's requirements against what is installed; unsloth vs unsloth_zoo gets its own id."""
+    out: List[Finding] = []
+    for name in STACK:
+        dist = facts.dist(name)
+        if dist is None:
+            continue
+        if dist.error:
+            out.append(finding("package.broken-metadata", Severity.WARN, CAT, f"{dist.display_name or name}: unreadable metadata",
+                               {"package": name, "location": dist.location or "?", "error": dist.error},
+                               "pip and importlib cannot trust this install; reinstall it.",
+                               [pip_install("--force-reinstall", "--no-deps", f"{name}=={dist.version}" if version(dist.version) else name)],
+                               subject=name))
+            continue
+        if version(dist.version) is None:
+            out.append(finding("package.bad-version", Severity.WARN, CAT, f"{name} has an unreadable version '{dist.version}'",
+                               {"package": name, "version": dist.version, "location": dist.location or "?"},
+                               "Requirements on it cannot be checked; reinstall a released version.", subject=name))
+        if dist.shadowed:
+            out.append(finding("package.shadowed", Severity.WARN, CAT,
+                               f"{name} is installed more than once; {dist.version} hides " + ", ".join(v for v, _ in dist.shadowed),
+                               {"used": f"{dist.version} at {dist.location}",
+                                **{f"hidden {i + 1}": f"{v} at {loc}" for i, (v, loc) in enumerate(dist.shadowed)}},
+                               "Two copies on sys.path (user site vs venv, conda vs pip): what pip reports and what "
+                               "imports can differ.", [], subject=name))
+        for line, req in parsed_requires(dist):
+            dep = canonicalize_name(req.name)
+            if (name, dep) in COVERED:
+                continue
+            out.extend(_one(facts, dist, line, req, dep))
+    return out
+
+
+def _one(facts: Facts, dist: Distribution, line: str, req: Requirement, dep: str) -> List[Finding]:
+    """Findings for one requirement line of one installed stack package."""
+    other = facts.dist(dep)
+    spec = str(req.specifier)
+    ev = {dist.name: dist.version, "requires": line.split(";")[0].strip(), "installed": f"{dep} {other.version}" if other else "not installed"}
+    lockstep = (dist.name, dep) in LOCKSTEP
+    if other is None:
+        sev = Severity.ERROR if lockstep else Severity.WARN
+        return [finding("requires.missing", sev, CAT, f"{dist.name} {dist.version} requires {dep}{spec}, which is not installed",
+                        ev, "Something was installed with --no-deps or uninstalled later; the import fails or loses features.",
+                        [pip_install(f"{dep}{spec}", no_deps=True)], subject=f"{dist.name}->{dep}")]
+    ov = version(other.version)
+    if ov is None or not spec or satisfies(ov, req.specifier):
+        return []
+    if lockstep:
+        return [finding(
+            "unsloth.zoo-skew", Severity.ERROR, CAT,
+            f"unsloth {dist.version} needs unsloth_zoo{spec}, {other.version} is installed", ev,
+            "unsloth and unsloth_zoo release together: a newer unsloth reads patch tables that only the matching zoo "
+            "has, so `from unsloth import ...` dies with errors like KeyError: 'grpo_compute_loss_slow' (unsloth "
+            "#2015, after installing unsloth from git with --no-deps).",
+            [pip_install(f"unsloth_zoo{spec}", no_deps=True, why="bring unsloth_zoo up to unsloth's floor")],
+            subject=f"{dist.name}->{dep}")]
+    return [finding(
+        "requires.unmet", Severity.ERROR, CAT,
+        f"{dist.name} {dist.version} requires {dep}{spec}, {other.version} is installed", ev,
+        "pip accepted this state (a later install, --no-deps, or a forced pin) but the package declares it does not "
+        "work with this version: expect import errors or wrong behaviour.",
+        [pip_install(f"{dep}{spec}", no_deps=True)], subject=f"{dist.name}->{dep}")]

@@ -1,0 +1,193 @@
+"""Build info of torch and xformers, read from their files, never by importing them.
+
+torch: `torch/version.py` is parsed with `ast` and only literal assignments are believed
+(`__version__ = '2.13.0+cpu'`, `cuda: Optional[str] = '13.0'`). Nothing in it is executed.
+
+xformers: `xformers/cpp_lib.json`, written when the wheel was built, says which torch, CUDA and
+Python the C++/CUDA extension was compiled for. Real content (0.0.35 wheel)::
+
+    {"version": {"cuda": 1208, "hip": null, "torch": "2.10.0+cu128", "python": "3.10.19"},
+     "env": {"TORCH_CUDA_ARCH_LIST": "7.5 8.0+PTX 8.0 9.0a", ...}}
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Sequence, Union
+
+from doctor.facts import Distribution, TorchBuild, XformersBuild
+from doctor.inventory.files import describe_os_error, read_bytes
+
+_TORCH_FIELDS = ("__version__", "cuda", "hip", "git_version")
+# A wrong or unknowable value here changes what the rules conclude (a None cuda reads as a CPU
+# build), so it is an error; git_version is informational and just becomes None.
+_TORCH_TRUSTED = ("__version__", "cuda", "hip")
+_SOURCE_LIMIT = 1024 * 1024
+
+
+def find_package_file(relative: str, paths: Sequence[str], preferred_location: Optional[str] = None) -> Optional[str]:
+    """First existing `<entry>/<relative>`, trying `preferred_location` before the path entries."""
+    candidates: List[str] = []
+    if preferred_location:
+        candidates.append(preferred_location)
+    candidates.extend(p for p in paths if isinstance(p, str))
+    for entry in candidates:
+        candidate = os.path.join(entry or ".", relative)
+        if os.path.lexists(candidate):
+            return candidate
+    return None
+
+
+def torch_build(paths: Sequence[str], dist: Optional[Distribution]) -> Optional[TorchBuild]:
+    """torch's build from its version.py; None when torch is neither installed nor on `paths`."""
+    location = dist.location if dist else None
+    path = find_package_file(os.path.join("torch", "version.py"), paths, location)
+    if path is None:
+        if dist is None:
+            return None
+        return TorchBuild(version=None, error="torch/version.py not found")
+    return read_torch_build(path)
+
+
+def read_torch_build(path: str) -> TorchBuild:
+    """Parse one torch/version.py file; problems go into TorchBuild.error, never raised."""
+    try:
+        source = read_bytes(path, _SOURCE_LIMIT)
+    except OSError as exc:
+        return TorchBuild(version=None, path=path, error=f"cannot read {path}: {describe_os_error(exc)}")
+    return parse_torch_version_source(source, path)
+
+
+def parse_torch_version_source(source: Union[bytes, str], path: Optional[str] = None) -> TorchBuild:
+    """TorchBuild from the text of a torch/version.py (literal top-level assignments only)."""
+    import ast
+
+    try:
+        tree = ast.parse(source, filename=path or "<version.py>")
+    except (SyntaxError, ValueError) as exc:  # ValueError: NUL bytes
+        where = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) and exc.lineno else ""
+        reason = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+        return TorchBuild(version=None, path=path, error=f"version.py does not parse: {reason}{where}")
+    except (MemoryError, RecursionError):
+        return TorchBuild(version=None, path=path, error="version.py does not parse: too deeply nested")
+
+    values: Dict[str, Optional[str]] = {}
+    problems: Dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            value = node.value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            names = [node.target.id]
+            value = node.value
+        else:
+            continue
+        names = [n for n in names if n in _TORCH_FIELDS]
+        if not names:
+            continue
+        try:
+            literal = ast.literal_eval(value)
+        except Exception:  # ValueError for calls/names; deep nesting raises others
+            literal, problem = None, "is not a literal"
+        else:
+            problem = None
+            if literal is not None and not isinstance(literal, str):
+                literal, problem = None, f"is a {type(literal).__name__}, not a string"
+        for name in names:  # the last assignment wins, as it would at run time
+            values[name] = literal
+            if problem:
+                problems[name] = problem
+            else:
+                problems.pop(name, None)
+
+    errors = [f"{name} {problems[name]}" for name in _TORCH_TRUSTED if name in problems]
+    if "__version__" not in values:
+        errors.insert(0, "no __version__ in version.py")
+    return TorchBuild(
+        version=values.get("__version__"),
+        cuda=values.get("cuda"),
+        hip=values.get("hip"),
+        git_version=values.get("git_version"),
+        path=path,
+        error="; ".join(errors) or None,
+    )
+
+
+def xformers_build(paths: Sequence[str], dist: Optional[Distribution]) -> Optional[XformersBuild]:
+    """xformers' extension build from cpp_lib.json; None when xformers is neither installed nor on `paths`."""
+    location = dist.location if dist else None
+    path = find_package_file(os.path.join("xformers", "cpp_lib.json"), paths, location)
+    if path is not None:
+        return read_xformers_build(path)
+    if dist is None and find_package_file(os.path.join("xformers", "__init__.py"), paths) is None:
+        return None
+    return XformersBuild(torch_version=None, error="no cpp_lib.json")
+
+
+def read_xformers_build(path: str) -> XformersBuild:
+    """Parse one xformers/cpp_lib.json file; problems go into XformersBuild.error, never raised."""
+    try:
+        data = read_bytes(path, _SOURCE_LIMIT)
+    except OSError as exc:
+        return XformersBuild(torch_version=None, path=path, error=f"cannot read {path}: {describe_os_error(exc)}")
+    return parse_cpp_lib(data, path)
+
+
+def parse_cpp_lib(data: Union[bytes, str], path: Optional[str] = None) -> XformersBuild:
+    """XformersBuild from the content of a cpp_lib.json; wrong shapes are reported, not raised."""
+    import json
+
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = getattr(exc, "msg", None) or exc.__class__.__name__
+        return XformersBuild(torch_version=None, path=path, error=f"cpp_lib.json is not valid JSON ({reason})")
+    if not isinstance(doc, dict):
+        return XformersBuild(torch_version=None, path=path, error="cpp_lib.json is not a JSON object")
+    version = doc.get("version")
+    if not isinstance(version, dict):
+        return XformersBuild(torch_version=None, path=path, error='cpp_lib.json has no "version" object')
+
+    errors: List[str] = []
+    torch_version = _typed(version, "torch", str, errors, required=True)
+    cuda = _typed(version, "cuda", int, errors)
+    python = _typed(version, "python", str, errors)
+    hip = version.get("hip")
+    if isinstance(hip, (str, int, float)) and not isinstance(hip, bool):
+        hip = str(hip)
+    elif hip is not None:
+        errors.append(f"version.hip is {_kind(hip)}")
+        hip = None
+    arch_list = None
+    env = doc.get("env")
+    if isinstance(env, dict):
+        arch_list = _typed(env, "TORCH_CUDA_ARCH_LIST", str, errors, prefix="env")
+    elif env is not None:
+        errors.append(f"env is {_kind(env)}, expected an object")
+    return XformersBuild(
+        torch_version=torch_version,
+        cuda_version=cuda,
+        hip_version=hip,
+        python_version=python,
+        arch_list=arch_list,
+        path=path,
+        error="; ".join(f"cpp_lib.json: {e}" for e in errors) or None,
+    )
+
+
+def _typed(obj: dict, key: str, kind: type, errors: List[str], *, required: bool = False, prefix: str = "version"):  # type: ignore[no-untyped-def]
+    value = obj.get(key)
+    if value is None:
+        if required:
+            errors.append(f"{prefix}.{key} is missing")
+        return None
+    if isinstance(value, bool) or not isinstance(value, kind):
+        errors.append(f"{prefix}.{key} is {_kind(value)}, expected {'an integer' if kind is int else 'a string'}")
+        return None
+    return value
+
+
+def _kind(value: object) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer", float: "a number"}.get(
+        type(value), type(value).__name__
+    )

@@ -1,0 +1,62 @@
+"""Small, bounded file reads shared by the inventory modules (no module here raises on bad data)."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Tuple
+
+# Metadata files are small; a cap keeps a giant or endless file (a FIFO, /dev/zero) from stalling us.
+DEFAULT_LIMIT = 4 * 1024 * 1024
+
+
+def read_bytes(path: str, limit: int = DEFAULT_LIMIT) -> bytes:
+    """Read at most `limit` bytes of a regular file; raises OSError like open() does."""
+    # O_NONBLOCK so a FIFO planted where a file should be cannot block the open.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not _is_regular(fd):
+            raise IsADirectoryError(21, "not a regular file", path)
+        chunks = []
+        left = limit
+        while left > 0:
+            chunk = os.read(fd, min(left, 1024 * 1024))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _is_regular(fd: int) -> bool:
+    import stat
+
+    return stat.S_ISREG(os.fstat(fd).st_mode)
+
+
+def read_text(path: str, limit: int = DEFAULT_LIMIT) -> Tuple[Optional[str], Optional[str]]:
+    """(text, None) for a readable UTF-8 file, (None, None) when absent, (None, reason) otherwise."""
+    try:
+        data = read_bytes(path, limit)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, describe_os_error(exc)
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return None, "not valid UTF-8"
+
+
+def describe_os_error(exc: OSError) -> str:
+    """A short reason for an OSError, without the path (callers add their own context)."""
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return "not a regular file"
+    if isinstance(exc, NotADirectoryError):
+        return "parent is not a directory"
+    if isinstance(exc, FileNotFoundError):
+        return "missing"
+    return exc.strerror or exc.__class__.__name__

@@ -1,0 +1,244 @@
+"""unsloth compiled-cache location: real directories, files, FIFOs and /proc; no filesystem mocks."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+from doctor.compat_matrix.rules import cache_location as cl
+from doctor.compat_matrix.rules.cache_location import (
+    ProbeTimeout,
+    check_unsloth_cache_location,
+    probe_location,
+    resolve_unsloth_cache_dir,
+    run_with_timeout,
+)
+from doctor.facts import Distribution, Facts, PlatformInfo, PythonInfo
+from doctor.findings import ActionKind, Finding, Severity
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and FIFOs")
+
+
+def make_facts(cwd: Path, env: Optional[Dict[str, str]] = None, dists: tuple = ("unsloth", "unsloth-zoo")) -> Facts:
+    """Facts with just what this rule reads."""
+    return Facts(
+        python=PythonInfo("3.11.7", "CPython", sys.executable, sys.prefix, sys.base_prefix),
+        platform=PlatformInfo("Linux", "x86_64", "6.0"),
+        distributions={d: Distribution(d, "2026.10.9") for d in dists},
+        env=dict(env or {}),
+        cwd=str(cwd),
+    )
+
+
+def by_id(findings: List[Finding]) -> Dict[str, Finding]:
+    """Findings keyed by id (each id appears once here)."""
+    out = {f.id: f for f in findings}
+    assert len(out) == len(findings)
+    return out
+
+
+def fix_value(f: Finding) -> str:
+    """The value of the single set-env fix."""
+    [a] = f.fix
+    assert a.kind is ActionKind.SET_ENV and a.args[0] == "UNSLOTH_COMPILE_LOCATION"
+    return a.args[1]
+
+
+def assert_writable_absolute(value: str) -> None:
+    """A suggested location is absolute and unsloth could create/write it."""
+    assert os.path.isabs(value)
+    assert probe_location(Path(value)).writable
+
+
+# ----------------------------------------------------------------------------- resolver
+
+
+def test_resolve_default_is_relative_to_cwd(tmp_path: Path) -> None:
+    """Unset (or empty, like unsloth_zoo's `if _loc`) -> cwd/unsloth_compiled_cache."""
+    assert resolve_unsloth_cache_dir({}, str(tmp_path)) == (tmp_path / "unsloth_compiled_cache", True)
+    assert resolve_unsloth_cache_dir({"UNSLOTH_COMPILE_LOCATION": ""}, str(tmp_path))[0].name == "unsloth_compiled_cache"
+
+
+def test_resolve_relative_and_absolute(tmp_path: Path) -> None:
+    """Relative values join cwd (normalised); absolute values stand; `~` is not expanded."""
+    env = {"UNSLOTH_COMPILE_LOCATION": "../shared/cache"}
+    assert resolve_unsloth_cache_dir(env, str(tmp_path / "a")) == (tmp_path / "shared" / "cache", True)
+    env = {"UNSLOTH_COMPILE_LOCATION": "/opt/cache/"}
+    assert resolve_unsloth_cache_dir(env, str(tmp_path)) == (Path("/opt/cache"), False)
+    env = {"UNSLOTH_COMPILE_LOCATION": "~/cache"}
+    assert resolve_unsloth_cache_dir(env, str(tmp_path)) == (tmp_path / "~" / "cache", True)
+
+
+# ----------------------------------------------------------------------------- rule
+
+
+def test_not_installed_no_findings(tmp_path: Path) -> None:
+    """Neither unsloth nor unsloth_zoo installed: the rule says nothing."""
+    assert check_unsloth_cache_location(make_facts(tmp_path, dists=("transformers",))) == []
+
+
+def test_zoo_alone_is_enough(tmp_path: Path) -> None:
+    """unsloth_zoo without unsloth still compiles into the cache."""
+    assert check_unsloth_cache_location(make_facts(tmp_path, dists=("unsloth-zoo",)))
+
+
+def test_default_missing_dir_warns_relative_and_creates_nothing(tmp_path: Path) -> None:
+    """Default location, not created yet: WARN relative (fix: an absolute dir) + OK writable; nothing written."""
+    out = by_id(check_unsloth_cache_location(make_facts(tmp_path)))
+    assert set(out) == {"cache.unsloth-relative", "cache.unsloth-location"}
+    warn = out["cache.unsloth-relative"]
+    assert warn.severity is Severity.WARN and warn.title == "unsloth compiled cache depends on the working directory"
+    value = fix_value(warn)
+    assert value.endswith("/unsloth_compiled_cache") and not value.startswith(str(tmp_path))
+    assert_writable_absolute(value)
+    ok = out["cache.unsloth-location"]
+    assert ok.severity is Severity.OK and "can be created" in ok.title
+    assert list(tmp_path.iterdir()) == []  # never creates the cache dir, leaves no probe file
+
+
+def test_existing_relative_dir_is_pinned(tmp_path: Path) -> None:
+    """An existing writable ./unsloth_compiled_cache: the fix pins that very directory; nothing left behind."""
+    cache = tmp_path / "unsloth_compiled_cache"
+    cache.mkdir()
+    (cache / "UnslothSFTTrainer.py").write_text("x = 1\n")
+    out = by_id(check_unsloth_cache_location(make_facts(tmp_path)))
+    assert fix_value(out["cache.unsloth-relative"]) == str(cache)
+    assert out["cache.unsloth-location"].severity is Severity.OK
+    assert sorted(p.name for p in cache.iterdir()) == ["UnslothSFTTrainer.py"]
+
+
+def test_absolute_writable_is_only_ok(tmp_path: Path) -> None:
+    """An absolute, writable location: one OK finding."""
+    env = {"UNSLOTH_COMPILE_LOCATION": str(tmp_path / "deep" / "er" / "cache")}
+    [f] = check_unsloth_cache_location(make_facts(tmp_path, env))
+    assert f.id == "cache.unsloth-location" and f.severity is Severity.OK
+    assert dict(f.evidence)["tested"] == str(tmp_path)  # nearest existing ancestor
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_parent_is_a_regular_file(tmp_path: Path) -> None:
+    """tmp/file.txt/cache: cannot be created even by root -> ERROR with a writable absolute fix."""
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("data")
+    env = {"UNSLOTH_COMPILE_LOCATION": str(blocker / "cache" / "sub")}
+    [f] = check_unsloth_cache_location(make_facts(tmp_path, env))
+    assert f.id == "cache.unsloth-unwritable" and f.severity is Severity.ERROR
+    assert f"{blocker} is not a directory" in f.title
+    assert "a regular file" in dict(f.evidence)["problem"]
+    assert_writable_absolute(fix_value(f))
+    assert blocker.read_text() == "data"
+
+
+def test_location_is_a_file(tmp_path: Path) -> None:
+    """The location exists as a file: ERROR (unsloth's makedirs raises FileExistsError)."""
+    target = tmp_path / "cache"
+    target.write_text("")
+    [f] = check_unsloth_cache_location(make_facts(tmp_path, {"UNSLOTH_COMPILE_LOCATION": str(target)}))
+    assert f.id == "cache.unsloth-unwritable" and "exists but is not a directory" in f.title
+
+
+@linux_only
+def test_location_is_a_fifo_does_not_block(tmp_path: Path) -> None:
+    """A FIFO at the location is reported as not a directory, at once (it is never opened)."""
+    fifo = tmp_path / "cache"
+    os.mkfifo(fifo)
+    t0 = time.monotonic()
+    [f] = check_unsloth_cache_location(make_facts(tmp_path, {"UNSLOTH_COMPILE_LOCATION": str(fifo)}), timeout=5)
+    assert time.monotonic() - t0 < 1
+    assert f.id == "cache.unsloth-unwritable" and "a FIFO" in dict(f.evidence)["problem"]
+
+
+@linux_only
+def test_under_proc_is_unwritable(tmp_path: Path) -> None:
+    """/proc accepts no new files, not even from root: missing and existing directories both fail."""
+    for loc, exists in (("/proc/tune-doctor-no-such-cache", "no"), ("/proc/self", "yes")):
+        [f] = check_unsloth_cache_location(make_facts(tmp_path, {"UNSLOTH_COMPILE_LOCATION": loc}))
+        assert f.id == "cache.unsloth-unwritable", loc
+        assert dict(f.evidence)["exists"] == exists
+        assert_writable_absolute(fix_value(f))
+
+
+@linux_only
+def test_relative_and_unwritable_gives_both(tmp_path: Path) -> None:
+    """A relative setting whose parent is a file: WARN relative and ERROR unwritable, same fix value."""
+    (tmp_path / "f").write_text("")
+    out = by_id(check_unsloth_cache_location(make_facts(tmp_path, {"UNSLOTH_COMPILE_LOCATION": "f/cache"})))
+    assert set(out) == {"cache.unsloth-relative", "cache.unsloth-unwritable"}
+    assert fix_value(out["cache.unsloth-relative"]) == fix_value(out["cache.unsloth-unwritable"])
+
+
+def test_common_case_is_fast(tmp_path: Path) -> None:
+    """Typical call (existing absolute writable dir) stays well under 50 ms."""
+    env = {"UNSLOTH_COMPILE_LOCATION": str(tmp_path)}
+    facts = make_facts(tmp_path, env)
+    check_unsloth_cache_location(facts)  # warm imports
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        check_unsloth_cache_location(facts)
+        times.append(time.perf_counter() - t0)
+    assert min(times) < 0.05, times
+
+
+# ----------------------------------------------------------------------------- timeout, with a real block
+
+
+@pytest.fixture()
+def blocking_fifo(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A FIFO with no reader: opening it for writing blocks. Unblocked (a reader opens) at teardown."""
+    fifo = tmp_path / "blocker.fifo"
+    os.mkfifo(fifo)
+    yield fifo
+    # Release any thread still stuck in open(): a non-blocking reader lets the writer's open return.
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    time.sleep(0.05)
+    os.close(fd)
+
+
+@linux_only
+def test_run_with_timeout_returns_on_a_real_block(blocking_fifo: Path) -> None:
+    """open(FIFO, 'w') with no reader really blocks; the daemon-thread runner gives up on time."""
+    t0 = time.monotonic()
+    with pytest.raises(ProbeTimeout, match="0.2 s"):
+        run_with_timeout(lambda: open(blocking_fifo, "wb"), 0.2)
+    assert 0.15 < time.monotonic() - t0 < 1.0
+    stuck = [t for t in threading.enumerate() if t.name == "tune-doctor-probe"]
+    assert stuck and all(t.daemon for t in stuck)
+
+
+def test_run_with_timeout_passes_results_and_errors() -> None:
+    """Values come back; exceptions are re-raised in the caller."""
+    assert run_with_timeout(lambda: 42, 1.0) == 42
+    with pytest.raises(ZeroDivisionError):
+        run_with_timeout(lambda: 1 / 0, 1.0)
+
+
+@linux_only
+def test_unresponsive_location_is_an_error(
+    tmp_path: Path, blocking_fifo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probe that hangs (here: it opens the FIFO, as a stalled mount would hang) -> ERROR unresponsive."""
+    real_probe = cl.probe_location
+    target = tmp_path / "cache"
+
+    def hanging_probe(path: Path):  # type: ignore[no-untyped-def]
+        if path == target:
+            with open(blocking_fifo, "wb"):  # blocks: no reader
+                pass
+        return real_probe(path)
+
+    monkeypatch.setattr(cl, "probe_location", hanging_probe)
+    t0 = time.monotonic()
+    out = check_unsloth_cache_location(make_facts(tmp_path, {"UNSLOTH_COMPILE_LOCATION": str(target)}), timeout=0.3)
+    assert time.monotonic() - t0 < 2
+    [f] = out
+    assert f.id == "cache.unsloth-unresponsive" and f.severity is Severity.ERROR
+    assert str(target) in f.title and "0.3 s" in f.title
+    assert dict(f.evidence)["timeout"] == "0.3 s"
+    assert fix_value(f) != str(target)

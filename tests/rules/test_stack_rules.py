@@ -1,0 +1,239 @@
+"""Matrix rules over real installed packages (pip --no-deps into a folder) and simulated hardware."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from doctor.findings import ActionKind, Severity
+from tests.conftest import Env, ids, one
+
+H100 = "NVIDIA H100 80GB HBM3@9.0@81559"
+T4 = "Tesla T4@7.5@15360"
+V100 = "Tesla V100-SXM2-16GB@7.0@16384"
+RTX5090 = "NVIDIA GeForce RTX 5090@12.0@32607"
+
+
+def ev(f) -> dict:  # type: ignore[no-untyped-def]
+    """Evidence as a dict."""
+    return dict(f.evidence)
+
+
+def commands(f) -> list:  # type: ignore[no-untyped-def]
+    """Pasteable commands of a finding's fix."""
+    return [a.command() or a.description for a in f.fix]
+
+
+# --- xformers -------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_xformers_035_metadata_ok_but_binary_built_for_other_torch(env: Env, real_wheels, torch_cpu_site: Path) -> None:
+    """The observed H100 case: pip is satisfied (torch>=2.10) yet the extension is built for 2.10.0+cu128."""
+    env.install([real_wheels["xformers==0.0.35"]])
+    report = env.check(gpus=H100, driver="580.159.04", paths=[torch_cpu_site])
+    meta = one(report, "xformers.torch-metadata")
+    assert meta.severity is Severity.OK and ev(meta)["xformers requires torch"] == ">=2.10"
+    b = one(report, "xformers.binary-mismatch")
+    assert b.severity is Severity.ERROR
+    e = ev(b)
+    assert e["built for torch"] == "2.10.0+cu128" and e["built with CUDA"] == "12.8" and e["installed torch"] == "2.13.0+cpu"
+    assert "built for torch 2.10.0, torch 2.13.0 is installed" in b.title
+    # no xformers is built for torch 2.13: the only fix is to drop it, never to reinstall 0.0.35
+    assert commands(b) == ["pip uninstall -y xformers"]
+    assert one(report, "torch.cpu-build-on-gpu").severity is Severity.ERROR
+    assert report.exit_code == 2
+
+
+def test_xformers_metadata_pin_mismatch_suggests_matching_pair(env: Env) -> None:
+    """xformers 0.0.27 pins torch==2.3.1; with torch 2.4.0 the fix is the known-good 2.4 pair, --no-deps."""
+    env.torch("2.4.0+cu121", "12.1").wheel("xformers", "0.0.27", ["torch==2.3.1", "numpy"])
+    report = env.check(gpus=H100, driver="580.159.04")
+    f = one(report, "xformers.torch-mismatch")
+    assert f.severity is Severity.ERROR
+    assert ev(f)["xformers requires torch"] == "==2.3.1" and ev(f)["from"] == "xformers METADATA Requires-Dist"
+    cmds = commands(f)
+    assert cmds[0] == "pip install xformers==0.0.27.post2 --no-deps"
+    assert cmds[-1] == "pip uninstall -y xformers"
+
+
+def test_xformers_without_requires_falls_back_to_matrix(env: Env) -> None:
+    """A conda-style install with no Requires-Dist: the matrix supplies the pin."""
+    env.torch("2.5.1+cu124", "12.4").wheel("xformers", "0.0.28.post1")
+    f = one(env.check(gpus=H100, driver="580.159.04"), "xformers.torch-mismatch")
+    assert ev(f)["xformers requires torch"] == "==2.4.1" and ev(f)["from"].startswith("compat matrix")
+    assert commands(f)[0] == "pip install xformers==0.0.29.post1 --no-deps"
+
+
+def test_xformers_dtype_layout_known_issue(env: Env) -> None:
+    """torch 2.3.1 + xformers 0.0.27: metadata fine, but the aten.to.dtype_layout bug is known."""
+    env.torch("2.3.1+cu121", "12.1").wheel("xformers", "0.0.27", ["torch==2.3.1"])
+    report = env.check(gpus=H100, driver="580.159.04")
+    assert one(report, "xformers.torch-metadata").severity is Severity.OK
+    f = one(report, "xformers.dtype-layout")
+    assert f.severity is Severity.ERROR
+    assert any("0.0.26.post1" in c or "0.0.27.post2" in c for c in commands(f))
+
+
+def test_xformers_cpp_lib_cuda_major_and_arch(env: Env) -> None:
+    """Build info with the right torch but another CUDA major is an error; a GPU outside its arch list is flagged."""
+    cpp = ('{"version": {"cuda": 1208, "hip": null, "torch": "2.11.0+cu128", "python": "3.12.3"},'
+           ' "env": {"TORCH_CUDA_ARCH_LIST": "8.0 9.0a"}}')
+    env.torch("2.11.0+cu130", "13.0").wheel("xformers", "0.0.36", ["torch>=2.11"], {"xformers/cpp_lib.json": cpp})
+    report = env.check(gpus=f"{H100},{T4}", driver="580.159.04")
+    b = one(report, "xformers.binary-mismatch")
+    assert b.severity is Severity.ERROR and "another major version" in b.title
+    arch = one(report, "xformers.arch")
+    assert arch.subject == "1" and arch.severity is Severity.ERROR
+
+
+# --- driver and CUDA ---------------------------------------------------------------------------------
+
+def test_driver_fully_supports(env: Env) -> None:
+    """The H100 image: torch 2.11.0+cu130 on driver 580.159.04."""
+    f = one(env.torch("2.11.0+cu130", "13.0").check(gpus=H100, driver="580.159.04"), "driver.cuda-support")
+    assert f.severity is Severity.OK
+
+
+def test_driver_too_old_offers_older_cuda_build(env: Env) -> None:
+    """Driver 560.35 is below CUDA 13.0's floor (580); torch 2.11 also comes as cu126, which it runs."""
+    f = one(env.torch("2.11.0+cu130", "13.0").check(gpus=H100, driver="560.35.03"), "driver.too-old")
+    assert f.severity is Severity.ERROR
+    cmd = commands(f)[0]
+    assert cmd.startswith("pip install torch==2.11.0 --index-url ") and cmd.endswith("/cu126")
+    assert any("upgrade the NVIDIA driver to >= 580.65.06" in c for c in commands(f))
+
+
+def test_driver_minor_version_compat_only_warns(env: Env) -> None:
+    """CUDA 12.8 on driver 550: runs by minor-version compatibility, PTX JIT excluded."""
+    f = one(env.torch("2.8.0+cu128", "12.8").check(gpus=H100, driver="550.54.14"), "driver.minor-compat")
+    assert f.severity is Severity.WARN
+    assert ev(f)["needs (full support)"] == "570.26"
+
+
+def test_cpu_torch_on_gpu_machine(env: Env, torch_cpu_site: Path) -> None:
+    """A real CPU wheel of torch with a GPU present."""
+    f = one(env.check(gpus=T4, driver="580.159.04", paths=[torch_cpu_site]), "torch.cpu-build-on-gpu")
+    assert f.severity is Severity.ERROR
+    assert commands(f)[0].startswith("pip install torch==2.13.0 --index-url ") and commands(f)[0].endswith("/cu130")
+
+
+def test_cuda_torch_without_gpu_warns(env: Env) -> None:
+    """CUDA build, no GPU and no driver (Colab CPU runtime)."""
+    f = one(env.torch("2.11.0+cu130", "13.0").check(gpus="none"), "gpu.none")
+    assert f.severity is Severity.WARN
+
+
+# --- GPU arch -------------------------------------------------------------------------------------------
+
+def test_arch_t4_supported_but_no_bf16(env: Env) -> None:
+    """cc 7.5 on torch 2.11 cu128: compiled in; bf16 is not available."""
+    report = env.torch("2.11.0+cu128", "12.8").check(gpus=T4, driver="580.159.04")
+    assert one(report, "gpu.arch").severity is Severity.OK
+    assert one(report, "gpu.no-bf16").severity is Severity.WARN
+
+
+def test_arch_v100_dropped_from_211_cu128(env: Env) -> None:
+    """sm_70 left the cu128 build in 2.11; cu126 still has it."""
+    f = one(env.torch("2.11.0+cu128", "12.8").check(gpus=V100, driver="580.159.04"), "gpu.arch-unsupported")
+    assert f.severity is Severity.ERROR
+    assert commands(f)[0].endswith("/cu126")
+
+
+def test_arch_blackwell_on_cu124_unsupported(env: Env) -> None:
+    """cc 12.0 on torch 2.6 cu124: no sm_120 cubin and no PTX that covers it."""
+    f = one(env.torch("2.6.0+cu124", "12.4").check(gpus=RTX5090, driver="580.159.04"), "gpu.arch-unsupported")
+    assert "sm_120" in f.title
+
+
+def test_arch_blackwell_on_cu130_and_family_rule(env: Env) -> None:
+    """cc 12.0 has a cubin in cu130; cc 12.1 (GB10) is served by the sm_120 cubin."""
+    report = env.torch("2.11.0+cu130", "13.0").check(gpus=f"{RTX5090},NVIDIA GB10@12.1", driver="580.159.04")
+    assert [f.severity for f in report.findings if f.id == "gpu.arch"] == [Severity.OK, Severity.OK]
+
+
+def test_arch_from_gpu_name_when_cc_unknown(env: Env) -> None:
+    """procfs gives only the name: the name table supplies cc 7.5 for a T4."""
+    report = env.torch("2.11.0+cu128", "12.8").check(gpus="Tesla T4@?", driver="580.159.04")
+    assert one(report, "gpu.no-bf16")
+
+
+# --- triton, bitsandbytes, flash-attn ---------------------------------------------------------------------
+
+LINUX = "platform_system == 'Linux' and platform_machine == 'x86_64'"
+
+
+def test_triton_mismatch_against_torch_requires(env: Env) -> None:
+    """torch 2.5.1 pins triton==3.1.0; 3.0.0 is installed."""
+    env.torch("2.5.1+cu124", "12.4", [f"triton==3.1.0; {LINUX}"]).wheel("triton", "3.0.0")
+    f = one(env.check(gpus=H100, driver="580.159.04"), "triton.torch-mismatch")
+    assert f.severity is Severity.ERROR and commands(f) == ["pip install triton==3.1.0 --no-deps"]
+
+
+def test_triton_ok_and_matrix_fallback(env: Env) -> None:
+    """No Requires-Dist on triton: the matrix pin for torch 2.3.1 (==2.3.1) is used."""
+    env.torch("2.3.1+cu121", "12.1").wheel("triton", "2.3.1")
+    f = one(env.check(gpus=H100, driver="580.159.04"), "triton.torch")
+    assert f.severity is Severity.OK and ev(f)["from"].startswith("compat matrix")
+
+
+def test_triton_missing_for_cuda_torch(env: Env) -> None:
+    """A CUDA torch whose triton was uninstalled."""
+    env.torch("2.9.0+cu128", "12.8", [f"triton==3.5.0; {LINUX}"])
+    assert one(env.check(gpus=H100, driver="580.159.04"), "triton.missing").severity is Severity.WARN
+
+
+def test_bitsandbytes_torch_floor_and_old_gpu(env: Env) -> None:
+    """bitsandbytes 0.48.1 wants torch>=2.3; the GPU is a P100 (no LLM.int8)."""
+    env.torch("2.2.2+cu121", "12.1").wheel("bitsandbytes", "0.48.1", ["torch<3,>=2.3", "numpy>=1.17"])
+    report = env.check(gpus="Tesla P100-PCIE-16GB@6.0", driver="580.159.04")
+    assert one(report, "bitsandbytes.torch-mismatch").severity is Severity.ERROR
+    assert one(report, "bitsandbytes.no-int8").severity is Severity.INFO
+
+
+def test_flash_attn_built_for_other_torch_and_turing(env: Env) -> None:
+    """A release wheel for torch 2.4 on torch 2.5, and a T4 (cc 7.5) that FA2 does not support."""
+    env.torch("2.5.1+cu124", "12.4").wheel("flash-attn", "2.6.3+cu123torch2.4cxx11abiFALSE", ["torch", "einops"])
+    report = env.check(gpus=T4, driver="580.159.04")
+    m = one(report, "flash-attn.torch-mismatch")
+    assert ev(m)["built for torch"] == "2.4" and m.severity is Severity.ERROR
+    assert one(report, "flash-attn.arch").severity is Severity.ERROR
+
+
+# --- requirements and pairs ----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_unsloth_zoo_skew_real_releases(env: Env, real_wheels) -> None:
+    """unsloth 2025.3.14 needs unsloth_zoo>=2025.3.11 (the grpo_compute_loss_slow incident); 2025.3.9 is installed."""
+    env.install([real_wheels["unsloth==2025.3.14"], real_wheels["unsloth_zoo==2025.3.9"]])
+    f = one(env.check(), "unsloth.zoo-skew")
+    assert f.severity is Severity.ERROR
+    assert ev(f)["requires"].replace("_", "-").startswith("unsloth-zoo>=2025.3.11")
+    assert commands(f) == ["pip install 'unsloth_zoo>=2025.3.11' --no-deps"]
+
+
+@pytest.mark.slow
+def test_unsloth_zoo_in_step(env: Env, real_wheels) -> None:
+    """The same unsloth with the zoo release it asks for: no skew."""
+    env.install([real_wheels["unsloth==2025.3.14"], real_wheels["unsloth_zoo==2025.3.11"]])
+    assert "unsloth.zoo-skew" not in ids(env.check())
+
+
+def test_generic_unmet_and_missing_requirement(env: Env) -> None:
+    """peft needs transformers>=4.40 (4.30 installed) and accelerate (absent); extras-only lines are ignored."""
+    env.wheel("transformers", "4.30.0").wheel(
+        "peft", "0.13.0", ["transformers>=4.40", "accelerate>=0.21", "pytest; extra == 'test'", "pywin32; sys_platform == 'win32'"])
+    report = env.check()
+    unmet = [f for f in report.findings if f.id == "requires.unmet"]
+    assert len(unmet) == 1 and ev(unmet[0])["installed"] == "transformers 4.30.0"
+    missing = [f for f in report.findings if f.id == "requires.missing"]
+    assert [ev(f)["requires"] for f in missing] == ["accelerate>=0.21"]
+    assert unmet[0].fix[0].kind is ActionKind.PIP_INSTALL
+
+
+def test_healthy_h100_stack_is_exit_0(env: Env) -> None:
+    """The GPU image's stack, consistent: no warnings at all."""
+    env.torch("2.11.0+cu130", "13.0", [f"triton==3.6.0; {LINUX}"]).wheel("triton", "3.6.0")
+    env.wheel("transformers", "5.17.0").wheel("peft", "0.21.0", ["transformers>=4.0"])
+    report = env.check(gpus=H100, driver="580.159.04")
+    assert report.exit_code == 0, [(f.id, f.title) for f in report.findings if f.severity >= Severity.WARN]

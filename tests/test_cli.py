@@ -1,0 +1,164 @@
+"""`doctor check` end to end, as a user runs it: subprocesses, exit codes, output formats, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_doctor
+
+DATA = REPO / "doctor" / "compat_matrix" / "data"
+H100 = "NVIDIA H100 80GB HBM3@9.0@81559"
+
+
+def no_traceback(proc) -> None:  # type: ignore[no-untyped-def]
+    """Bad input must give one line, never a traceback."""
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_json_report_has_schema_and_exit_code() -> None:
+    """--json is valid JSON with a schema version, facts and findings; exit code matches the status."""
+    proc = run_doctor("check", "--json", env={"DOCTOR_GPUS": "none"})
+    assert proc.returncode in (0, 1, 2), proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["schema_version"] == 1 and doc["exit_code"] == proc.returncode
+    assert {"facts", "findings", "summary", "matrix_version", "doctor_version"} <= set(doc)
+    assert doc["facts"]["python"] == ".".join(map(str, sys.version_info[:3]))
+    for f in doc["findings"]:
+        assert {"id", "severity", "category", "title", "evidence", "fix"} <= set(f)
+
+
+def test_json_check_never_imports_torch(tmp_path: Path) -> None:
+    """The fast path keeps torch, xformers and triton out of sys.modules, even when a script is checked."""
+    script = tmp_path / "train.py"
+    script.write_text("import unsloth\nimport transformers\n")
+    code = (
+        "import sys, io, contextlib\n"
+        "from doctor.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    rc = main(['check', '--json', '--script', {str(script)!r}])\n"
+        "bad = [m for m in ('torch', 'xformers', 'triton', 'transformers', 'httpx') if m in sys.modules]\n"
+        "print(rc, bad)\n"
+    )
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip().endswith("[]"), proc.stdout + proc.stderr
+
+
+def test_text_report_groups_and_summary() -> None:
+    """Terminal output: section headers, a summary line with the exit code; NO_COLOR gives no escapes."""
+    proc = run_doctor("check", env={"DOCTOR_GPUS": H100, "DOCTOR_DRIVER_VERSION": "580.159.04", "NO_COLOR": "1"})
+    assert proc.returncode in (0, 1, 2)
+    assert "\x1b[" not in proc.stdout
+    assert "GPU & driver" in proc.stdout
+    assert f"(exit {proc.returncode}:" in proc.stdout.strip().splitlines()[-1]
+
+
+def test_markdown_report() -> None:
+    """--markdown has the facts table and sections."""
+    proc = run_doctor("check", "--markdown", env={"DOCTOR_GPUS": H100, "DOCTOR_DRIVER_VERSION": "580.159.04"})
+    assert proc.stdout.startswith("## tune-doctor")
+    assert "| fact | value |" in proc.stdout and "### GPU & driver" in proc.stdout
+
+
+def test_help_documents_exit_codes() -> None:
+    """`doctor --help` and `doctor check --help` list the exit codes."""
+    for args in (["--help"], ["check", "--help"]):
+        proc = run_doctor(*args)
+        assert proc.returncode == 0 and "3  the doctor itself could not run" in proc.stdout
+
+
+def test_malformed_matrix_is_exit_3_one_line(tmp_path: Path) -> None:
+    """A broken data file names the file; no traceback."""
+    bad = tmp_path / "data"
+    shutil.copytree(DATA, bad)
+    (bad / "torch_triton.toml").write_text("[meta\nschema = 1\n")
+    proc = run_doctor("check", env={"DOCTOR_MATRIX_DIR": str(bad), "DOCTOR_GPUS": "none"})
+    assert proc.returncode == 3
+    no_traceback(proc)
+    assert "torch_triton.toml" in proc.stderr
+
+
+def test_missing_matrix_dir_is_exit_3(tmp_path: Path) -> None:
+    """A matrix dir that does not exist."""
+    proc = run_doctor("check", "--json", env={"DOCTOR_MATRIX_DIR": str(tmp_path / "nope"), "DOCTOR_GPUS": "none"})
+    assert proc.returncode == 3
+    no_traceback(proc)
+
+
+def test_bad_gpu_override_is_exit_3() -> None:
+    """A malformed DOCTOR_GPUS names the variable."""
+    proc = run_doctor("check", env={"DOCTOR_GPUS": "H100@nine"})
+    assert proc.returncode == 3
+    no_traceback(proc)
+    assert "DOCTOR_GPUS" in proc.stderr
+
+
+@pytest.mark.parametrize("content", [None, b"\xff\xfe\x00garbage", b"def broken(:\n"])
+def test_unreadable_script_is_exit_3(tmp_path: Path, content) -> None:  # type: ignore[no-untyped-def]
+    """--script on a missing, binary or unparseable file."""
+    p = tmp_path / "train.py"
+    if content is not None:
+        p.write_bytes(content)
+    proc = run_doctor("check", "--script", str(p), env={"DOCTOR_GPUS": "none"})
+    assert proc.returncode == 3
+    no_traceback(proc)
+
+
+def test_script_import_order_is_reported(tmp_path: Path) -> None:
+    """A patching import after transformers is an error with line numbers."""
+    p = tmp_path / "train.py"
+    p.write_text("import os\nfrom transformers import AutoModel\nfrom unsloth import FastLanguageModel\n")
+    proc = run_doctor("check", "--json", "--script", str(p), env={"DOCTOR_GPUS": "none"})
+    doc = json.loads(proc.stdout)
+    hits = [f for f in doc["findings"] if f["id"] == "imports.script-order" and f["severity"] == "error"]
+    assert hits and "line 3" in json.dumps(hits[0]["evidence"]) and proc.returncode == 2
+
+
+def _fake_nvidia_smi(bin_dir: Path, body: str) -> dict:
+    """Put an executable nvidia-smi first on PATH; no NVML library exists on CI machines."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    exe = bin_dir / "nvidia-smi"
+    exe.write_text("#!/bin/sh\n" + body + "\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def test_hung_nvidia_smi_still_finishes_within_5s(tmp_path: Path) -> None:
+    """An nvidia-smi that never answers: the check ends within 5 s and says what happened."""
+    env = _fake_nvidia_smi(tmp_path / "bin", "sleep 60")
+    t0 = time.monotonic()
+    proc = run_doctor("check", "--json", env=env, timeout=30)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 5.0, elapsed
+    assert proc.returncode in (0, 1, 2), proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["facts"]["gpus"] == [] or doc["facts"]["gpu_source"] != "nvidia-smi"
+
+
+def test_garbage_nvidia_smi_output(tmp_path: Path) -> None:
+    """nvidia-smi printing nonsense is a note, not a crash."""
+    env = _fake_nvidia_smi(tmp_path / "bin", "echo 'NVIDIA-SMI has failed because it couldn'\"'\"'t communicate'; exit 9")
+    proc = run_doctor("check", "--json", env=env)
+    assert proc.returncode in (0, 1, 2), proc.stderr
+    json.loads(proc.stdout)
+
+
+def test_nvidia_smi_real_format_is_read(tmp_path: Path) -> None:
+    """The real CSV format of an H100 machine gives a GPU with cc 9.0 and the driver."""
+    env = _fake_nvidia_smi(tmp_path / "bin", "echo '0, NVIDIA H100 80GB HBM3, 9.0, 81559, 580.159.04, GPU-1234'")
+    proc = run_doctor("check", "--json", env=env)
+    doc = json.loads(proc.stdout)
+    if doc["facts"]["gpu_source"] in ("nvml", "sysfs", "procfs") and Path("/proc/driver/nvidia/version").exists():
+        pytest.skip("a real driver answered first")
+    assert doc["facts"]["driver"] == "580.159.04"
+    assert doc["facts"]["gpus"][0]["compute_capability"] == "9.0"
