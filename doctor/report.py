@@ -99,6 +99,7 @@ def render_text(report: "Report", console: Optional["Console"] = None, verbose: 
     """Print the doctor's report: sections, one line per finding, evidence and fix under problems."""
     from rich.console import Console
     from rich.markup import escape
+    from rich.padding import Padding
     from rich.text import Text
 
     console = console or Console()
@@ -124,13 +125,14 @@ def render_text(report: "Report", console: Optional["Console"] = None, verbose: 
             if not show_detail:
                 continue
             for k, v in fd.evidence:
-                console.print(Text.assemble(("      " + k + ": ", "dim"), v))
-            if fd.explanation and (verbose or fd.severity >= Severity.WARN):
-                console.print(Text("      " + fd.explanation, style="italic"), soft_wrap=False)
+                console.print(Padding(Text.assemble((k + ": ", "dim"), v), (0, 0, 0, 6), expand=False))
+            if fd.explanation:
+                console.print(Padding(Text(fd.explanation, style="italic"), (0, 0, 0, 6), expand=False))
             for a in fd.fix:
                 cmd = a.command()
-                line = f"      fix: {escape(cmd)}" if cmd else f"      fix: {escape(a.description)}"
-                console.print(Text.from_markup(f"[bold]{line}[/bold]" + (f"  [dim]# {escape(a.description)}[/dim]" if cmd else "")))
+                line = f"fix: {escape(cmd)}" if cmd else f"fix: {escape(a.description)}"
+                console.print(Padding(Text.from_markup(f"[bold]{line}[/bold]" + (f"  [dim]# {escape(a.description)}[/dim]" if cmd else "")),
+                                      (0, 0, 0, 6), expand=False))
     console.print()
     style = STYLES[Severity.ERROR] if report.exit_code == 2 else STYLES[Severity.WARN] if report.exit_code == 1 else STYLES[Severity.OK]
     console.print(Text(summary_line(report), style=style))

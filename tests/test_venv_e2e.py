@@ -42,8 +42,9 @@ def test_doctor_in_broken_venv_finds_xformers_abi_and_cpu_torch(stack_venv: Path
     assert by_id["xformers.torch-metadata"]["severity"] == "ok"
     assert by_id["torch.cpu-build-on-gpu"]["severity"] == "error"
     # torch 2.13's own requirements were skipped by --no-deps: reported, with the exact install
-    missing = {f["evidence"]["requires"] for f in doc["findings"] if f["id"] == "requires.missing"}
-    assert "sympy>=1.13.3" in missing
+    missing = [f for f in doc["findings"] if f["id"] == "requires.missing" and f["subject"] == "torch"]
+    assert "sympy>=1.13.3" in missing[0]["evidence"]["missing"].split(", ")
+    assert missing[0]["fix"][0]["command"].startswith("pip install ")
 
 
 def test_check_in_venv_leaves_torch_unimported(stack_venv: Path) -> None:

@@ -227,7 +227,8 @@ def test_generic_unmet_and_missing_requirement(env: Env) -> None:
     unmet = [f for f in report.findings if f.id == "requires.unmet"]
     assert len(unmet) == 1 and ev(unmet[0])["installed"] == "transformers 4.30.0"
     missing = [f for f in report.findings if f.id == "requires.missing"]
-    assert [ev(f)["requires"] for f in missing] == ["accelerate>=0.21"]
+    assert [ev(f)["missing"] for f in missing] == ["accelerate>=0.21"]
+    assert commands(missing[0]) == ["pip install 'accelerate>=0.21' --no-deps"]
     assert unmet[0].fix[0].kind is ActionKind.PIP_INSTALL
 
 
@@ -237,3 +238,42 @@ def test_healthy_h100_stack_is_exit_0(env: Env) -> None:
     env.wheel("transformers", "5.17.0").wheel("peft", "0.21.0", ["transformers>=4.0"])
     report = env.check(gpus=H100, driver="580.159.04")
     assert report.exit_code == 0, [(f.id, f.title) for f in report.findings if f.severity >= Severity.WARN]
+
+
+def _dist_info(site: Path, name: str, version: str, requires: tuple = ()) -> None:  # type: ignore[type-arg]
+    """Write a dist-info by hand: pip refuses to produce these broken installs, users still end up with them."""
+    d = site / f"{name.replace('-', '_')}-{version.replace('/', '_')}.dist-info"
+    d.mkdir(parents=True)
+    (d / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                                + "".join(f"Requires-Dist: {r}\n" for r in requires) + "\n")
+
+
+@pytest.mark.parametrize("garbage", ["abc", "2.3.1+cu121.post3", "", "1.0.0-rc1-broken", "9" * 40])
+def test_garbage_versions_never_crash_a_rule(env: Env, garbage: str) -> None:
+    """Every stack package with a garbage version, an unparseable torch/version.py: rules run (debug re-raises)."""
+    for name in ("torch", "xformers", "triton", "bitsandbytes", "flash-attn", "unsloth", "unsloth-zoo", "transformers"):
+        _dist_info(env.site, name, garbage or "0", ("torch>=2.0", "unsloth_zoo>=2025.1", f"xformers=={garbage or 'x'}"))
+    (env.site / "torch").mkdir()
+    (env.site / "torch" / "version.py").write_text("__version__ = (\n")
+    (env.site / "xformers").mkdir()
+    (env.site / "xformers" / "cpp_lib.json").write_text('{"version": {"torch": 12, "cuda": "x"}}')
+    report = env.check(gpus=f"{H100},{T4}", driver="580.159.04")
+    assert "doctor.rule-failed" not in ids(report)
+    assert one(report, "torch.build-unreadable").severity is Severity.WARN
+
+
+def test_rule_crash_becomes_a_finding(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rule that raises is reported as a doctor finding and the other rules still run."""
+    from doctor import check
+    from doctor.compat_matrix import rules
+
+    real = rules.all_rules()
+
+    def boom(facts, matrix):  # type: ignore[no-untyped-def]
+        raise RuntimeError("planted")
+
+    monkeypatch.setattr(rules, "all_rules", lambda: (("boom", boom),) + real)
+    report = check.run_check(facts=env.facts(gpus=H100, driver="580.159.04"))
+    f = one(report, "doctor.rule-failed")
+    assert "planted" in f.title and f.severity is Severity.WARN
+    assert "gpu.present" in ids(report)

@@ -8,11 +8,12 @@ from typing import Dict, List, Optional, Tuple
 from packaging.markers import Marker, UndefinedComparison, UndefinedEnvironmentName, default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from doctor.compat_matrix.model import Matrix
 from doctor.compat_matrix.rules._common import satisfies, version
 from doctor.facts import Distribution, Facts
-from doctor.findings import Category, Finding, Severity, finding, pip_install
+from doctor.findings import Action, ActionKind, Category, Finding, Severity, finding, manual, pip_install
 
 CAT = Category.PACKAGES
 # The packages a fine-tuning run imports together; their own requirements are checked.
@@ -20,6 +21,8 @@ STACK = ("torch", "xformers", "triton", "bitsandbytes", "transformers", "trl", "
          "unsloth", "unsloth-zoo", "flash-attn", "liger-kernel")
 # Pairs a dedicated rule reports with more evidence; not repeated here.
 COVERED = {("xformers", "torch"), ("torch", "triton"), ("torch", "pytorch-triton"), ("bitsandbytes", "torch")}
+# Compiled against one torch release: "any version meeting the spec" is the wrong fix for these.
+TORCH_COUPLED = ("xformers", "torchvision", "torchaudio", "flash-attn", "triton", "pytorch-triton")
 # Packages that move together: a floor on the partner is a release-day contract, not a loose hint.
 LOCKSTEP = {("unsloth", "unsloth-zoo")}
 
@@ -89,15 +92,61 @@ def check_requirements(facts: Facts, matrix: Matrix) -> List[Finding]:
                                 **{f"hidden {i + 1}": f"{v} at {loc}" for i, (v, loc) in enumerate(dist.shadowed)}},
                                "Two copies on sys.path (user site vs venv, conda vs pip): what pip reports and what "
                                "imports can differ.", [], subject=name))
+        missing: List[str] = []
         for line, req in parsed_requires(dist):
             dep = canonicalize_name(req.name)
             if (name, dep) in COVERED:
                 continue
-            out.extend(_one(facts, dist, line, req, dep))
+            if facts.dist(dep) is None and (name, dep) not in LOCKSTEP:
+                missing.append(f"{dep}{req.specifier}")
+                continue
+            out.extend(_one(facts, matrix, dist, line, req, dep))
+        if missing:
+            out.append(_missing(dist, missing, facts, matrix))
     return out
 
 
-def _one(facts: Facts, dist: Distribution, line: str, req: Requirement, dep: str) -> List[Finding]:
+def _coupled_fix(facts: Facts, matrix: Matrix, dep: str, spec: str) -> List[Action]:
+    """Fix for a torch-coupled requirement: the build for the installed torch, never just 'the newest'."""
+    from doctor.compat_matrix.rules._common import torch_version
+
+    tv = torch_version(facts)
+    if dep == "xformers" and tv is not None:
+        from doctor.compat_matrix.rules.xformers import xformers_fix
+
+        acts = [a for a in xformers_fix(matrix, tv) if a.kind is ActionKind.PIP_INSTALL]
+        if acts and all(satisfies(Version(a.args[0].split("==")[1]), spec) for a in acts if "==" in a.args[0]):
+            return acts
+    return [manual(f"install the {dep} release built for torch {tv or '(not installed)'} that also meets '{dep}{spec}' "
+                   f"(its release notes pair it with a torch version)")]
+
+
+def _missing(dist: Distribution, missing: List[str], facts: Facts, matrix: Matrix) -> Finding:
+    """One finding listing every requirement of `dist` that is not installed, with one install command."""
+    plain = [m for m in missing if not _is_coupled(m)]
+    coupled = [m for m in missing if _is_coupled(m)]
+    fix: List[Action] = [pip_install(*plain, no_deps=True, why="install the missing requirements")] if plain else []
+    for m in coupled:
+        req = Requirement(m)
+        fix.extend(_coupled_fix(facts, matrix, canonicalize_name(req.name), str(req.specifier)))
+    return finding(
+        "requires.missing", Severity.WARN, CAT,
+        f"{dist.name} {dist.version}: {len(missing)} required package{'s' if len(missing) != 1 else ''} not installed",
+        {"missing": ", ".join(missing), "location": dist.location or "?"},
+        "Something was installed with --no-deps or uninstalled later; importing it fails or loses features.",
+        # --no-deps: add exactly what is missing without letting pip re-resolve torch
+        fix, subject=dist.name)
+
+
+def _is_coupled(req_text: str) -> bool:
+    """Whether a requirement string names a torch-coupled package."""
+    try:
+        return canonicalize_name(Requirement(req_text).name) in TORCH_COUPLED
+    except InvalidRequirement:
+        return False
+
+
+def _one(facts: Facts, matrix: Matrix, dist: Distribution, line: str, req: Requirement, dep: str) -> List[Finding]:
     """Findings for one requirement line of one installed stack package."""
     other = facts.dist(dep)
     spec = str(req.specifier)
@@ -107,7 +156,8 @@ def _one(facts: Facts, dist: Distribution, line: str, req: Requirement, dep: str
         sev = Severity.ERROR if lockstep else Severity.WARN
         return [finding("requires.missing", sev, CAT, f"{dist.name} {dist.version} requires {dep}{spec}, which is not installed",
                         ev, "Something was installed with --no-deps or uninstalled later; the import fails or loses features.",
-                        [pip_install(f"{dep}{spec}", no_deps=True)], subject=f"{dist.name}->{dep}")]
+                        _coupled_fix(facts, matrix, dep, spec) if dep in TORCH_COUPLED else [pip_install(f"{dep}{spec}", no_deps=True)],
+        subject=f"{dist.name}->{dep}")]
     ov = version(other.version)
     if ov is None or not spec or satisfies(ov, req.specifier):
         return []
@@ -125,4 +175,5 @@ def _one(facts: Facts, dist: Distribution, line: str, req: Requirement, dep: str
         f"{dist.name} {dist.version} requires {dep}{spec}, {other.version} is installed", ev,
         "pip accepted this state (a later install, --no-deps, or a forced pin) but the package declares it does not "
         "work with this version: expect import errors or wrong behaviour.",
-        [pip_install(f"{dep}{spec}", no_deps=True)], subject=f"{dist.name}->{dep}")]
+        _coupled_fix(facts, matrix, dep, spec) if dep in TORCH_COUPLED else [pip_install(f"{dep}{spec}", no_deps=True)],
+        subject=f"{dist.name}->{dep}")]
