@@ -8,9 +8,11 @@ Every problem becomes ONE `DoctorError` line naming the file and the key, e.g.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import sys
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Set, Tuple, Union
 
@@ -31,14 +33,19 @@ from doctor.compat_matrix.model import (
 from doctor.compat_matrix.versions import parse_cc
 from doctor.errors import DoctorError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.9/3.10 only
-    import tomli as tomllib
+
+def _toml():  # type: ignore[no-untyped-def]
+    """tomllib (tomli before 3.11), imported only when a TOML file must really be parsed."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.9/3.10 only
+        import tomli as tomllib
+    return tomllib
 
 SCHEMA = 1
 ENV_VAR = "DOCTOR_MATRIX_DIR"
 DEFAULT_DIR = Path(__file__).parent / "data"
+COMPILED = "compiled.json"  # pre-parsed copy of the TOML files (see compile_data); a mismatch is a miss
 
 # Every file the schema-1 matrix consists of, in load order (pairs.toml after xformers_torch.toml:
 # it is checked against it).
@@ -559,23 +566,73 @@ _PARSERS: Dict[str, Callable[[_Doc, _Builder], None]] = {
 }
 
 
-def _read(path: Path) -> Dict[str, Any]:
-    """Parse one TOML file; any read or syntax problem is one DoctorError line."""
-    name = path.name
+def _read_bytes(path: Path) -> bytes:
+    """One data file's bytes; a missing or unreadable file is one DoctorError line."""
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
-        raise DoctorError(f"{_PREFIX}: {name}: missing") from None
+        raise DoctorError(f"{_PREFIX}: {path.name}: missing") from None
     except OSError as e:
-        raise DoctorError(_one_line(f"{_PREFIX}: {name}: unreadable ({e.strerror or e})")) from None
+        raise DoctorError(_one_line(f"{_PREFIX}: {path.name}: unreadable ({e.strerror or e})")) from None
+
+
+def _parse(name: str, raw: bytes) -> Dict[str, Any]:
+    """Parse one TOML document; any decoding or syntax problem is one DoctorError line."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DoctorError(f"{_PREFIX}: {name}: not UTF-8 (byte {raw[e.start]:#04x} at offset {e.start})") from None
+    tomllib = _toml()
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise DoctorError(_one_line(f"{_PREFIX}: {name}: invalid TOML: {e}")) from None
+
+
+def _read(path: Path) -> Dict[str, Any]:
+    """Parse one TOML file; any read or syntax problem is one DoctorError line."""
+    return _parse(path.name, _read_bytes(path))
+
+
+def sources_digest(raws: Mapping[str, bytes]) -> str:
+    """CRC-32 and size over the data files' names and bytes: the key of the pre-parsed copy.
+
+    It only has to notice edits (validation runs on whatever is loaded); hashlib's OpenSSL import
+    alone costs more than the whole lookup.
+    """
+    crc, size = 0, 0
+    for name in sorted(raws):
+        chunk = name.encode() + b"\0" + raws[name] + b"\0"
+        crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+    return f"crc32:{crc:08x}:{size}"
+
+
+def _preparsed(directory: Path, raws: Mapping[str, bytes]) -> Optional[Dict[str, Dict[str, Any]]]:
+    """The parsed documents from compiled.json when it was made from exactly these bytes, else None.
+
+    Parsing 35 KB of TOML with the pure-python tomllib is most of a cold load; json is C-accelerated.
+    Validation still runs on the result, so a stale or tampered copy can only be a miss.
+    """
+    try:
+        doc = json.loads((directory / COMPILED).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("digest") != sources_digest(raws) or not isinstance(doc.get("documents"), dict):
+        return None
+    docs = doc["documents"]
+    return docs if set(docs) == set(raws) and all(isinstance(v, dict) for v in docs.values()) else None
+
+
+def compile_data(directory: Optional[Union[Path, str]] = None) -> Path:
+    """Write compiled.json (pre-parsed TOML) beside the data files, atomically; returns its path."""
+    d = Path(directory) if directory is not None else DEFAULT_DIR
+    raws = {name: _read_bytes(d / name) for name in FILES}
+    documents = {name: _parse(name, raw) for name, raw in raws.items()}
+    payload = json.dumps({"digest": sources_digest(raws), "documents": documents}, sort_keys=True, separators=(",", ":"))
+    tmp = d / (COMPILED + ".tmp")
+    tmp.write_text(payload + "\n", encoding="utf-8")
+    os.replace(tmp, d / COMPILED)
+    return d / COMPILED
 
 
 def _load(directory: Path, origin: str = "") -> Matrix:
@@ -593,9 +650,11 @@ def _load(directory: Path, origin: str = "") -> Matrix:
     if extra:  # a stray or misspelt file would otherwise be silently ignored
         raise DoctorError(f"{_PREFIX}: {extra[0]}: unexpected file (schema {SCHEMA} has {len(FILES)} files)")
 
+    raws = {name: _read_bytes(directory / name) for name in FILES}
+    parsed = _preparsed(directory, raws)
     builder = _Builder()
     for name in FILES:
-        doc = _Doc(name, _read(directory / name))
+        doc = _Doc(name, parsed[name] if parsed is not None else _parse(name, raws[name]))
         try:
             builder.header(doc)
             _PARSERS[name](doc, builder)

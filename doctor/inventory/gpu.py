@@ -105,7 +105,10 @@ def detect_hardware(
 
     deadline = time.monotonic() + max(timeout, 0.0)
     probes: List[Probe] = []
-    if nvml_library is not None:
+    if nvml_library == NVML_LIBRARY and not nvidia_device_present():
+        # No device node, no driver to talk to: skip loading ctypes + NVML (a CPU box's whole check is faster).
+        extra_notes.append("nvml: skipped, no NVIDIA device node (/dev/nvidiactl, /dev/nvidia0, /dev/dxg, /proc/driver/nvidia)")
+    elif nvml_library is not None:
         nvml = probe_nvml(timeout, library=nvml_library, use_pynvml=use_pynvml)
         probes.append(nvml)
         if nvml.complete:
@@ -121,6 +124,14 @@ def detect_hardware(
         else:
             extra_notes.append(f"nvidia-smi: skipped, the {timeout:g} s GPU probe budget was used up")
     return combine(probes, extra_notes)
+
+
+DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/dxg", "/proc/driver/nvidia")
+
+
+def nvidia_device_present(nodes: Sequence[str] = DEVICE_NODES) -> bool:
+    """Whether any NVIDIA (or WSL GPU) device node exists; NVML cannot answer without one."""
+    return any(os.path.exists(n) for n in nodes)
 
 
 # --- 1. override -------------------------------------------------------------------------

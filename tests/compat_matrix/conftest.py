@@ -44,6 +44,8 @@ def facts() -> dict:
     """compat-facts.toml parsed, or skip when ../shared is not beside the clone."""
     if not FACTS_FILE.is_file():
         pytest.skip(f"facts file not found: {FACTS_FILE}")
-    from doctor.compat_matrix.loader import tomllib
+    from doctor.compat_matrix.loader import _toml
+
+    tomllib = _toml()
 
     return tomllib.loads(FACTS_FILE.read_text(encoding="utf-8"))

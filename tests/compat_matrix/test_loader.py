@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from doctor.compat_matrix import loader
-from doctor.compat_matrix.loader import FILES, load_matrix, tomllib
+from doctor.compat_matrix.loader import FILES, _toml, load_matrix
+
+tomllib = _toml()
 from doctor.errors import DoctorError
 
 
@@ -377,3 +379,36 @@ def test_no_matrix_from_a_broken_dir_even_after_a_good_load(data_copy: Path) -> 
     edit(data_copy / "notes.toml", "schema = 1", "schema = 9")
     load_error(data_copy)  # raises; the earlier good result is not reused for an explicit dir
     assert good.data_version == "2026.11.22"
+
+
+def test_compiled_copy_is_current_and_equivalent(tmp_path: Path) -> None:
+    """compiled.json matches the TOML bytes (regenerate: python -c 'from doctor.compat_matrix.loader import compile_data; compile_data()')."""
+    import json
+    import shutil
+
+    from doctor.compat_matrix import loader
+
+    raws = {n: (loader.DEFAULT_DIR / n).read_bytes() for n in FILES}
+    doc = json.loads((loader.DEFAULT_DIR / loader.COMPILED).read_text())
+    assert doc["digest"] == loader.sources_digest(raws), "compiled.json is stale: run compile_data()"
+    # without the compiled copy the TOML path gives the same matrix
+    plain = tmp_path / "plain"
+    shutil.copytree(loader.DEFAULT_DIR, plain)
+    (plain / loader.COMPILED).unlink()
+    assert load_matrix(plain) == load_matrix(loader.DEFAULT_DIR)
+
+
+def test_stale_or_garbage_compiled_copy_is_a_miss(tmp_path: Path) -> None:
+    """A compiled.json from other bytes, or garbage, is ignored: the TOML files decide."""
+    import shutil
+
+    from doctor.compat_matrix import loader
+
+    d = tmp_path / "data"
+    shutil.copytree(loader.DEFAULT_DIR, d)
+    toml = d / "torch_triton.toml"
+    toml.write_text(toml.read_text().replace('"==3.6.0"', '"==3.6.1"', 1))
+    m = load_matrix(d)
+    assert any(str(r.spec) == "==3.6.1" for r in m.torch_triton)
+    (d / loader.COMPILED).write_text("{not json")
+    assert any(str(r.spec) == "==3.6.1" for r in load_matrix(d).torch_triton)
