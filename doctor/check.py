@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from doctor.compat_matrix.model import Matrix
 from doctor.facts import Facts
@@ -14,8 +13,7 @@ from doctor.findings import Category, Finding, Severity, finding, worst
 EXIT_OK, EXIT_WARN, EXIT_ERROR, EXIT_DOCTOR = 0, 1, 2, 3
 
 
-@dataclass(frozen=True)
-class Report:
+class Report(NamedTuple):
     """Everything one check produced: the facts it saw, the matrix version and the findings."""
 
     facts: Facts

@@ -6,14 +6,17 @@ matrix rules. Every field is plain data so a snapshot can be printed, hashed and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Mapping, Optional, Tuple
+from types import MappingProxyType
+from typing import Mapping, NamedTuple, Optional, Tuple
 
 from packaging.utils import canonicalize_name
 
 
-@dataclass(frozen=True)
-class Distribution:
+# Shared read-only default for mapping fields (records are immutable; a dict default would be shared and mutable).
+_EMPTY: Mapping = MappingProxyType({})
+
+
+class Distribution(NamedTuple):
     """One installed distribution, as importlib.metadata sees it."""
 
     name: str  # canonical (PEP 503) name, e.g. "unsloth-zoo"
@@ -33,8 +36,7 @@ class Distribution:
         return bool(isinstance(info, Mapping) and info.get("editable"))
 
 
-@dataclass(frozen=True)
-class TorchBuild:
+class TorchBuild(NamedTuple):
     """torch's build, read from torch/version.py as a file (never imported)."""
 
     version: Optional[str]  # "2.11.0+cu130"
@@ -45,8 +47,7 @@ class TorchBuild:
     error: Optional[str] = None  # unreadable / unparseable file
 
 
-@dataclass(frozen=True)
-class XformersBuild:
+class XformersBuild(NamedTuple):
     """xformers' compiled-extension build info, from xformers/cpp_lib.json read as a file."""
 
     torch_version: Optional[str]  # torch the extension was built against, "2.10.0+cu128"
@@ -58,8 +59,7 @@ class XformersBuild:
     error: Optional[str] = None
 
 
-@dataclass(frozen=True)
-class GPU:
+class GPU(NamedTuple):
     """One GPU as the driver reports it."""
 
     index: int
@@ -76,8 +76,7 @@ class GPU:
         return f"{self.compute_capability[0]}.{self.compute_capability[1]}"
 
 
-@dataclass(frozen=True)
-class Hardware:
+class Hardware(NamedTuple):
     """GPUs and the NVIDIA driver, with where the answer came from."""
 
     gpus: Tuple[GPU, ...] = ()
@@ -87,8 +86,7 @@ class Hardware:
     notes: Tuple[str, ...] = ()  # what failed on the way (a hung nvidia-smi, a missing library)
 
 
-@dataclass(frozen=True)
-class PythonInfo:
+class PythonInfo(NamedTuple):
     """The running interpreter."""
 
     version: str  # "3.11.7"
@@ -98,8 +96,7 @@ class PythonInfo:
     base_prefix: str
 
 
-@dataclass(frozen=True)
-class PlatformInfo:
+class PlatformInfo(NamedTuple):
     """Operating system, machine and C library."""
 
     system: str  # "Linux"
@@ -109,18 +106,17 @@ class PlatformInfo:
     libc_version: Optional[str] = None  # "2.36"
 
 
-@dataclass(frozen=True)
-class Facts:
+class Facts(NamedTuple):
     """Everything the matrix rules look at, gathered once."""
 
     python: PythonInfo
     platform: PlatformInfo
     env_kinds: Tuple[str, ...] = ()  # subset of venv, conda, colab, kaggle, container, wsl
-    distributions: Mapping[str, Distribution] = field(default_factory=dict)
+    distributions: Mapping[str, Distribution] = _EMPTY
     torch: Optional[TorchBuild] = None
     xformers: Optional[XformersBuild] = None
-    hardware: Hardware = field(default_factory=Hardware)
-    env: Mapping[str, str] = field(default_factory=dict)  # relevant environment variables that are set
+    hardware: Hardware = Hardware()
+    env: Mapping[str, str] = _EMPTY  # relevant environment variables that are set
     cwd: str = "."
     notes: Tuple[str, ...] = ()  # non-fatal problems met while gathering (broken METADATA, ...)
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
 from enum import Enum, IntEnum
-from typing import Dict, Iterable, Mapping, Optional, Tuple
+from typing import Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
 
 
 class Severity(IntEnum):
@@ -51,8 +50,7 @@ class ActionKind(str, Enum):
     MANUAL = "manual"
 
 
-@dataclass(frozen=True)
-class Action:
+class Action(NamedTuple):
     """One explicit step of a fix, printable before it runs."""
 
     kind: ActionKind
@@ -102,8 +100,7 @@ def manual(description: str) -> Action:
     return Action(ActionKind.MANUAL, description)
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(NamedTuple):
     """One result of one check: what, how bad, the evidence, why, and the fix."""
 
     id: str  # stable, dotted: "xformers.torch-mismatch"
@@ -149,9 +146,8 @@ def worst(findings: Iterable[Finding]) -> Severity:
     return max((f.severity for f in findings), default=Severity.OK)
 
 
-@dataclass(frozen=True)
-class CheckResult:
+class CheckResult(NamedTuple):
     """All findings of one `doctor check`, plus what was checked."""
 
-    findings: Tuple[Finding, ...] = field(default_factory=tuple)
+    findings: Tuple[Finding, ...] = ()
     checks_run: Tuple[str, ...] = ()

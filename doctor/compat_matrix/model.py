@@ -6,15 +6,18 @@ The loader (doctor.compat_matrix.loader) builds these objects and rejects malfor
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import FrozenSet, Mapping, Optional, Tuple
+from types import MappingProxyType
+from typing import FrozenSet, Mapping, NamedTuple, Optional, Tuple
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 
-@dataclass(frozen=True)
-class Requirement:
+# Shared read-only default for mapping fields (records are immutable; a dict default would be shared and mutable).
+_EMPTY: Mapping = MappingProxyType({})
+
+
+class Requirement(NamedTuple):
     """`subject` version -> requirement on another package, e.g. xformers 0.0.27 -> torch ==2.3.1."""
 
     version: str  # the subject's version, exact ("0.0.27") 
@@ -23,8 +26,7 @@ class Requirement:
     note: str = ""
 
 
-@dataclass(frozen=True)
-class RangeRequirement:
+class RangeRequirement(NamedTuple):
     """A range of subject versions -> requirement, e.g. bitsandbytes >=0.48,<0.49 -> torch >=2.3,<3."""
 
     versions: SpecifierSet  # subject versions this row covers
@@ -34,8 +36,7 @@ class RangeRequirement:
     note: str = ""
 
 
-@dataclass(frozen=True)
-class DriverFloor:
+class DriverFloor(NamedTuple):
     """Minimum Linux driver for one CUDA toolkit version."""
 
     cuda: str  # "12.8"
@@ -47,8 +48,7 @@ class DriverFloor:
     minor_compat_text: str = ""
 
 
-@dataclass(frozen=True)
-class ArchSet:
+class ArchSet(NamedTuple):
     """Compute capabilities compiled into torch Linux x86_64 wheels for one CUDA variant and torch range."""
 
     variant: str  # "cu128"
@@ -58,8 +58,7 @@ class ArchSet:
     source: str
 
 
-@dataclass(frozen=True)
-class GpuFeature:
+class GpuFeature(NamedTuple):
     """A capability that needs a minimum compute capability."""
 
     name: str  # "bf16", "flash_attn_2", "triton_mma", "inductor"
@@ -70,8 +69,7 @@ class GpuFeature:
     min_cuda: Optional[str] = None  # CUDA toolkit the feature needs, "12.3"
 
 
-@dataclass(frozen=True)
-class KnownIssue:
+class KnownIssue(NamedTuple):
     """A documented failure with the versions it hits and the fix, e.g. xformers aten.to.dtype_layout."""
 
     id: str  # "xformers.dtype-layout"
@@ -87,8 +85,7 @@ class KnownIssue:
     note: str = ""  # fixed-in, working combinations, caveats
 
 
-@dataclass(frozen=True)
-class GpuName:
+class GpuName(NamedTuple):
     """GPU product-name pattern -> compute capability (for when only the name is known, e.g. procfs)."""
 
     pattern: str  # case-insensitive substring, most specific first in the table
@@ -96,8 +93,7 @@ class GpuName:
     source: str
 
 
-@dataclass(frozen=True)
-class Matrix:
+class Matrix(NamedTuple):
     """All tables of the compatibility matrix."""
 
     schema: int
@@ -105,16 +101,16 @@ class Matrix:
     sources: Mapping[str, str]  # source key -> description
     xformers_torch: Tuple[Requirement, ...] = ()  # xformers version -> torch spec
     torch_triton: Tuple[Requirement, ...] = ()  # torch version -> triton spec (Linux)
-    torch_default_cuda: Mapping[str, str] = field(default_factory=dict)  # "2.11" -> "13.0"
-    torch_cuda_variants: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)  # "2.4" -> ("cu118", ...)
+    torch_default_cuda: Mapping[str, str] = _EMPTY  # "2.11" -> "13.0"
+    torch_cuda_variants: Mapping[str, Tuple[str, ...]] = _EMPTY  # "2.4" -> ("cu118", ...)
     cuda_min_driver: Tuple[DriverFloor, ...] = ()
     torch_cuda_archs: Tuple[ArchSet, ...] = ()
     gpu_features: Tuple[GpuFeature, ...] = ()
     bitsandbytes_torch: Tuple[RangeRequirement, ...] = ()
-    torch_xformers_pairs: Mapping[str, str] = field(default_factory=dict)  # torch "2.3" -> xformers "0.0.26.post1" (known good)
+    torch_xformers_pairs: Mapping[str, str] = _EMPTY  # torch "2.3" -> xformers "0.0.26.post1" (known good)
     known_issues: Tuple[KnownIssue, ...] = ()
     gpu_names: Tuple[GpuName, ...] = ()
-    notes: Mapping[str, str] = field(default_factory=dict)  # free-text facts by key (flash_attn.prebuilt, unsloth_runtime.*)
+    notes: Mapping[str, str] = _EMPTY  # free-text facts by key (flash_attn.prebuilt, unsloth_runtime.*)
     torch_cuda_variants_uncertain: FrozenSet[str] = frozenset()  # torch minors whose variant list is uncertain
-    unsloth_requires: Mapping[str, Tuple[Requirement, ...]] = field(default_factory=dict)  # package -> (unsloth version -> spec)
+    unsloth_requires: Mapping[str, Tuple[Requirement, ...]] = _EMPTY  # package -> (unsloth version -> spec)
     torch_index_url: str = "https://download.pytorch.org/whl"  # PyTorch download index; a variant's index is <url>/<cuXYZ>

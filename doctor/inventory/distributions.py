@@ -16,8 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, replace
-from typing import Collection, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Collection, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -32,8 +31,7 @@ _KEYS = frozenset({"name", "version", "requires-dist"})
 _EGG_PY_TAG = re.compile(r"-py\d+(\.\d+)*(-.*)?$")
 
 
-@dataclass(frozen=True)
-class ScanResult:
+class ScanResult(NamedTuple):
     """Distributions by canonical name (sorted), plus notes on what could not be read."""
 
     distributions: Dict[str, Distribution]
@@ -59,7 +57,7 @@ def scan_distributions(paths: Sequence[str]) -> ScanResult:
     for name in sorted(winners):
         dist = winners[name]
         if name in shadows:
-            dist = replace(dist, shadowed=tuple(shadows[name]))
+            dist = dist._replace(shadowed=tuple(shadows[name]))
         result[name] = dist
     return ScanResult(distributions=result, notes=tuple(notes))
 

@@ -22,9 +22,8 @@ import stat
 import tempfile
 import threading
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Mapping, Optional, Tuple, TypeVar
+from typing import Callable, List, Mapping, NamedTuple, Optional, Tuple, TypeVar
 
 from doctor.facts import Facts
 from doctor.findings import Category, Finding, Severity, finding, set_env
@@ -35,8 +34,7 @@ DEFAULT_LOCATION = "unsloth_compiled_cache"  # unsloth_zoo's default, relative t
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class ProbeResult:
+class ProbeResult(NamedTuple):
     """What the writability probe found."""
 
     status: str  # "writable", "not-a-directory", "parent-not-a-directory", "unwritable"

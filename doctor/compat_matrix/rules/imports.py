@@ -32,15 +32,13 @@ import os
 import re
 import stat
 import sys
-from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from doctor.errors import DoctorError
 from doctor.findings import Action, ActionKind, Category, Finding, Severity, finding
 
 
-@dataclass(frozen=True)
-class Patcher:
+class Patcher(NamedTuple):
     """A library that patches other libraries' classes while it is being imported."""
 
     name: str  # top-level import name
@@ -170,8 +168,7 @@ def check_imports(modules: Optional[Mapping[str, object]] = None) -> List[Findin
 # ----------------------------------------------------------------------------- scripts
 
 
-@dataclass(frozen=True)
-class ImportSite:
+class ImportSite(NamedTuple):
     """One import of a top-level name found in a source file."""
 
     name: str  # top-level module name ("transformers")
