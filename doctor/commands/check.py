@@ -1,0 +1,50 @@
+"""`doctor check`: inventory + compatibility matrix, then the report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from doctor.commands import EXIT_CODES, add_common
+
+
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Register `doctor check` and its options."""
+    c = sub.add_parser("check", help="inventory + compatibility matrix: what is wrong, why, and the exact fix",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    out = c.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="machine-readable report (has a schema_version)")
+    out.add_argument("--markdown", action="store_true", help="Markdown to paste into a bug report")
+    c.add_argument("-v", "--verbose", action="store_true", help="evidence and explanation for every finding")
+    c.add_argument("--script", action="append", default=[], metavar="PATH",
+                   help="also check the import order of a training script or notebook (parsed, never run); repeatable")
+    c.add_argument("--gpu-timeout", type=float, default=3.0, metavar="S", help="limit for nvidia-smi (default 3 s)")
+    add_common(c)
+    c.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `doctor check` and print the report in the chosen format."""
+    from doctor.check import run_check
+
+    report = run_check(scripts=args.script, debug=bool(getattr(args, "debug", False)), gpu_timeout=args.gpu_timeout)
+    if args.json:
+        from doctor.report import to_json
+
+        sys.stdout.write(to_json(report) + "\n")
+    elif args.markdown:
+        from doctor.report import to_markdown
+
+        sys.stdout.write(to_markdown(report))
+    else:
+        from doctor.report import render_text
+
+        render_text(report, console(args), verbose=args.verbose)
+    return report.exit_code
+
+
+def console(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """A rich Console honouring --no-color (NO_COLOR is honoured by rich itself)."""
+    from rich.console import Console
+
+    return Console(no_color=getattr(args, "no_color", False) or None, highlight=False)
