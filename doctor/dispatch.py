@@ -1,0 +1,78 @@
+"""Per-op backend choice from probe verdicts: the fastest backend that passed, else the torch reference.
+
+Override one op with DOCTOR_BACKEND_<OP>=<backend> (DOCTOR_BACKEND_ATTENTION=sdpa-flash); naming a
+backend that failed its probe is an error, not a silent fallback.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
+
+from doctor.errors import DoctorError
+from doctor.probes.spec import ProbeResult
+
+REFERENCE = "torch"  # plain torch implementation: always available, never the fast path
+# Candidates in preference order (used when probes gave no timing to compare).
+OPS: Mapping[str, Tuple[str, ...]] = {
+    "attention": ("flash-attn", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "xformers", "sdpa-math", REFERENCE),
+    # filled by the kernels work: each gains its Triton backend ahead of the reference
+    "rms_norm": (REFERENCE,),
+    "rope": (REFERENCE,),
+    "swiglu": (REFERENCE,),
+    "geglu": (REFERENCE,),
+    "cross_entropy": (REFERENCE,),
+}
+
+
+class Choice(NamedTuple):
+    """The backend picked for one op, and why."""
+
+    op: str
+    backend: str
+    reason: str
+    candidates: Tuple[Tuple[str, str, Optional[float]], ...]  # (backend, probe status, time ms)
+
+
+def env_var(op: str) -> str:
+    """DOCTOR_BACKEND_ATTENTION for 'attention'."""
+    return f"DOCTOR_BACKEND_{op.upper()}"
+
+
+def choose(op: str, verdicts: Mapping[str, ProbeResult], environ: Optional[Mapping[str, str]] = None) -> Choice:
+    """Pick the backend for `op` given verdicts by backend name (absent = not probed)."""
+    if op not in OPS:
+        raise DoctorError(f"unknown op {op!r} (known: {', '.join(OPS)})")
+    env = os.environ if environ is None else environ
+    cands = OPS[op]
+    table = tuple((b, verdicts[b].status if b in verdicts else ("reference" if b == REFERENCE else "not probed"),
+                   verdicts[b].time_ms if b in verdicts else None) for b in cands)
+    forced = (env.get(env_var(op)) or "").strip()
+    if forced:
+        if forced not in cands:
+            raise DoctorError(f"{env_var(op)}={forced}: unknown backend for {op} (choose from {', '.join(cands)})")
+        v = verdicts.get(forced)
+        if v is not None and not v.passed:
+            passing = [b for b in cands if b in verdicts and verdicts[b].passed] + [REFERENCE]
+            raise DoctorError(f"{env_var(op)}={forced}: that backend failed its probe ({v.status}: {v.detail[:120]}); "
+                              f"backends that passed: {', '.join(passing)}")
+        why = "forced by " + env_var(op) + ("" if v is not None or forced == REFERENCE else " (not probed here)")
+        return Choice(op, forced, why, table)
+    passed = [(b, verdicts[b]) for b in cands if b in verdicts and verdicts[b].passed]
+    if not passed:
+        return Choice(op, REFERENCE, "no backend passed its probe: plain torch reference", table)
+    timed = [(v.time_ms, cands.index(b), b) for b, v in passed if v.time_ms is not None]
+    if timed:
+        t, _, best = min(timed)
+        return Choice(op, best, f"fastest that passed ({t:.3g} ms fwd+bwd on the probe shapes)", table)
+    best = passed[0][0]
+    return Choice(op, best, "first that passed, in preference order", table)
+
+
+def table(results: Iterable[ProbeResult], environ: Optional[Mapping[str, str]] = None) -> List[Choice]:
+    """The dispatch table for every op from a set of probe verdicts."""
+    by_op: Dict[str, Dict[str, ProbeResult]] = {op: {} for op in OPS}
+    for r in results:
+        if r.op in by_op and r.backend:
+            by_op[r.op][r.backend] = r
+    return [choose(op, by_op[op], environ) for op in OPS]

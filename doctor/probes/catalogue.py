@@ -1,0 +1,67 @@
+"""The probe catalogue: every probe is one declaration (adding one is adding a line here).
+
+Bodies live in doctor.probes.bodies.* and run in a child process. Shapes are small enough to finish
+in seconds on any GPU and large enough to take the real kernels' code paths.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+from doctor.probes.spec import ProbeSpec
+
+# Bump when probes change meaning: part of the fingerprint, so old verdicts become misses.
+CATALOGUE_VERSION = 1
+
+B = "doctor.probes.bodies"
+ATTN = {"batch": 2, "heads": 8, "seq": 512, "head_dim": 64, "causal": True}
+
+
+def probe(id: str, title: str, target: str, **kw) -> ProbeSpec:  # type: ignore[no-untyped-def]
+    """Declare a probe (keyword arguments as in ProbeSpec)."""
+    return ProbeSpec(id=id, title=title, target=target if ":" in target else f"{B}.{target}", **kw)
+
+
+CATALOGUE: Tuple[ProbeSpec, ...] = (
+    probe("cuda.context", "CUDA context, device properties, allocation", "cuda:context", group="cuda", timeout=60),
+    probe("matmul.fp32", "fp32 matmul (TF32 off) vs fp64", "cuda:matmul", group="cuda", params={"dtype": "float32", "tf32": False}),
+    probe("matmul.tf32", "fp32 matmul with TF32 vs fp64", "cuda:matmul", group="cuda", params={"dtype": "float32", "tf32": True}),
+    probe("matmul.fp16", "fp16 matmul vs fp64", "cuda:matmul", group="cuda", params={"dtype": "float16"}),
+    probe("matmul.bf16", "bf16 matmul vs fp64", "cuda:matmul", group="cuda", min_cc=(8, 0), params={"dtype": "bfloat16"}),
+    probe("triton.compile", "Triton: compile and run a small kernel", "triton_compile:vector_add", requires=("triton",),
+          group="compile", timeout=120),
+    probe("torch.compile", "torch.compile (Inductor) of a small function, fwd+bwd", "torch_compile:small_function",
+          requires=("triton",), group="compile", timeout=180),
+    probe("sdpa.flash", "torch SDPA, flash backend, causal fwd+bwd", "attention:sdpa", op="attention", backend="sdpa-flash",
+          group="attention", min_cc=(8, 0), params={**ATTN, "backend": "flash"}),
+    probe("sdpa.efficient", "torch SDPA, memory-efficient backend, causal fwd+bwd", "attention:sdpa", op="attention",
+          backend="sdpa-efficient", group="attention", params={**ATTN, "backend": "efficient"}),
+    probe("sdpa.cudnn", "torch SDPA, cuDNN backend, causal fwd+bwd", "attention:sdpa", op="attention", backend="sdpa-cudnn",
+          group="attention", min_cc=(8, 0), params={**ATTN, "backend": "cudnn"}),
+    probe("sdpa.math", "torch SDPA, math backend, causal fwd+bwd", "attention:sdpa", op="attention", backend="sdpa-math",
+          group="attention", params={**ATTN, "backend": "math"}),
+    probe("xformers.mea", "xformers memory_efficient_attention, LowerTriangularMask, fwd+bwd", "xformers_probe:mea",
+          op="attention", backend="xformers", requires=("xformers",), group="xformers", params=ATTN),
+    probe("xformers.bias-to", "xformers attention bias .to(device, dtype) under inference_mode", "xformers_probe:bias_to",
+          requires=("xformers",), group="xformers"),
+    probe("flash_attn.func", "flash-attn flash_attn_func causal fwd+bwd", "flash_attn_probe:func", op="attention",
+          backend="flash-attn", requires=("flash-attn",), min_cc=(8, 0), group="flash_attn", params=ATTN),
+    probe("bnb.4bit", "bitsandbytes NF4 quantize/dequantize round trip and 4-bit matmul", "bnb_probe:four_bit",
+          requires=("bitsandbytes",), group="bnb"),
+    probe("bnb.adam8bit", "bitsandbytes 8-bit AdamW step vs torch AdamW", "bnb_probe:adam8bit", requires=("bitsandbytes",),
+          group="bnb"),
+    probe("dispatch.attention", "the dispatcher's attention pick, run and verified", "dispatch_probe:attention",
+          group="dispatch", params=ATTN),
+)
+
+
+def by_id() -> Dict[str, ProbeSpec]:
+    """Catalogue keyed by probe id."""
+    return {p.id: p for p in CATALOGUE}
+
+
+def select(only: List[str]) -> Tuple[ProbeSpec, ...]:
+    """Probes whose id equals or starts with one of `only` ('sdpa' selects every sdpa.*); all when empty."""
+    if not only:
+        return CATALOGUE
+    return tuple(p for p in CATALOGUE if any(p.id == o or p.id.startswith(o.rstrip(".") + ".") for o in only))
