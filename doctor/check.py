@@ -20,6 +20,9 @@ class Report(NamedTuple):
     matrix_version: str
     findings: Tuple[Finding, ...]
     rules_run: Tuple[str, ...]
+    probes: Tuple[object, ...] = ()  # ProbeResult verdicts when probes ran (or were reused)
+    dispatch: Tuple[object, ...] = ()  # dispatch Choices derived from them
+    probe_note: str = ""  # why probes did not run, or how they ran (cached / fresh)
 
     @property
     def exit_code(self) -> int:
@@ -64,6 +67,8 @@ def run_check(
     include_process_imports: bool = False,
     debug: bool = False,
     gpu_timeout: float = 3.0,
+    probes: bool = False,
+    probe_options: Optional[dict] = None,
 ) -> Report:
     """Gather facts (unless given), run all rules, and check scripts' import order."""
     from doctor.compat_matrix.loader import load_matrix
@@ -86,4 +91,23 @@ def run_check(
             names.append("process-imports")
     for note in facts.notes:
         findings.append(finding("inventory.note", Severity.INFO, Category.DOCTOR, note))
-    return Report(facts, matrix.data_version, tuple(findings), tuple(names))
+    probe_results: Tuple[object, ...] = ()
+    choices: Tuple[object, ...] = ()
+    note = "probes off (--no-probes)" if not probes else ""
+    if probes:
+        from doctor.probes import probes_apply
+
+        if not probes_apply(facts):
+            note = "probes skipped: they need a CUDA build of torch and an NVIDIA GPU"
+        else:
+            from doctor import dispatch
+            from doctor.probes import run_probes
+            from doctor.probes.findings import probe_findings
+
+            pr = run_probes(facts, **(probe_options or {}))
+            probe_results = pr.results
+            choices = tuple(dispatch.table(pr.results))
+            findings.extend(probe_findings(pr.results, facts, matrix, choices))
+            names.append("probes")
+            note = f"probes: ran {len(pr.ran)}, reused {len(pr.cached)} cached verdicts ({pr.wall_s:.1f} s)"
+    return Report(facts, matrix.data_version, tuple(findings), tuple(names), probe_results, choices, note)

@@ -59,6 +59,8 @@ def choose(op: str, verdicts: Mapping[str, ProbeResult], environ: Optional[Mappi
         why = "forced by " + env_var(op) + ("" if v is not None or forced == REFERENCE else " (not probed here)")
         return Choice(op, forced, why, table)
     passed = [(b, verdicts[b]) for b in cands if b in verdicts and verdicts[b].passed]
+    if cands == (REFERENCE,):
+        return Choice(op, REFERENCE, "torch reference (no other backend for this op yet)", table)
     if not passed:
         return Choice(op, REFERENCE, "no backend passed its probe: plain torch reference", table)
     timed = [(v.time_ms, cands.index(b), b) for b, v in passed if v.time_ms is not None]

@@ -66,6 +66,9 @@ def to_json(report: "Report") -> str:
         "facts": facts_summary(report),
         "findings": [fd.to_dict() for fd in findings],
         "rules_run": list(report.rules_run),
+        "probes": [r.to_dict() for r in report.probes],  # type: ignore[attr-defined]
+        "dispatch": [{"op": c.op, "backend": c.backend, "reason": c.reason} for c in report.dispatch],  # type: ignore[attr-defined]
+        "probe_note": report.probe_note,
     }
     return json.dumps(doc, indent=2, ensure_ascii=False)
 
@@ -133,6 +136,15 @@ def render_text(report: "Report", console: Optional["Console"] = None, verbose: 
                 line = f"fix: {escape(cmd)}" if cmd else f"fix: {escape(a.description)}"
                 console.print(Padding(Text.from_markup(f"[bold]{line}[/bold]" + (f"  [dim]# {escape(a.description)}[/dim]" if cmd else "")),
                                       (0, 0, 0, 6), expand=False))
+    if report.probes and verbose:
+        from doctor.commands.probe import dispatch_table_view, verdict_table
+
+        console.print()
+        console.print(verdict_table(report.probes))
+        console.print(dispatch_table_view(report.dispatch))
+    if report.probe_note:
+        console.print()
+        console.print(Text(report.probe_note, style="dim"))
     console.print()
     style = STYLES[Severity.ERROR] if report.exit_code == 2 else STYLES[Severity.WARN] if report.exit_code == 1 else STYLES[Severity.OK]
     console.print(Text(summary_line(report), style=style))
@@ -165,4 +177,14 @@ def to_markdown(report: "Report") -> str:
                 for a in fd.fix:
                     cmd = a.command()
                     lines.append(f"  - fix: `{cmd}`" if cmd else f"  - fix: {a.description}")
+    if report.probes:
+        lines += ["", "### Probe verdicts", "", "| probe | backend | verdict | error / tol | time | detail |", "|---|---|---|---|---|---|"]
+        for r in report.probes:  # type: ignore[attr-defined]
+            err = "" if r.error is None else f"{r.error:.2e} / {r.tolerance if r.tolerance is not None else float('nan'):.1e}"
+            t = "" if r.time_ms is None else f"{r.time_ms:.3g} ms"
+            lines.append(f"| {r.id} | {r.backend} | {r.status} | {err} | {t} | {r.detail[:120].replace('|', '/')} |")
+        lines += ["", "| op | backend | why |", "|---|---|---|"]
+        lines += [f"| {c.op} | {c.backend} | {c.reason} |" for c in report.dispatch]  # type: ignore[attr-defined]
+    if report.probe_note:
+        lines += ["", f"_{report.probe_note}_"]
     return "\n".join(lines) + "\n"

@@ -18,6 +18,9 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     c.add_argument("-v", "--verbose", action="store_true", help="evidence and explanation for every finding")
     c.add_argument("--script", action="append", default=[], metavar="PATH",
                    help="also check the import order of a training script or notebook (parsed, never run); repeatable")
+    c.add_argument("--no-probes", action="store_true", help="metadata only: do not run probes on the GPU")
+    c.add_argument("--refresh", action="store_true", help="re-run probes instead of reusing cached verdicts")
+    c.add_argument("--probe-timeout", type=float, default=None, metavar="S", help="limit per probe")
     c.add_argument("--gpu-timeout", type=float, default=3.0, metavar="S", help="limit for nvidia-smi (default 3 s)")
     add_common(c)
     c.set_defaults(run=run)
@@ -27,7 +30,21 @@ def run(args: argparse.Namespace) -> int:
     """Run `doctor check` and print the report in the chosen format."""
     from doctor.check import run_check
 
-    report = run_check(scripts=args.script, debug=bool(getattr(args, "debug", False)), gpu_timeout=args.gpu_timeout)
+    progress = None
+    stop = None
+    if not (args.json or args.markdown):
+        from doctor.commands.probe import live_progress
+        from doctor.probes.catalogue import CATALOGUE
+
+        lazy = LazyProgress(lambda: live_progress(console(args, stderr=True), len(CATALOGUE)))
+        progress, stop = lazy, lazy.stop
+    try:
+        report = run_check(scripts=args.script, debug=bool(getattr(args, "debug", False)), gpu_timeout=args.gpu_timeout,
+                           probes=not args.no_probes,
+                           probe_options={"refresh": args.refresh, "timeout": args.probe_timeout, "progress": progress})
+    finally:
+        if stop:
+            stop()
     if args.json:
         from doctor.report import to_json
 
@@ -43,8 +60,27 @@ def run(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-def console(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def console(args: argparse.Namespace, stderr: bool = False):  # type: ignore[no-untyped-def]
     """A rich Console honouring --no-color (NO_COLOR is honoured by rich itself)."""
     from rich.console import Console
 
-    return Console(no_color=getattr(args, "no_color", False) or None, highlight=False)
+    return Console(stderr=stderr, no_color=getattr(args, "no_color", False) or None, highlight=False)
+
+
+class LazyProgress:
+    """A progress callback that builds its display on first use (cached verdicts never pay for rich.progress)."""
+
+    def __init__(self, make) -> None:  # type: ignore[no-untyped-def]
+        self._make = make
+        self._cb = None
+        self._stop = None
+
+    def __call__(self, pid: str, result) -> None:  # type: ignore[no-untyped-def]
+        if self._cb is None:
+            self._cb, self._stop = self._make()
+        self._cb(pid, result)
+
+    def stop(self) -> None:
+        """Close the display if it was opened."""
+        if self._stop is not None:
+            self._stop()

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# On the lent H100 (see benchmarks/RESULTS.md): install tune-doctor beside the image's torch without touching it,
+# then run the probe suite twice: the image as it is, and with xformers 0.0.35 (built for torch 2.10.0+cu128)
+# and bitsandbytes 0.50.2 added. Wheels come from .whl/ (carried; the machine has no network).
+set -u -o pipefail
+export PYTHONUNBUFFERED=1 DOCTOR_CACHE_DIR=/tmp/doctor-cache NO_COLOR=1 COLUMNS=160
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+REPO=$(pwd)
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/base/*.whl || exit 1
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site "$REPO" || exit 1
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/extra .whl/xf/*.whl .whl/bnb/*.whl || exit 1
+cd /tmp
+t() { local s=$(date +%s.%N); "$@"; local rc=$?; echo "$(echo "$(date +%s.%N) - $s" | bc) s rc=$rc: $*" >> "$OUT/timings.txt"; return $rc; }
+run_suite() {  # $1 = label, PYTHONPATH set by the caller
+  local L=$1
+  python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0), torch.cuda.get_device_capability(0))" > "$OUT/$L.env.txt" 2>&1
+  python3 -m pip list 2>/dev/null | grep -iE "^(torch|triton|xformers|bitsandbytes|flash|transformers|peft|accelerate) " >> "$OUT/$L.env.txt"
+  t python3 -m doctor probe --json > "$OUT/$L.probe.json" 2> "$OUT/$L.probe.err"      # cold: every probe runs
+  python3 -m doctor probe > "$OUT/$L.probe.txt" 2>&1                                 # warm: cached verdict + dispatch tables
+  for i in 1 2 3 4 5; do t python3 -m doctor check --json > /dev/null 2>&1; done      # warm check, cached verdicts
+  python3 -m doctor check -v > "$OUT/$L.check.txt" 2>&1
+  DOCTOR_BACKEND_ATTENTION=xformers python3 -m doctor check --json > /dev/null 2> "$OUT/$L.override.err"; echo "override rc=$?" >> "$OUT/$L.override.err"
+}
+echo "== clean: the image as it is" >> "$OUT/timings.txt"
+PYTHONPATH=/tmp/site run_suite clean
+echo "== mismatched: + xformers 0.0.35, bitsandbytes 0.50.2" >> "$OUT/timings.txt"
+PYTHONPATH=/tmp/extra:/tmp/site run_suite xf
+echo "== pytest -m gpu" >> "$OUT/timings.txt"
+(cd "$REPO" && PYTHONPATH=/tmp/site python3 -m pytest -q -m gpu tests -p no:cacheprovider 2>&1 | tail -15) > "$OUT/pytest_gpu.txt"
+cat "$OUT/timings.txt"

@@ -1,0 +1,101 @@
+"""Probe verdicts -> Findings: every non-pass verdict with its evidence and, where one exists, the fix."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+from doctor.facts import Facts
+from doctor.findings import Action, Category, Finding, Severity, finding, manual, pip_install, pip_uninstall
+from doctor.probes.spec import ProbeResult
+
+# (id prefix, severity when it fails, report section): what a failure means for a training run.
+IMPACT = (
+    ("cuda.", Severity.ERROR, Category.GPU),
+    ("matmul.", Severity.ERROR, Category.GPU),
+    ("triton.", Severity.ERROR, Category.KERNELS),
+    ("torch.compile", Severity.WARN, Category.TORCH),
+    ("sdpa.", Severity.WARN, Category.KERNELS),
+    ("xformers.", Severity.ERROR, Category.KERNELS),
+    ("flash_attn.", Severity.ERROR, Category.KERNELS),
+    ("bnb.", Severity.ERROR, Category.KERNELS),
+    ("dispatch.", Severity.ERROR, Category.KERNELS),
+)
+
+
+def _impact(probe_id: str):  # type: ignore[no-untyped-def]
+    """(severity, category) for a failing probe."""
+    for prefix, sev, cat in IMPACT:
+        if probe_id.startswith(prefix):
+            return sev, cat
+    return Severity.WARN, Category.KERNELS
+
+
+def _fix(r: ProbeResult, facts: Facts, results: Sequence[ProbeResult], matrix) -> List[Action]:  # type: ignore[no-untyped-def]
+    """The fix for a failed probe, where one is known."""
+    sdpa_ok = [x.backend for x in results if x.id.startswith("sdpa.") and x.passed]
+    if r.id.startswith("xformers."):
+        acts: List[Action] = []
+        if matrix is not None:
+            from doctor.compat_matrix.rules._common import torch_version
+            from doctor.compat_matrix.rules.xformers import xformers_fix
+
+            tv = torch_version(facts)
+            if tv is not None:
+                acts = [a for a in xformers_fix(matrix, tv, facts.version_of("xformers")) if a.kind.value == "pip-install"]
+        why = f"uninstall xformers; SDPA passed ({', '.join(sdpa_ok)}) and is used instead" if sdpa_ok else "uninstall xformers"
+        return acts + [pip_uninstall("xformers", why=why)]
+    if r.id.startswith("flash_attn."):
+        return [pip_uninstall("flash-attn", why="remove flash-attn; attn_implementation='sdpa' works" + (f" ({', '.join(sdpa_ok)} passed)" if sdpa_ok else "")),
+                pip_install("flash-attn", "--no-build-isolation", why="or rebuild it against the installed torch")]
+    if r.id.startswith("bnb."):
+        return [pip_install("--force-reinstall", "--no-deps", f"bitsandbytes=={facts.version_of('bitsandbytes')}",
+                            why="reinstall; if it still fails, pick a release built for this CUDA")]
+    if r.id.startswith("triton."):
+        return [manual("check that the triton version matches torch's pin (see the matrix findings) and that the "
+                       "Triton cache dir is writable (doctor cache status)")]
+    if r.id.startswith("sdpa."):
+        return [manual(f"`doctor run` dispatches attention to a backend that passed ({', '.join(sdpa_ok) or 'the torch reference'}); "
+                       f"elsewhere, pin it with torch.nn.attention.sdpa_kernel")]
+    if r.id.startswith(("cuda.", "matmul.")):
+        return [manual("the GPU/driver/torch combination is broken: see the GPU & driver findings; reinstall torch for this driver")]
+    return []
+
+
+def probe_findings(results: Sequence[ProbeResult], facts: Facts, matrix=None, dispatch_table=None) -> List[Finding]:  # type: ignore[no-untyped-def]
+    """Findings for a probe run: one per failed probe, one summary, one per dispatch decision."""
+    out: List[Finding] = []
+    ran = [r for r in results if r.status != "skipped"]
+    for r in ran:
+        if r.passed:
+            continue
+        sev, cat = _impact(r.id)
+        ev = {"probe": r.id, "status": r.status, "detail": r.detail}
+        if r.error is not None:
+            ev["error vs reference"] = f"{r.error:.3g} (tolerance {r.tolerance:.3g})" if r.tolerance is not None else f"{r.error:.3g}"
+        if r.stderr_tail:
+            ev["stderr (tail)"] = "\n".join(r.stderr_tail.strip().splitlines()[-6:])
+        out.append(finding(
+            f"probe.{r.id}", sev, cat, f"probe {r.id}: {r.status}" + (f" ({r.backend})" if r.backend else ""), ev,
+            "Run on this GPU in an isolated process and compared with a higher-precision reference: "
+            + {"wrong-result": "it ran but computed the wrong numbers.",
+               "crash": "the process died (a broken extension or a CUDA fault).",
+               "timeout": "it did not finish in time (hang or deadlock).",
+               "error": "it raised instead of computing."}.get(r.status, r.status),
+            _fix(r, facts, results, matrix), subject=r.id))
+    passed = [r.id for r in ran if r.passed]
+    if ran:
+        out.append(finding("probe.summary", Severity.OK, Category.KERNELS,
+                           f"probes: {len(passed)} of {len(ran)} passed on the GPU",
+                           {"passed": ", ".join(passed) or "none",
+                            "skipped": ", ".join(f"{r.id} ({r.detail})" for r in results if r.status == "skipped") or "none"}))
+    for c in dispatch_table or ():
+        if c.op != "attention" and c.backend == "torch":
+            continue  # ops without Triton backends yet: nothing to say
+        out.append(finding(f"dispatch.{c.op}", Severity.INFO, Category.KERNELS, f"dispatch: {c.op} -> {c.backend} ({c.reason})",
+                           {b: f"{st}" + (f", {t:.3g} ms" if t is not None else "") for b, st, t in c.candidates}, subject=c.op))
+    return out
+
+
+def first_failure(results: Sequence[ProbeResult]) -> Optional[ProbeResult]:
+    """The first probe that ran and did not pass."""
+    return next((r for r in results if r.status not in ("pass", "skipped")), None)
