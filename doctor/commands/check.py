@@ -18,6 +18,9 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     c.add_argument("-v", "--verbose", action="store_true", help="evidence and explanation for every finding")
     c.add_argument("--script", action="append", default=[], metavar="PATH",
                    help="also check the import order of a training script or notebook (parsed, never run); repeatable")
+    c.add_argument("--fix", action="store_true", help="apply the fixes: the plan is printed first, then confirmed, then re-checked")
+    c.add_argument("--yes", action="store_true", help="with --fix: do not ask for confirmation")
+    c.add_argument("--dry-run", action="store_true", help="with --fix: print the plan only")
     c.add_argument("--no-probes", action="store_true", help="metadata only: do not run probes on the GPU")
     c.add_argument("--refresh", action="store_true", help="re-run probes instead of reusing cached verdicts")
     c.add_argument("--probe-timeout", type=float, default=None, metavar="S", help="limit per probe")
@@ -27,11 +30,19 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run `doctor check` and print the report in the chosen format."""
+    """Run `doctor check`, print the report, and with --fix apply the plan and re-check."""
+    report = _run(args)
+    _render(report, args)
+    if not args.fix:
+        return report.exit_code
+    return _fix(report, args)
+
+
+def _run(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """run_check with the CLI's options (and a progress display for text output)."""
     from doctor.check import run_check
 
-    progress = None
-    stop = None
+    progress = stop = None
     if not (args.json or args.markdown):
         from doctor.commands.probe import live_progress
         from doctor.probes.catalogue import CATALOGUE
@@ -39,12 +50,16 @@ def run(args: argparse.Namespace) -> int:
         lazy = LazyProgress(lambda: live_progress(console(args, stderr=True), len(CATALOGUE)))
         progress, stop = lazy, lazy.stop
     try:
-        report = run_check(scripts=args.script, debug=bool(getattr(args, "debug", False)), gpu_timeout=args.gpu_timeout,
-                           probes=not args.no_probes,
-                           probe_options={"refresh": args.refresh, "timeout": args.probe_timeout, "progress": progress})
+        return run_check(scripts=args.script, debug=bool(getattr(args, "debug", False)), gpu_timeout=args.gpu_timeout,
+                         probes=not args.no_probes,
+                         probe_options={"refresh": args.refresh, "timeout": args.probe_timeout, "progress": progress})
     finally:
         if stop:
             stop()
+
+
+def _render(report, args: argparse.Namespace) -> None:  # type: ignore[no-untyped-def]
+    """Print the report in the chosen format."""
     if args.json:
         from doctor.report import to_json
 
@@ -57,7 +72,36 @@ def run(args: argparse.Namespace) -> int:
         from doctor.report import render_text
 
         render_text(report, console(args), verbose=args.verbose)
-    return report.exit_code
+
+
+def _fix(report, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    """Show the plan, confirm, apply it step by step, then check again and return the new exit code."""
+    from doctor.fix import apply_step, confirm, plan, render_plan
+
+    # plan text goes to stderr under --json/--markdown so stdout stays machine-readable
+    echo = (lambda m: print(m, file=sys.stderr)) if (args.json or args.markdown) else print
+    steps = plan(report.findings)
+    echo("")
+    render_plan(steps, echo)
+    runs = [s for s in steps if s.automatic]
+    if not runs:
+        echo("nothing to apply automatically.")
+        return report.exit_code
+    if args.dry_run:
+        echo("dry run: nothing was changed.")
+        return report.exit_code
+    if not args.yes and not confirm("apply these steps? [y/N] "):
+        echo("not applied (no confirmation; rerun with --yes to apply without asking).")
+        return report.exit_code
+    for i, step in enumerate(runs, 1):
+        echo(f"[{i}/{len(runs)}] {step.finding_id}")
+        if not apply_step(step, echo=echo):
+            echo(f"step {i} failed; stopping. Nothing after it was run.")
+            break
+    echo("\nre-checking:")
+    again = _run(args)
+    _render(again, args)
+    return again.exit_code
 
 
 def console(args: argparse.Namespace, stderr: bool = False):  # type: ignore[no-untyped-def]

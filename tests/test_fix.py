@@ -1,0 +1,85 @@
+"""`doctor check --fix`: the plan (preferred fix, dedupe, conflicts) and a real apply + re-check in a venv."""
+
+from __future__ import annotations
+
+import json
+import os
+import venv
+from pathlib import Path
+
+import pytest
+
+from doctor.findings import Category, Severity, finding, manual, pip_install, pip_uninstall, set_env
+from doctor.fix import plan
+from tests.conftest import REPO, run_doctor
+from tests.wheels import pip
+
+
+def F(id: str, sev: Severity, *fix):  # type: ignore[no-untyped-def]
+    """A finding with a fix list."""
+    return finding(id, sev, Category.PACKAGES, id, fix=fix)
+
+
+def test_plan_takes_first_automatic_action_and_lists_the_rest() -> None:
+    """Preferred fix runs; alternatives and manual steps are shown, not run."""
+    steps = plan([F("xformers.torch-mismatch", Severity.ERROR,
+                    pip_install("xformers==0.0.27.post2", no_deps=True), pip_uninstall("xformers")),
+                  F("gpu.no-bf16", Severity.WARN, manual("use fp16"))])
+    runs = [s.action.command() for s in steps if s.automatic]
+    assert runs == ["pip install xformers==0.0.27.post2 --no-deps"]
+    notes = {s.action.command() or s.action.description: s.note for s in steps if not s.automatic}
+    assert notes["pip uninstall -y xformers"] == "alternative" and "use fp16" in notes
+
+
+def test_plan_dedupes_and_resolves_conflicts_worst_first() -> None:
+    """The same install for two findings runs once; a different version of the same package is a conflict."""
+    steps = plan([F("requires.unmet", Severity.WARN, pip_install("xformers==0.0.28", no_deps=True)),
+                  F("xformers.dtype-layout", Severity.ERROR, pip_install("xformers==0.0.27.post2", no_deps=True)),
+                  F("xformers.torch-mismatch", Severity.ERROR, pip_install("xformers==0.0.27.post2", no_deps=True)),
+                  F("cache.x", Severity.WARN, set_env("UNSLOTH_COMPILE_LOCATION", "/abs"))])
+    runs = [s.action.command() for s in steps if s.automatic]
+    assert runs == ["pip install xformers==0.0.27.post2 --no-deps"]
+    conflict = [s for s in steps if "conflicts" in s.note]
+    assert len(conflict) == 1 and conflict[0].finding_id == "requires.unmet"
+    assert any(s.action.command() == "export UNSLOTH_COMPILE_LOCATION=/abs" and not s.automatic for s in steps)
+
+
+def test_ok_and_info_findings_plan_nothing() -> None:
+    """Only warnings and errors are fixed."""
+    assert plan([F("a", Severity.OK, pip_install("x")), F("b", Severity.INFO, pip_install("y"))]) == []
+
+
+def test_fix_without_terminal_or_yes_applies_nothing(tmp_path: Path) -> None:
+    """CI has no stdin: the plan is shown and nothing runs."""
+    proc = run_doctor("check", "--fix", "--no-probes", env={"DOCTOR_GPUS": "none"})
+    assert "fix plan:" in proc.stdout
+    assert proc.returncode in (0, 1, 2)
+
+
+@pytest.mark.slow
+def test_fix_applies_the_plan_and_rechecks_in_a_real_venv(tmp_path: Path, real_wheels) -> None:  # type: ignore[no-untyped-def]
+    """unsloth 2025.3.14 + unsloth_zoo 2025.3.9: --fix --yes installs the zoo floor, the re-check is clean of the skew."""
+    root = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(root)
+    py = str(root / "bin" / "python")
+    pip("install", "-q", "-e", str(REPO), python=py)
+    pip("install", "--no-deps", str(real_wheels["unsloth==2025.3.14"]), str(real_wheels["unsloth_zoo==2025.3.9"]), python=py)
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / real_wheels["unsloth_zoo==2025.3.11"].name).write_bytes(real_wheels["unsloth_zoo==2025.3.11"].read_bytes())
+    env = {"DOCTOR_GPUS": "none", "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(links), "PIP_CONSTRAINT": "",
+           "UNSLOTH_COMPILE_LOCATION": str(tmp_path / "ucache")}
+    proc = run_doctor("check", "--json", "--fix", "--yes", "--no-probes", python=py, env=env, timeout=300)
+    dec, docs, i, text = json.JSONDecoder(), [], 0, proc.stdout
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+            continue
+        doc, i = dec.raw_decode(text, i)
+        docs.append(doc)
+    assert len(docs) == 2, proc.stdout[:500] + proc.stderr[-2000:]
+    before, after = docs
+    assert any(f["id"] == "unsloth.zoo-skew" for f in before["findings"])
+    assert "pip install 'unsloth_zoo>=2025.3.11' --no-deps" in proc.stderr
+    assert not any(f["id"] == "unsloth.zoo-skew" for f in after["findings"]), proc.stderr
+    assert after["facts"]["packages"]["unsloth-zoo"] == "2025.3.11"
