@@ -19,7 +19,8 @@ ATTN = {"batch": 2, "heads": 8, "seq": 512, "head_dim": 64, "causal": True}
 
 def probe(id: str, title: str, target: str, **kw) -> ProbeSpec:  # type: ignore[no-untyped-def]
     """Declare a probe (keyword arguments as in ProbeSpec)."""
-    return ProbeSpec(id=id, title=title, target=target if ":" in target else f"{B}.{target}", **kw)
+    module = target.partition(":")[0]
+    return ProbeSpec(id=id, title=title, target=target if "." in module else f"{B}.{target}", **kw)
 
 
 CATALOGUE: Tuple[ProbeSpec, ...] = (

@@ -60,3 +60,17 @@ def test_table_covers_every_op() -> None:
     assert set(t) == set(dispatch.OPS)
     assert t["attention"].backend == "sdpa-flash"
     assert t["rms_norm"].backend == "torch" and "no other backend" in t["rms_norm"].reason
+
+
+def test_every_catalogue_target_resolves() -> None:
+    """Each declared probe names a real body function (imported without torch being imported)."""
+    import importlib
+    import sys
+
+    from doctor.probes.catalogue import CATALOGUE
+
+    for spec in CATALOGUE:
+        module, _, name = spec.target.partition(":")
+        assert module.startswith("doctor.probes.bodies."), spec.target
+        assert callable(getattr(importlib.import_module(module), name)), spec.target
+    assert len({s.id for s in CATALOGUE}) == len(CATALOGUE)

@@ -1,0 +1,23 @@
+"""The dispatcher's pick, run through doctor.kernels.attention exactly as the runtime will call it, and verified."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict
+
+from doctor.probes.spec import ProbeContext
+
+ENV_OVERRIDE = "DOCTOR_BACKEND_ATTENTION"
+
+
+def attention(ctx: ProbeContext) -> Dict[str, Any]:
+    """Check the backend named by params['choice'] (or $DOCTOR_BACKEND_ATTENTION) like the sdpa probes do."""
+    from doctor.kernels.attention import get
+    from doctor.probes.bodies._attn_check import check_attention
+
+    choice = ctx.params.get("choice") or os.environ.get(ENV_OVERRIDE)
+    if not choice:
+        # A runner bug, not a property of the machine: fail loudly rather than verify nothing.
+        raise ValueError(f"dispatch probe got no backend to verify (params['choice'] or ${ENV_OVERRIDE})")
+    fn = get(str(choice))  # KeyError listing the known backends for a bad name
+    return check_attention(fn, ctx, f"dispatch attention -> {choice}")
