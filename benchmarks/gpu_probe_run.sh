@@ -10,7 +10,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site "$REPO" || exit 1
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/extra .whl/xf/*.whl .whl/bnb/*.whl || exit 1
 cd /tmp
-t() { local s=$(date +%s.%N); "$@"; local rc=$?; echo "$(echo "$(date +%s.%N) - $s" | bc) s rc=$rc: $*" >> "$OUT/timings.txt"; return $rc; }
+t() { local s=$(date +%s.%N); "$@"; local rc=$?; local e=$(date +%s.%N); awk -v a="$s" -v b="$e" -v rc=$rc -v c="$*" 'BEGIN{printf "%.2f s rc=%s: %s\n", b-a, rc, c}' >> "$OUT/timings.txt"; return $rc; }
 run_suite() {  # $1 = label, PYTHONPATH set by the caller
   local L=$1
   python3 -c "import torch, sys; print(sys.version.split()[0], torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0), torch.cuda.get_device_capability(0))" > "$OUT/$L.env.txt" 2>&1
@@ -28,3 +28,5 @@ PYTHONPATH=/tmp/extra:/tmp/site run_suite xf
 echo "== pytest -m gpu" >> "$OUT/timings.txt"
 (cd "$REPO" && PYTHONPATH=/tmp/site python3 -m pytest -q -m gpu tests -p no:cacheprovider 2>&1 | tail -15) > "$OUT/pytest_gpu.txt"
 cat "$OUT/timings.txt"
+# at most 8 files come back: ship the per-run outputs as one archive
+(cd "$OUT" && tar czf runs.tar.gz clean.* xf.* && rm -f clean.* xf.*)

@@ -54,7 +54,8 @@ def choose(op: str, verdicts: Mapping[str, ProbeResult], environ: Optional[Mappi
         v = verdicts.get(forced)
         if v is not None and not v.passed:
             passing = [b for b in cands if b in verdicts and verdicts[b].passed] + [REFERENCE]
-            raise DoctorError(f"{env_var(op)}={forced}: that backend failed its probe ({v.status}: {v.detail[:120]}); "
+            what = "is not available here" if v.status == "skipped" else "failed its probe"
+            raise DoctorError(f"{env_var(op)}={forced}: that backend {what} ({v.status}: {v.detail[:120]}); "
                               f"backends that passed: {', '.join(passing)}")
         why = "forced by " + env_var(op) + ("" if v is not None or forced == REFERENCE else " (not probed here)")
         return Choice(op, forced, why, table)

@@ -3,16 +3,27 @@
 Every write goes to a temp file in the same directory, then os.replace (atomic on POSIX); writers of
 one entry serialise on a filelock; every entry carries a stamp (format version + doctor version) that
 is checked on read; anything unreadable, foreign or stale is a miss, never an error.
+
+Generated modules (root/<kind>/<key>.py) are the failure class this project exists for done right:
+the first line is a stamp comment (format, doctor version, kind, key, sha256 of the rest), checked
+before anything runs; the module is imported through an explicit spec whose loader compiles exactly
+the bytes that were verified (no re-read from disk, no __pycache__ that could be stale within one
+mtime second, no sys.path changes); a missing, torn, foreign or stale entry is a miss and is
+regenerated under the entry's lock.
 """
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import json
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional
+from types import ModuleType
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from doctor import __version__
 
@@ -20,6 +31,7 @@ ENV_VAR = "DOCTOR_CACHE_DIR"
 FORMAT = 1
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 LOCK_TIMEOUT = 30.0
+MODULE_STAMP = "# tune-doctor-cache: "  # first line of a generated module, followed by a JSON object
 
 
 def default_root() -> Path:
@@ -70,6 +82,139 @@ class DoctorCache:
         with FileLock(str(p) + ".lock", timeout=LOCK_TIMEOUT):
             atomic_write_text(p, payload)
         return p
+
+    # -------------------------------------------------------------------------- generated modules
+
+    def module_path(self, kind: str, key: str) -> Path:
+        """Where a generated module lives."""
+        return self.path(kind, key, ".py")
+
+    def write_module(self, kind: str, key: str, source: str) -> Path:
+        """Write a generated module atomically under its lock, stamped with its own hash; returns its path."""
+        from filelock import FileLock
+
+        p = self.module_path(kind, key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(p) + ".lock", timeout=LOCK_TIMEOUT):
+            atomic_write_text(p, module_text(kind, key, source))
+        return p
+
+    def read_module_source(self, kind: str, key: str) -> Optional[str]:
+        """The verified source of an entry (stamp line included), or None when missing, torn, foreign or stale."""
+        p = self.module_path(kind, key)
+        try:
+            raw = p.read_bytes()
+        except OSError:
+            return None
+        return verify_module_text(raw, kind, key)
+
+    def import_module(self, kind: str, key: str, module_name: str) -> Optional[ModuleType]:
+        """Import an entry under `module_name` from exactly the bytes verified; None on a miss.
+
+        An entry whose stamp checks out but whose code raises is not a miss: the exception propagates.
+        """
+        text = self.read_module_source(kind, key)
+        if text is None:
+            return None
+        return exec_verified(module_name, self.module_path(kind, key), text)
+
+    def get_or_create_module(self, kind: str, key: str, generate: Callable[[], str], module_name: str) -> ModuleType:
+        """The entry's module; regenerated (under the lock, once) when missing, corrupt, stale or failing to import."""
+        from filelock import FileLock
+
+        mod, _ = self._try_import(kind, key, module_name)
+        if mod is not None:
+            return mod
+        p = self.module_path(kind, key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(p) + ".lock", timeout=LOCK_TIMEOUT):
+            # Another process may have regenerated it while we waited for the lock.
+            mod, _ = self._try_import(kind, key, module_name)
+            if mod is not None:
+                return mod
+            atomic_write_text(p, module_text(kind, key, generate()))
+        mod = self.import_module(kind, key, module_name)  # a fresh entry that fails is a generator bug: raise
+        if mod is None:
+            raise ImportError(f"tune-doctor cache: {p} was rewritten but does not verify")
+        return mod
+
+    def _try_import(self, kind: str, key: str, module_name: str) -> Tuple[Optional[ModuleType], str]:
+        """(module, "") or (None, why): a miss or an import failure, both reasons to regenerate."""
+        try:
+            mod = self.import_module(kind, key, module_name)
+        except Exception as exc:  # SyntaxError, ImportError, anything the stored code raises
+            return None, f"{type(exc).__name__}: {exc}"
+        return (mod, "") if mod is not None else (None, "miss")
+
+
+def module_text(kind: str, key: str, source: str) -> str:
+    """A generated module's full text: the stamp line (with the sha256 of the body), then the body."""
+    import hashlib  # lazily: loading OpenSSL costs ~4 ms that `doctor check` never needs
+
+    body = source if source.endswith("\n") else source + "\n"
+    stamp = {"format": FORMAT, "doctor": __version__, "kind": kind, "key": key,
+             "sha256": hashlib.sha256(body.encode("utf-8")).hexdigest()}
+    return MODULE_STAMP + json.dumps(stamp, sort_keys=True) + "\n" + body
+
+
+def verify_module_text(raw: bytes, kind: Optional[str] = None, key: Optional[str] = None) -> Optional[str]:
+    """The text when its stamp is ours, current, for this kind/key and matches the body's hash; else None."""
+    import hashlib
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    first, nl, body = text.partition("\n")
+    if not nl or not first.startswith(MODULE_STAMP):
+        return None
+    try:
+        stamp = json.loads(first[len(MODULE_STAMP):])
+    except ValueError:
+        return None
+    if not isinstance(stamp, dict) or stamp.get("format") != FORMAT or stamp.get("doctor") != __version__:
+        return None
+    if (kind is not None and stamp.get("kind") != kind) or (key is not None and stamp.get("key") != key):
+        return None
+    if stamp.get("sha256") != hashlib.sha256(body.encode("utf-8")).hexdigest():
+        return None
+    return text
+
+
+class _VerifiedSourceLoader(importlib.machinery.SourceFileLoader):
+    """A source loader that compiles the text it was given (already verified) instead of re-reading the file."""
+
+    def __init__(self, fullname: str, path: str, text: str) -> None:
+        super().__init__(fullname, path)
+        self._text = text
+
+    def get_code(self, fullname: str):  # type: ignore[no-untyped-def]
+        """Compile the verified text; never reads or writes bytecode."""
+        return compile(self._text, self.path, "exec", dont_inherit=True)
+
+    def get_source(self, fullname: str) -> str:
+        """The verified text (for tracebacks and inspect)."""
+        return self._text
+
+
+def exec_verified(module_name: str, path: Path, text: str) -> ModuleType:
+    """Create and execute a module from verified text via spec_from_file_location + module_from_spec + exec_module."""
+    loader = _VerifiedSourceLoader(module_name, str(path), text)
+    spec = importlib.util.spec_from_file_location(module_name, str(path), loader=loader)
+    if spec is None:  # only for a path importlib cannot handle at all
+        raise ImportError(f"tune-doctor cache: no import spec for {path}")
+    module = importlib.util.module_from_spec(spec)
+    previous = sys.modules.get(module_name)
+    sys.modules[module_name] = module  # like a real import: dataclasses, pickling and typing look it up here
+    try:
+        loader.exec_module(module)
+    except BaseException:
+        if previous is not None:
+            sys.modules[module_name] = previous
+        else:
+            sys.modules.pop(module_name, None)
+        raise
+    return module
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -11,7 +11,7 @@ EXIT_CODES = """exit codes:
   3  the doctor itself could not run (bad input, bad matrix data, internal error)"""
 
 # Modules under doctor.commands, in `doctor --help` order.
-COMMANDS = ("check", "probe",)
+COMMANDS = ("check", "probe", "cache",)
 
 
 def add_common(p: argparse.ArgumentParser) -> None:

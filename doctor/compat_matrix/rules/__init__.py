@@ -39,7 +39,15 @@ def all_rules() -> Tuple[Tuple[str, Rule], ...]:
         ("known_issues", check_known_issues),
         ("requirements", check_requirements),
         ("cache_location", _unsloth_cache_location),
+        ("caches", _caches),
     )
+
+
+def _caches(facts: Facts, matrix: Matrix) -> List[Finding]:
+    """Cheap compiled-cache findings (doctor.cache; deep import checks are `doctor cache verify`)."""
+    from doctor.cache.diagnose import check_caches
+
+    return check_caches(facts)
 
 
 def _unsloth_cache_location(facts: Facts, matrix: Matrix) -> List[Finding]:

@@ -1,0 +1,364 @@
+"""Apply one cache repair: move aside (never delete), remove a dead lock, tighten a mode, pin a location.
+
+Safety rules, checked for every action, dry run included:
+- the root named by the action must be a cache root of THIS process (its environment and working
+  directory, see doctor.cache.roots.known_roots); anything else is refused;
+- a path must be absolute, contain no `..`, lie inside that root, and reach it without passing through a
+  symlink that leads out (every parent is resolved and checked); a symlink entry is moved only when it
+  points inside the root; modes are changed through an O_NOFOLLOW descriptor, on files we own;
+- "moving aside" is a rename into a quarantine folder beside the root, `<root>.quarantine/<UTC stamp>/`
+  with the relative path kept (or `<root>/.doctor-quarantine/<stamp>/` when the root is a mount point or its
+  parent is not writable), so the owner regenerates the entry and nothing is lost;
+- a lock is removed only while we hold it (non-blocking flock), so a live holder is never robbed and a
+  waiter that opened the old file notices the unlink (filelock re-checks st_nlink) instead of racing.
+Refusals raise DoctorError with one line saying why.
+
+Action args (all strings), kind ActionKind.CACHE_REPAIR:
+  ("quarantine", ROOT, PATH)     ("remove-lock", ROOT, PATH)     ("chmod", ROOT, PATH, "0644")
+  ("set-location", VAR, ABS_DIR) ("clear", ROOT)
+An ActionKind.SET_ENV action for one of the cache variables (UNSLOTH_COMPILE_LOCATION, TRITON_CACHE_DIR,
+TORCHINDUCTOR_CACHE_DIR, DOCTOR_CACHE_DIR) is accepted as a set-location.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shlex
+import stat
+import time
+from pathlib import PurePath
+from typing import List, Optional, Tuple
+
+from doctor.cache.roots import ENV_VARS, known_roots
+from doctor.cache.scan import QUARANTINE_INSIDE, lock_state
+from doctor.errors import DoctorError
+from doctor.findings import Action, ActionKind
+
+OPS = ("quarantine", "remove-lock", "chmod", "set-location", "clear")
+LOCATION_VARS = frozenset(ENV_VARS.values())
+MIN_SOFT_LOCK_AGE = 60.0
+OP_TIMEOUT = 30.0  # one repair on a responsive disk takes milliseconds  # without flock, a lock file younger than this may belong to a writer right now
+_STAMP: Optional[str] = None
+
+
+def session_stamp() -> str:
+    """One UTC timestamp per doctor run, so one repair's moves land in one folder."""
+    global _STAMP
+    if _STAMP is None:
+        _STAMP = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return _STAMP
+
+
+# ----------------------------------------------------------------------------- action builders
+
+
+def quarantine_action(root: str, path: str, why: str = "") -> Action:
+    """Move an entry into the quarantine beside its cache (it is regenerated on next use)."""
+    return Action(ActionKind.CACHE_REPAIR, why or f"move {path} to the quarantine beside the cache",
+                  ("quarantine", root, path), destructive=True)
+
+
+def remove_lock_action(root: str, path: str) -> Action:
+    """Remove a lock file nobody holds."""
+    return Action(ActionKind.CACHE_REPAIR, f"remove stale lock {path}", ("remove-lock", root, path), destructive=True)
+
+
+def chmod_action(root: str, path: str, mode: int) -> Action:
+    """Tighten a file's mode (only ever removes permissions)."""
+    return Action(ActionKind.CACHE_REPAIR, f"chmod {mode:04o} {path}", ("chmod", root, path, f"{mode:04o}"))
+
+
+def set_location_action(var: str, path: str, why: str = "") -> Action:
+    """Create an absolute cache directory and point the owner at it (for this process; lines to persist it)."""
+    return Action(ActionKind.CACHE_REPAIR, why or f"use {path} for {var}", ("set-location", var, path))
+
+
+def clear_action(root: str) -> Action:
+    """Move a whole cache into its quarantine."""
+    return Action(ActionKind.CACHE_REPAIR, f"move the whole cache {root} to its quarantine", ("clear", root),
+                  destructive=True)
+
+
+def persist_lines(var: str, path: str) -> List[str]:
+    """How to make a location stick: shell, notebook magic, or Python before the owner is imported."""
+    q = shlex.quote(path)
+    owner = {"UNSLOTH_COMPILE_LOCATION": "unsloth", "TRITON_CACHE_DIR": "triton/torch",
+             "TORCHINDUCTOR_CACHE_DIR": "torch", "DOCTOR_CACHE_DIR": "tune-doctor"}.get(var, "the library")
+    return [f"export {var}={q}    # shell: add to ~/.bashrc or the job script",
+            f"%env {var}={path}    # Jupyter/Colab: first cell, before importing {owner}",
+            f"import os; os.environ[{var!r}] = {path!r}    # Python: before importing {owner}"]
+
+
+# ----------------------------------------------------------------------------- safety checks
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _no_dotdot(path: str, what: str) -> str:
+    """Absolute and free of '..' components, else refuse."""
+    if not path or not os.path.isabs(path):
+        raise DoctorError(f"refused: {what} {path!r} is not an absolute path")
+    if ".." in PurePath(path).parts:
+        raise DoctorError(f"refused: {what} {path!r} contains '..'")
+    return os.path.normpath(path)
+
+
+def check_root(root: str) -> Tuple[str, str]:
+    """(lexical, real) for a root that is one of this process's cache roots; DoctorError otherwise."""
+    lex = _no_dotdot(root, "cache root")
+    real = os.path.realpath(lex)
+    roots = [os.path.normpath(r.path) for r in known_roots()]
+    match = lex in roots
+    if not match:  # the same directory reached through a symlink; resolving a hung root must not hang us
+        from doctor.compat_matrix.rules.cache_location import ProbeTimeout, run_with_timeout
+
+        for rp in roots:
+            try:
+                if run_with_timeout(lambda rp=rp: os.path.realpath(rp), 2.0) == real:
+                    match = True
+                    break
+            except ProbeTimeout:
+                continue
+    if match:
+        if real in ("/", os.path.realpath(os.path.expanduser("~"))):
+            raise DoctorError(f"refused: cache root {lex} resolves to {real}")
+        return lex, real
+    raise DoctorError(f"refused: {lex} is not a cache root of this environment "
+                      "(roots come from UNSLOTH_COMPILE_LOCATION, TRITON_CACHE_DIR/TRITON_HOME, "
+                      "TORCHINDUCTOR_CACHE_DIR, DOCTOR_CACHE_DIR and the working directory)")
+
+
+def check_path(root: str, path: str) -> Tuple[str, str]:
+    """(real root, path to operate on) for a path inside a known root, reached without leaving it; else refuse."""
+    lex_root, real_root = check_root(root)
+    p = _no_dotdot(path, "path")
+    if _inside(p, real_root):
+        rel = os.path.relpath(p, real_root)
+    elif _inside(p, lex_root):
+        rel = os.path.relpath(p, lex_root)
+    else:
+        raise DoctorError(f"refused: {p} is outside the cache root {lex_root}")
+    if rel == ".":
+        return real_root, real_root
+    target = os.path.join(real_root, rel)
+    parent = os.path.realpath(os.path.dirname(target))
+    if not _inside(parent, real_root):
+        raise DoctorError(f"refused: {p} leads outside the cache root {lex_root} through a symlink (to {parent})")
+    target = os.path.join(parent, os.path.basename(target))
+    if os.path.islink(target):
+        dest = os.path.realpath(target)
+        if not _inside(dest, real_root):
+            raise DoctorError(f"refused: {p} is a symlink to {dest}, outside the cache root {lex_root}")
+    return real_root, target
+
+
+# ----------------------------------------------------------------------------- the operations
+
+
+def _quarantine_base(real_root: str) -> str:
+    """<root>.quarantine/<stamp> beside the root when that is the same filesystem and writable, else inside it."""
+    parent = os.path.dirname(real_root)
+    beside = real_root + ".quarantine"
+    try:
+        same_fs = os.stat(parent).st_dev == os.stat(real_root).st_dev
+    except OSError:
+        same_fs = False
+    if same_fs and (os.path.isdir(beside) or os.access(parent, os.W_OK)):
+        return os.path.join(beside, session_stamp())
+    return os.path.join(real_root, QUARANTINE_INSIDE, session_stamp())
+
+
+def _free_name(dest: str) -> str:
+    """dest, or dest.1, dest.2 ... when taken (two moves of one path in the same second)."""
+    if not os.path.lexists(dest):
+        return dest
+    n = 1
+    while os.path.lexists(f"{dest}.{n}"):
+        n += 1
+    return f"{dest}.{n}"
+
+
+def _unsloth_lock_held(real_root: str, target: str) -> bool:
+    """True when unsloth_zoo's lock for this module (<root>/.locks/.lock.<name>) is held right now."""
+    lock = os.path.join(real_root, ".locks", ".lock." + os.path.basename(target))
+    return os.path.isfile(lock) and not os.path.islink(lock) and lock_state(lock) == "held"
+
+
+def _move(real_root: str, target: str, dry_run: bool) -> str:
+    """Rename target into the quarantine, keeping its path relative to the root; returns the destination."""
+    rel = os.path.relpath(target, real_root)
+    base = _quarantine_base(real_root)
+    dest = _free_name(os.path.join(base, rel))
+    if dry_run:
+        return dest
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    try:
+        os.rename(target, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        base = os.path.join(real_root, QUARANTINE_INSIDE, session_stamp())  # root is its own mount
+        dest = _free_name(os.path.join(base, rel))
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        os.rename(target, dest)
+    return dest
+
+
+def _quarantine(root: str, path: str, dry_run: bool) -> str:
+    real_root, target = check_path(root, path)
+    if target == real_root:
+        raise DoctorError(f"refused: {path} is the cache root itself (use `doctor cache clear`)")
+    if not os.path.lexists(target):
+        return f"nothing to do: {target} no longer exists"
+    if _unsloth_lock_held(real_root, target):
+        raise DoctorError(f"refused: {target} is being written (its unsloth lock is held by a running process)")
+    dest = _move(real_root, target, dry_run)
+    return f"{'would move' if dry_run else 'moved'} {target} -> {dest}"
+
+
+def _remove_lock(root: str, path: str, dry_run: bool) -> str:
+    _, target = check_path(root, path)
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return f"nothing to do: {target} no longer exists"
+    if not stat.S_ISREG(st.st_mode):
+        raise DoctorError(f"refused: {target} is not a regular file")
+    import fcntl
+
+    fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise DoctorError(f"refused: {target} is held by a running process") from None
+            if exc.errno not in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL):
+                raise
+            if time.time() - st.st_mtime < MIN_SOFT_LOCK_AGE:  # no flock here: only age tells a dead lock
+                raise DoctorError(f"refused: {target} is younger than {MIN_SOFT_LOCK_AGE:g} s and this "
+                                  "filesystem has no flock to tell whether it is held") from None
+        fst = os.fstat(fd)
+        if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+            raise DoctorError(f"refused: {target} changed while it was being checked")
+        if dry_run:
+            return f"would remove stale lock {target} (nobody holds it)"
+        os.unlink(target)  # while we hold it: a waiter that opened the old inode sees st_nlink == 0 and retries
+    finally:
+        os.close(fd)
+    return f"removed stale lock {target}"
+
+
+def _chmod(root: str, path: str, mode_text: str, dry_run: bool) -> str:
+    try:
+        mode = int(mode_text, 8)
+    except ValueError:
+        raise DoctorError(f"refused: bad mode {mode_text!r}") from None
+    if mode > 0o777 or mode & 0o022:
+        raise DoctorError(f"refused: mode {mode_text} would leave the file writable by others")
+    _, target = check_path(root, path)
+    st = os.lstat(target)
+    if stat.S_ISLNK(st.st_mode) or not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise DoctorError(f"refused: {target} is not a regular file or directory")
+    if st.st_uid != os.geteuid():
+        raise DoctorError(f"refused: {target} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()})")
+    old = stat.S_IMODE(st.st_mode)
+    if dry_run:
+        return f"would chmod {target} {old:04o} -> {mode:04o}"
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | (os.O_DIRECTORY if stat.S_ISDIR(st.st_mode) else 0)
+    fd = os.open(target, flags)
+    try:
+        fst = os.fstat(fd)
+        if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+            raise DoctorError(f"refused: {target} changed while it was being checked")
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    return f"chmod {target} {old:04o} -> {mode:04o}"
+
+
+def _set_location(var: str, path: str, dry_run: bool) -> str:
+    if var not in LOCATION_VARS:
+        raise DoctorError(f"refused: {var} is not a cache location variable ({', '.join(sorted(LOCATION_VARS))})")
+    p = _no_dotdot(path, "location")
+    if os.path.lexists(p) and not os.path.isdir(p):
+        raise DoctorError(f"refused: {p} exists and is not a directory")
+    persist = "; persist it with: " + persist_lines(var, p)[0].split("    #")[0] + \
+        f"  (notebook: %env {var}={p}, before the import)"
+    if dry_run:
+        return f"would {'use' if os.path.isdir(p) else 'create'} {p} for {var}" + persist
+    from pathlib import Path
+
+    from doctor.compat_matrix.rules.cache_location import ProbeTimeout, probe_location, run_with_timeout
+
+    created = not os.path.isdir(p)
+    try:
+        os.makedirs(p, mode=0o755, exist_ok=True)
+    except OSError as exc:
+        raise DoctorError(f"cannot create {p}: {exc.strerror or exc}") from None
+    try:
+        ok = run_with_timeout(lambda: probe_location(Path(p)), 5.0)
+    except ProbeTimeout:
+        raise DoctorError(f"{p} did not answer within 5 s") from None
+    if not ok.writable:
+        raise DoctorError(f"{p} is not writable: {ok.detail}")
+    os.environ[var] = p  # this process (and what it starts) uses it now; the shell needs the line below
+    return f"{'created' if created else 'using'} {p} and set {var} for this process" + persist
+
+
+def _clear(root: str, dry_run: bool) -> str:
+    lex_root, real_root = check_root(root)
+    if not os.path.isdir(real_root):
+        return f"nothing to clear: {lex_root} does not exist"
+    base = _quarantine_base(real_root)
+    if base.startswith(os.path.join(real_root, QUARANTINE_INSIDE)):
+        # A mount point (or an unwritable parent): move the contents, keep the directory.
+        names = [n for n in sorted(os.listdir(real_root)) if n != QUARANTINE_INSIDE]
+        if dry_run:
+            return f"would move {len(names)} entries of {real_root} -> {base}"
+        os.makedirs(base, exist_ok=True)
+        for n in names:
+            os.rename(os.path.join(real_root, n), _free_name(os.path.join(base, n)))
+        return f"moved {len(names)} entries of {real_root} -> {base}"
+    dest = _free_name(os.path.join(base, os.path.basename(real_root)))
+    if dry_run:
+        return f"would move {real_root} -> {dest} (and leave an empty {real_root})"
+    mode = stat.S_IMODE(os.stat(real_root).st_mode)
+    os.makedirs(base, exist_ok=True)
+    os.rename(real_root, dest)
+    os.mkdir(real_root, mode)  # an empty cache in place: a symlink to it, or the owner's makedirs, keeps working
+    os.chmod(real_root, mode)  # mkdir is subject to the umask
+    return f"moved {real_root} -> {dest} (an empty {real_root} is left in its place)"
+
+
+def apply_cache_action(action: Action, dry_run: bool = False) -> str:
+    """Perform one cache repair (or, with dry_run, check it and describe it); one line saying what happened.
+
+    Raises DoctorError when the action is refused (outside every cache root, `..`, a symlink leading out,
+    a lock that is held, a file that is not ours) or malformed.
+    """
+    args = tuple(str(a) for a in action.args)
+    if action.kind is ActionKind.SET_ENV and len(args) == 2 and args[0] in LOCATION_VARS:
+        args = ("set-location",) + args
+    elif action.kind is not ActionKind.CACHE_REPAIR:
+        raise DoctorError(f"not a cache repair: {action.kind.value}")
+    if not args or args[0] not in OPS:
+        raise DoctorError(f"unknown cache repair {args[:1]!r} (known: {', '.join(OPS)})")
+    op, rest = args[0], args[1:]
+    arity = {"quarantine": 2, "remove-lock": 2, "chmod": 3, "set-location": 2, "clear": 1}[op]
+    if len(rest) != arity:
+        raise DoctorError(f"cache repair {op} takes {arity} arguments, got {len(rest)}")
+    fn = {"quarantine": _quarantine, "remove-lock": _remove_lock, "chmod": _chmod, "set-location": _set_location,
+          "clear": _clear}[op]
+    from doctor.compat_matrix.rules.cache_location import ProbeTimeout, run_with_timeout
+
+    try:
+        # In a daemon thread with a limit: a cache on a hung mount gives an error, not a frozen doctor.
+        return run_with_timeout(lambda: fn(*rest, dry_run), OP_TIMEOUT)
+    except ProbeTimeout:
+        raise DoctorError(f"{op} did not finish within {OP_TIMEOUT:g} s: the filesystem does not answer") from None
+    except OSError as exc:  # a race or a permission problem: one line, not a traceback
+        raise DoctorError(f"{op} failed: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")) from None

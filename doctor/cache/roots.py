@@ -1,0 +1,193 @@
+"""Where each compiled cache lives, resolved the way its owner resolves it (never by importing the owner).
+
+unsloth (unsloth_zoo/compiler.py): UNSLOTH_COMPILE_LOCATION, default "unsloth_compiled_cache", used as given,
+  so a relative value is relative to the working directory; when os.makedirs fails it falls back to
+  tempfile.gettempdir()/<the same value> (see doctor.compat_matrix.rules.cache_location, reused here).
+Triton (triton/runtime/cache.py up to 3.2; triton/knobs.py `cache_knobs` from 3.3): TRITON_CACHE_DIR
+  (3.2 strips it and treats empty as unset), else TRITON_HOME/.triton/cache, else ~/.triton/cache
+  (Path.home() / expanduser("~/")). A relative value is used as given: relative to the working directory.
+  Each kernel is a directory <root>/<base32 key>/ holding <name>.json (metadata), the IRs and the binary,
+  and __grp__<name>.json ({"child_paths": {file: absolute path}}) tying them together.
+Inductor (torch/_inductor/runtime/cache_dir_utils.py): TORCHINDUCTOR_CACHE_DIR (made absolute against the
+  working directory), else tempfile.gettempdir()/torchinductor_<user> with the user name from getpass
+  (LOGNAME, USER, LNAME, USERNAME, then the password database) and [\\/:*?"<>|] replaced by "_". When
+  TRITON_CACHE_DIR is unset, the Triton kernels Inductor compiles go to <inductor root>/triton/<device>/,
+  which the Inductor scan covers.
+doctor: DOCTOR_CACHE_DIR, else the per-user cache dir (doctor.cache.own.default_root).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+from doctor.errors import DoctorError
+
+KINDS = ("unsloth", "triton", "inductor", "doctor")
+ENV_VARS = {
+    "unsloth": "UNSLOTH_COMPILE_LOCATION",
+    "triton": "TRITON_CACHE_DIR",
+    "inductor": "TORCHINDUCTOR_CACHE_DIR",
+    "doctor": "DOCTOR_CACHE_DIR",
+}
+LABELS = {"unsloth": "unsloth compiled cache", "triton": "Triton cache", "inductor": "TorchInductor cache",
+          "doctor": "tune-doctor cache"}
+_USER_UNSAFE = re.compile(r'[\\/:*?"<>|]')
+
+
+class CacheRoot(NamedTuple):
+    """One cache directory and how its owner arrives at it."""
+
+    kind: str  # one of KINDS
+    path: str  # absolute, normalised (lexical: symlinks are not resolved here)
+    source: str  # what decided it: "UNSLOTH_COMPILE_LOCATION", "default, relative to the working directory", ...
+    relative: bool = False  # the setting depends on the working directory
+    role: str = "primary"  # "fallback" for unsloth's temp-dir fallback
+
+    @property
+    def env_var(self) -> str:
+        """The variable that moves this cache."""
+        return ENV_VARS[self.kind]
+
+    @property
+    def label(self) -> str:
+        """'unsloth compiled cache' (+ ' (temp fallback)')."""
+        return LABELS[self.kind] + (" (temp fallback)" if self.role == "fallback" else "")
+
+
+def parse_which(text: Optional[str]) -> Tuple[str, ...]:
+    """'unsloth,triton' -> ('unsloth', 'triton'); None or 'all' -> every kind; DoctorError on an unknown name."""
+    if text is None or text.strip() in ("", "all"):
+        return KINDS
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in KINDS]
+    if bad or not names:
+        raise DoctorError(f"unknown cache {', '.join(bad) or repr(text)} for --which (choose from {', '.join(KINDS)})")
+    return tuple(k for k in KINDS if k in names)
+
+
+def _abs(value: str, cwd: str) -> str:
+    """value made absolute against cwd, normalised, without expanding '~' (the owners do not either)."""
+    return os.path.normpath(value if os.path.isabs(value) else os.path.join(os.path.abspath(cwd), value))
+
+
+def gettempdir() -> str:
+    """The process's temp dir, as the owners see it (tempfile.gettempdir, imported lazily)."""
+    import tempfile
+
+    return tempfile.gettempdir()
+
+
+def user_name(environ: Optional[Mapping[str, str]] = None) -> str:
+    """The user name as getpass.getuser() finds it (env first, then the password database)."""
+    environ = os.environ if environ is None else environ
+    for var in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        if environ.get(var):
+            return environ[var]
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError, OSError):
+        getuid = getattr(os, "getuid", None)
+        return f"uid_{getuid()}" if callable(getuid) else "unknown_user"
+
+
+def unsloth_roots(env: Mapping[str, str], cwd: str, tempdir: Optional[str] = None) -> List[CacheRoot]:
+    """unsloth's configured location, and its temp-dir fallback (used when the first cannot be created)."""
+    from doctor.compat_matrix.rules.cache_location import ENV_VAR, resolve_unsloth_cache_dir
+
+    path, relative = resolve_unsloth_cache_dir(env, cwd)
+    setting = env.get(ENV_VAR) or ""
+    source = ENV_VAR if setting else "default, relative to the working directory"
+    primary = CacheRoot("unsloth", str(path), source, relative)
+    # unsloth_zoo: os.path.join(tempfile.gettempdir(), location) -- an absolute location replaces the tempdir.
+    fallback = os.path.normpath(os.path.join(tempdir or gettempdir(), setting or "unsloth_compiled_cache"))
+    out = [primary]
+    if fallback != primary.path:
+        out.append(CacheRoot("unsloth", fallback, "unsloth's fallback when the location cannot be created",
+                             False, "fallback"))
+    return out
+
+
+def triton_root(env: Mapping[str, str], cwd: str, home: Optional[str] = None) -> CacheRoot:
+    """Triton's kernel cache directory."""
+    explicit = (env.get("TRITON_CACHE_DIR") or "").strip()
+    if explicit:
+        return CacheRoot("triton", _abs(explicit, cwd), "TRITON_CACHE_DIR", not os.path.isabs(explicit))
+    th = env.get("TRITON_HOME")
+    if th:
+        return CacheRoot("triton", _abs(os.path.join(th, ".triton", "cache"), cwd), "TRITON_HOME", not os.path.isabs(th))
+    home = home or os.path.expanduser("~")
+    return CacheRoot("triton", _abs(os.path.join(home, ".triton", "cache"), cwd), "default (~/.triton/cache)")
+
+
+def inductor_root(env: Mapping[str, str], cwd: str, tempdir: Optional[str] = None,
+                  user: Optional[str] = None) -> CacheRoot:
+    """TorchInductor's cache directory."""
+    explicit = env.get("TORCHINDUCTOR_CACHE_DIR")
+    if explicit is not None and explicit != "":
+        return CacheRoot("inductor", _abs(explicit, cwd), "TORCHINDUCTOR_CACHE_DIR", not os.path.isabs(explicit))
+    name = "torchinductor_" + _USER_UNSAFE.sub("_", user or user_name())
+    return CacheRoot("inductor", os.path.join(tempdir or gettempdir(), name), "default (<tempdir>/torchinductor_<user>)")
+
+
+def doctor_root(env: Mapping[str, str], cwd: str) -> CacheRoot:
+    """The doctor's own cache (probe verdicts, generated modules)."""
+    value = (env.get("DOCTOR_CACHE_DIR") or "").strip()
+    if value:
+        return CacheRoot("doctor", _abs(os.path.expanduser(value), cwd), "DOCTOR_CACHE_DIR", not os.path.isabs(os.path.expanduser(value)))
+    from doctor.cache.own import default_root
+
+    return CacheRoot("doctor", os.path.abspath(str(default_root())), "default (per-user cache dir)")
+
+
+def resolve_roots(env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
+                  which: Sequence[str] = KINDS) -> List[CacheRoot]:
+    """Every selected cache root, in KINDS order (unsloth's fallback right after its primary)."""
+    env = os.environ if env is None else env
+    if cwd is None:
+        try:
+            cwd = os.getcwd()
+        except OSError:
+            cwd = "/"
+    out: List[CacheRoot] = []
+    for kind in which:
+        if kind == "unsloth":
+            out.extend(unsloth_roots(env, cwd))
+        elif kind == "triton":
+            out.append(triton_root(env, cwd))
+        elif kind == "inductor":
+            out.append(inductor_root(env, cwd))
+        elif kind == "doctor":
+            out.append(doctor_root(env, cwd))
+    return out
+
+
+def known_roots() -> List[CacheRoot]:
+    """The cache roots of this process (its environment and working directory): what repair may touch."""
+    return resolve_roots(os.environ, None, KINDS)
+
+
+def suggest_location(kind: str, avoid: str = "", timeout: float = 2.0) -> str:
+    """An absolute directory that can hold this cache (tested for writability), other than `avoid`."""
+    import platformdirs
+
+    from doctor.compat_matrix.rules.cache_location import ProbeTimeout, probe_location, run_with_timeout
+    from pathlib import Path
+
+    name = {"unsloth": "unsloth_compiled_cache", "triton": "triton", "inductor": "torchinductor",
+            "doctor": "tune-doctor"}[kind]
+    candidates = [os.path.join(platformdirs.user_cache_dir("tune-doctor", appauthor=False), name)
+                  if kind != "doctor" else platformdirs.user_cache_dir("tune-doctor", appauthor=False),
+                  os.path.join(gettempdir(), f"{name}-{_USER_UNSAFE.sub('_', user_name())}")]
+    for cand in candidates:
+        if os.path.normpath(cand) == os.path.normpath(avoid):
+            continue
+        try:
+            if run_with_timeout(lambda c=cand: probe_location(Path(c)), timeout).writable:
+                return cand
+        except ProbeTimeout:
+            continue
+    return candidates[-1]

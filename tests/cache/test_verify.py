@@ -1,0 +1,94 @@
+"""`doctor cache verify`: compiled modules imported in child processes; hangs and crashes pinned on their module."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from doctor.cache.diagnose import diagnose
+from doctor.cache.verify import verify_modules
+from doctor.findings import Severity
+from tests.cache.conftest import by_id, header, make_facts, module
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals and process groups")
+
+
+def write(d: Path, name: str, text: str) -> str:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_text(text)
+    return str(d / name)
+
+
+def test_each_failure_is_classified(tmp_path: Path) -> None:
+    """Good, syntax error, truncated (cut mid-statement), import error, exec error, missing dependency: one child."""
+    d = tmp_path / "c"
+    good = write(d, "UnslothSFTTrainer.py", module("UnslothSFTTrainer"))
+    full = module("UnslothDPOTrainer", body="def f(x):\n    return x + 1\n")
+    cut = write(d, "UnslothDPOTrainer.py", full[: full.index("x + 1") + 3])  # cut short: "return x +"
+    syn = write(d, "Conv3d.py", "def forward(self:\n")
+    imp = write(d, "LayerNorm.py", "from json import no_such_name\n")
+    exe = write(d, "RMSNorm.py", "x = undefined_name\n")
+    dep = write(d, "GroupNorm.py", "import tune_doctor_missing_dependency_xyz\n")
+    res, note = verify_modules(str(d), [good, cut, syn, imp, exe, dep], timeout=20)
+    assert [r.status for r in res] == ["ok", "syntax-error", "syntax-error", "import-error", "exec-error",
+                                       "missing-dependency"], res
+    assert note == ""
+    assert res[3].where == "LayerNorm.py:1" and "no_such_name" in res[3].error
+    assert res[5].dependency == "tune_doctor_missing_dependency_xyz" and not res[5].broken
+    assert not (d / "__pycache__").exists()  # the check never writes bytecode into the cache
+
+
+def test_truncated_at_a_statement_boundary_is_incomplete(tmp_path: Path) -> None:
+    """A trainer module cut between statements still compiles, but lacks its class: 'incomplete'."""
+    d = tmp_path / "c"
+    text = module("UnslothGRPOTrainer", body="A = 1\nB = 2\n")
+    p = write(d, "UnslothGRPOTrainer.py", text[: text.index("class ")])
+    [r] = verify_modules(str(d), [p], timeout=20)[0]
+    assert r.status == "incomplete" and r.broken
+
+
+@linux_only
+def test_hang_and_crash_are_attributed_and_the_rest_still_checked(tmp_path: Path) -> None:
+    """A module that hangs is killed at the timeout, one that aborts the interpreter is blamed; others are verified."""
+    d = tmp_path / "c"
+    a = write(d, "A.py", "x = 1\n")
+    hang = write(d, "Hang.py", "import time\ntime.sleep(60)\n")
+    b = write(d, "B.py", "print('modules may print; the protocol is not disturbed')\n")
+    crash = write(d, "Crash.py", "import os\nos.abort()\n")
+    c = write(d, "C.py", "y = 2\n")
+    t0 = time.monotonic()
+    res, _ = verify_modules(str(d), [a, hang, b, crash, c], timeout=1.0)
+    assert time.monotonic() - t0 < 15
+    assert [r.status for r in res] == ["ok", "timeout", "ok", "crash", "ok"]
+    assert "within 1 s" in res[1].error
+    assert "SIGABRT" in res[3].error and "Crash.py" in res[3].error  # faulthandler's frame names the module
+
+
+def test_preload_failure_leaves_modules_unverified(tmp_path: Path) -> None:
+    """When the preload (unsloth, for real runs) cannot be imported, nothing is blamed on the modules."""
+    d = tmp_path / "c"
+    p = write(d, "A.py", "x = 1\n")
+    [r], note = verify_modules(str(d), [p], timeout=10, preload=["tune_doctor_no_such_preload"])
+    assert r.status == "not-run" and not r.broken and "tune_doctor_no_such_preload" in note
+
+
+def test_verify_findings_replace_the_cheap_ones(caches) -> None:  # type: ignore[no-untyped-def]
+    """verify: one ERROR per broken module (with the error), INFO for unverifiable ones, summary counts clean ones."""
+    d = caches.unsloth
+    write(d, "UnslothSFTTrainer.py", module("UnslothSFTTrainer"))
+    write(d, "UnslothDPOTrainer.py", header()[:30])  # truncated header: cheap finding AND syntax error
+    write(d, "Conv3d.py", header() + "from json import nope\n")
+    write(d, "moe_utils.py", "import tune_doctor_missing_dependency_xyz\n")
+    diag = diagnose(make_facts(caches.cwd), ("unsloth",), mode="verify", import_timeout=20, preload=[])
+    broken = by_id(diag.findings, "cache.unsloth-broken-module")
+    assert sorted(f.subject for f in broken) == [str(d / "Conv3d.py"), str(d / "UnslothDPOTrainer.py")]
+    assert all(f.severity is Severity.ERROR and f.fix[0].args[0] == "quarantine" for f in broken)
+    dpo = [f for f in broken if f.subject.endswith("UnslothDPOTrainer.py")][0]
+    assert dict(dpo.evidence)["result"] == "syntax-error"  # the import verdict, not the header guess, once
+    [unv] = by_id(diag.findings, "cache.unsloth-unverified")
+    assert unv.severity is Severity.INFO and "tune_doctor_missing_dependency_xyz" in dict(unv.evidence)["reason"]
+    [summary] = [f for f in diag.findings if f.id == "cache.root" and f.subject == str(d)]
+    assert "1 of 4 import cleanly" in summary.title
