@@ -6,7 +6,7 @@ set -u -o pipefail
 export PYTHONUNBUFFERED=1 DOCTOR_CACHE_DIR=/tmp/doctor-cache NO_COLOR=1 COLUMNS=160
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 REPO=$(pwd)
-rm -rf /tmp/site /tmp/extra /tmp/doctor-cache "$REPO/build"  # a warm machine keeps them: every run starts cold
+rm -rf /tmp/site /tmp/extra /tmp/doctor-cache "$REPO/build" ~/.triton/cache /tmp/torchinductor_"$(whoami)"  # a warm machine keeps them: every run starts cold
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/base/*.whl || exit 1
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site "$REPO" || exit 1
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/extra .whl/xf/*.whl .whl/bnb/*.whl || exit 1
