@@ -19,6 +19,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.add_argument("--timeout", type=float, default=None, metavar="S", help="limit per probe (default: each probe's own, 60 s for most)")
     p.add_argument("--refresh", action="store_true", help="ignore cached verdicts for this environment and run again")
     p.add_argument("--gpu", type=int, default=None, metavar="N", help="GPU index to probe (sets CUDA_VISIBLE_DEVICES for the probes)")
+    p.add_argument("--jobs", type=int, default=3, metavar="N", help="probe processes at once (default 3; 1 for undisturbed timings)")
     p.add_argument("--list", action="store_true", help="list the catalogue and exit")
     add_common(p)
     p.set_defaults(run=run)
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     total = len(select(args.only))
     cb, stop = (None, lambda: None) if args.json else live_progress(err, total)
     try:
-        pr = run_probes(facts, only=args.only, timeout=args.timeout, refresh=args.refresh, gpu=args.gpu, progress=cb)
+        pr = run_probes(facts, only=args.only, timeout=args.timeout, refresh=args.refresh, gpu=args.gpu, progress=cb, jobs=args.jobs)
     finally:
         stop()
     choices = dispatch.table(pr.results)

@@ -54,6 +54,7 @@ def run_probes(
     catalogue: Optional[Sequence[ProbeSpec]] = None,
     cache=None,  # type: ignore[no-untyped-def]
     environ: Optional[Mapping[str, str]] = None,
+    jobs: int = 3,
 ) -> ProbeRun:
     """Run (or reuse) the verdicts of the selected probes for this environment."""
     from doctor import dispatch
@@ -86,10 +87,16 @@ def run_probes(
     cuda = bool(facts.torch and facts.torch.cuda)
     ran: List[ProbeResult] = []
     plain = [s for s in to_run if not s.id.startswith("dispatch.")]
-    for group in groups_of(plain):
-        out = run_group(group, env, cuda, timeout=timeout, progress=progress)
-        ran.extend(out)
-        results.update({r.id: r for r in out})
+    # Groups run side by side (each child pays its own `import torch`; the GPU is far from busy with
+    # these shapes). jobs=1 gives undisturbed timings for the dispatcher's comparison.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(run_group, g, env, cuda, timeout, 0, progress) for g in groups_of(plain)]
+        for fut in futures:
+            out = fut.result()
+            ran.extend(out)
+            results.update({r.id: r for r in out})
     # the dispatcher probe runs what the table picks from every verdict so far (cached ones included)
     picks = {c.op: c.backend for c in dispatch.table(list(results.values()) + list(cached.values()), env)}
     disp = []

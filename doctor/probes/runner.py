@@ -196,6 +196,8 @@ def run_group(specs: Sequence[ProbeSpec], env: Mapping[str, str], cuda: bool, ti
                             progress(current.id, r)
                         current = None
                         deadline = time.monotonic() + IMPORT_TIMEOUT  # until the next begin
+                        if r.status == "error" and _cuda_hint(r.detail + "\n" + r.stderr_tail):
+                            break  # a CUDA error can poison the context: the rest go on in a fresh child
                     elif name == "done":
                         break
                     continue

@@ -75,3 +75,19 @@ def nan(ctx):  # type: ignore[no-untyped-def]
 def skip(ctx):  # type: ignore[no-untyped-def]
     """Decides at run time that it cannot run."""
     return {"status": "skipped", "detail": "cc 7.5 has no bf16"}
+
+
+def sleepy(ctx):  # type: ignore[no-untyped-def]
+    """Takes a second, then passes (for the parallel-groups test)."""
+    time.sleep(1.0)
+    return {"error": 0.0, "tolerance": 1e-6, "detail": f"pid {os.getpid()}"}
+
+
+def whoami(ctx):  # type: ignore[no-untyped-def]
+    """Passes and says which process ran it."""
+    return {"error": 0.0, "tolerance": 1e-6, "detail": f"pid {os.getpid()}"}
+
+
+def cuda_error(ctx):  # type: ignore[no-untyped-def]
+    """Raises the way torch does after an illegal memory access (the context is now unusable)."""
+    raise RuntimeError("CUDA error: an illegal memory access was encountered")

@@ -153,3 +153,21 @@ def test_fingerprint_changes_with_every_input(facts) -> None:  # type: ignore[no
     ]
     fps = {fingerprint(v) for v in variants} | {fingerprint(facts, gpu="1"), fingerprint(facts, catalogue_version=99)}
     assert base not in fps and len(fps) == len(variants) + 2
+
+
+def test_groups_run_side_by_side(facts, env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Three groups of a 1 s probe with jobs=3 take about 1 s, not 3."""
+    specs = [spec(f"s{i}.sleep", "sleepy", group=f"g{i}") for i in range(3)]
+    t0 = time.monotonic()
+    res = run(facts, env, tmp_path, specs, jobs=3)
+    assert {r.status for r in res.results} == {"pass"}
+    assert time.monotonic() - t0 < 2.8
+
+
+def test_cuda_error_moves_the_rest_to_a_fresh_process(facts, env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """After a CUDA error the context may be poisoned: later probes of the group run in a new child."""
+    specs = [spec("a.pid", "whoami"), spec("b.cuda", "cuda_error"), spec("c.pid", "whoami")]
+    res = by_id(run(facts, env, tmp_path, specs))
+    assert res["b.cuda"].status == "error" and "illegal memory access" in res["b.cuda"].detail
+    assert res["a.pid"].status == res["c.pid"].status == "pass"
+    assert res["a.pid"].detail != res["c.pid"].detail  # different pids
