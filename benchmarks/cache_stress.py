@@ -88,7 +88,7 @@ def worker(root: str, wid: int, iters: int, entries: int, corrupt_every: int) ->
                 except OSError:
                     pass
 
-            def generate(g: int = g) -> str:
+            def generate(g: int = g, i: int = i) -> str:
                 c["regenerations"] += 1
                 return _module_source(wid, i, f"generated-{g}")
 

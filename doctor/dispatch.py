@@ -55,7 +55,7 @@ def choose(op: str, verdicts: Mapping[str, ProbeResult], environ: Optional[Mappi
         if v is not None and not v.passed:
             passing = [b for b in cands if b in verdicts and verdicts[b].passed] + [REFERENCE]
             what = "is not available here" if v.status == "skipped" else "failed its probe"
-            raise DoctorError(f"{env_var(op)}={forced}: that backend {what} ({v.status}: {v.detail[:120]}); "
+            raise DoctorError(f"{env_var(op)}={forced}: that backend {what} ({v.status}: {(v.detail.splitlines() or [''])[0][:120]}); "
                               f"backends that passed: {', '.join(passing)}")
         why = "forced by " + env_var(op) + ("" if v is not None or forced == REFERENCE else " (not probed here)")
         return Choice(op, forced, why, table)
