@@ -11,12 +11,15 @@ Three depths:
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from doctor.cache.roots import KINDS, resolve_roots
 from doctor.cache.scan import HEADER_FIELDS, LOCK_AGE, Expect, Problem, RootScan, scan_roots
 from doctor.facts import Facts
 from doctor.findings import Action, ActionKind, Category, Finding, Severity, finding, manual
+
+if TYPE_CHECKING:
+    from doctor.cache.verify import ModuleResult
 
 CHECK_BUDGET = 0.15  # seconds of walking inside `doctor check` (all roots, concurrently)
 FULL_BUDGET = 60.0
@@ -24,12 +27,27 @@ TRITON_DISTS = ("triton", "pytorch-triton", "pytorch-triton-rocm", "pytorch-trit
 SHOW = 8  # paths listed in one evidence line
 
 
+# What the metadata cannot tell, said once instead of guessed per entry.
+LIMITS = {
+    "unsloth": "Version headers are compared by text, as unsloth compares them. Import checks run with this "
+               "environment's packages (unsloth imported first when installed). A module cut exactly between two "
+               "statements still imports; only trainer modules missing their class are caught as incomplete.",
+    "triton": "GPU arch comes from each kernel's metadata 'target'. The Triton version is known only where the "
+              "metadata has 'triton_version' (newer Triton); older entries cannot be dated. Triton's cache key "
+              "includes its version and target, so foreign entries are never loaded, only stored.",
+    "inductor": "Inductor's FX-graph and AOT entries are pickles: the doctor never unpickles them, so the torch "
+                "version an entry was built for is not readable. Inductor's keys include the torch version, so "
+                "entries from another torch are unused, not wrong. Its triton/<device>/ kernels get the Triton checks.",
+    "doctor": "Entries carry a format stamp (JSON) or a stamp with a sha256 of the code (modules), checked on every read.",
+}
+
+
 class Diagnosis(NamedTuple):
     """Everything one cache inspection produced."""
 
     scans: Tuple[RootScan, ...]
     findings: Tuple[Finding, ...]
-    verified: Tuple[object, ...] = ()  # verify.ModuleResult, when imports were checked
+    verified: Tuple["ModuleResult", ...] = ()  # when imports were checked
     verify_note: str = ""
 
 
@@ -106,8 +124,23 @@ def _location_fix(s: RootScan, why: str) -> Action:
 # ----------------------------------------------------------------------------- findings per root
 
 
+REPAIR_HINT = " `doctor cache repair` (or `doctor check --fix`) applies it; entries are moved aside, never deleted."
+
+
+def _hinted(findings: List[Finding]) -> List[Finding]:
+    """Say which command applies a cache repair, on the findings that have one."""
+    return [f._replace(explanation=f.explanation + REPAIR_HINT)
+            if any(a.kind is ActionKind.CACHE_REPAIR and a.args[:1] != ("set-location",) for a in f.fix) else f
+            for f in findings]
+
+
 def root_findings(s: RootScan, facts: Facts, mode: str) -> List[Finding]:
     """Findings about one root: reachability, writability, filesystem, its problems, and a summary."""
+    return _hinted(_root_findings(s, facts, mode))
+
+
+def _root_findings(s: RootScan, facts: Facts, mode: str) -> List[Finding]:
+    """root_findings without the repair hint."""
     out: List[Finding] = []
     kind, root = s.root.kind, s.root.path
     installed = _owner_installed(facts, kind)
@@ -148,6 +181,14 @@ def root_findings(s: RootScan, facts: Facts, mode: str) -> List[Finding]:
                            "whose existence alone means 'held'). Keep compiled caches on a local disk; share "
                            "nothing between nodes that they regenerate anyway.",
                            (_location_fix(s, "use a local directory"),), subject=root))
+    if s.status == "ok" and s.shared:
+        out.append(finding("cache.shared-directory", Severity.WARN, Category.CACHES,
+                           f"{s.root.label} is {s.shared}: {root}", {**ev, s.root.env_var: root},
+                           f"{s.root.env_var} points at a folder that also holds other files, so the cache mixes "
+                           "with them (and stale or broken entries cannot be told apart from your files). The doctor "
+                           "does not inspect, repair or clear such a folder. Give the cache its own directory.",
+                           (_location_fix(s, "use a dedicated directory"),), subject=root))
+        return out
     if s.status != "ok" or not s.problems:
         return out
     from doctor.cache.repair import chmod_action, quarantine_action, remove_lock_action
@@ -156,6 +197,7 @@ def root_findings(s: RootScan, facts: Facts, mode: str) -> List[Finding]:
     for p in s.problems:
         by.setdefault(p.kind, []).append(p)
     rr = s.real_path or root
+    ev = {"cache dir": root}  # problem findings: the root once; where it came from is in the root's own lines
 
     if by.get("zero-byte"):
         ps = [p.path for p in by["zero-byte"]]
@@ -165,7 +207,7 @@ def root_findings(s: RootScan, facts: Facts, mode: str) -> List[Finding]:
                            "A zero-byte entry is what an interrupted in-place write leaves. An empty unsloth "
                            "module imports as an empty module and fails later ('Cannot import ...'); an empty "
                            "Triton binary or metadata file fails when the kernel loads. Moving it aside makes the "
-                           "owner regenerate it.", [quarantine_action(root, p) for p in ps], subject=root))
+                           "owner regenerate it.", (quarantine_action(root, *ps),), subject=root))
     if by.get("not-regular"):
         for p in by["not-regular"]:
             out.append(finding("cache.not-regular", Severity.ERROR, Category.CACHES,
@@ -194,12 +236,12 @@ def root_findings(s: RootScan, facts: Facts, mode: str) -> List[Finding]:
                            "it was generated for. unsloth rewrites a stale one in place at the next load (racing "
                            "any other process importing it), or keeps it when UNSLOTH_COMPILE_OVERWRITE=0, where "
                            "it may not match the installed transformers/trl. Moving them aside regenerates them "
-                           "cleanly.", [quarantine_action(root, p.path) for p in ps], subject=root))
+                           "cleanly.", (quarantine_action(root, *[p.path for p in ps]),), subject=root))
     if by.get("world-writable"):
         ps = by["world-writable"]
         ours = [p for p in ps if p.get("ours") == "yes"]
         theirs = [p for p in ps if p.get("ours") != "yes"]
-        fixes: List[Action] = [chmod_action(root, p.path, int(p.get("mode"), 8) & ~0o022) for p in ours]
+        fixes: List[Action] = [chmod_action(root, *[(p.path, int(p.get("mode"), 8) & ~0o022) for p in ours])] if ours else []
         if theirs:
             fixes.append(manual(f"{len(theirs)} of them belong to another user: ask them, or as root run "
                                 "chmod go-w on: " + _names(rr, [p.path for p in theirs])))
@@ -225,7 +267,7 @@ def root_findings(s: RootScan, facts: Facts, mode: str) -> List[Finding]:
                             "No process holds them (a non-blocking flock succeeded). filelock leaves its lock files "
                             "behind by design and an unheld one blocks nobody here, so this is tidying, not a fault; "
                             "removal happens while holding the lock, so it cannot race a new holder."),
-                           [remove_lock_action(root, p.path) for p in ps], subject=root))
+                           (remove_lock_action(root, *[p.path for p in ps]),), subject=root))
     if by.get("triton-group"):
         ps = by["triton-group"]
         sev = Severity.ERROR if any(p.get("severity") == "error" for p in ps) else Severity.WARN
@@ -238,7 +280,7 @@ def root_findings(s: RootScan, facts: Facts, mode: str) -> List[Finding]:
                            "json.load raise inside the compile call (the training step crashes); a group whose "
                            "metadata exists but whose binary is gone is taken as a cache hit and fails to load. "
                            "Moving the whole kernel directory aside makes Triton recompile it.",
-                           [quarantine_action(root, k) for k in keys], subject=root))
+                           (quarantine_action(root, *keys),), subject=root))
     for pk, fid, what in (("foreign-arch", "cache.triton-foreign-arch", "another GPU architecture"),
                           ("foreign-triton", "cache.triton-foreign-version", "another Triton version")):
         if by.get(pk):
@@ -273,21 +315,22 @@ def root_findings(s: RootScan, facts: Facts, mode: str) -> List[Finding]:
                            f"{len(ps)} entr{'ies' if len(ps) != 1 else 'y'} in the {s.root.label} cannot be read",
                            {**ev, "entries": "; ".join(f"{_names(rr, [p.path])}: {p.get('error')}" for p in ps[:SHOW])},
                            "The owner would fail the same way when it reads them.",
-                           [quarantine_action(root, p.path) for p in ps], subject=root))
+                           (quarantine_action(root, *[p.path for p in ps]),), subject=root))
     if by.get("doctor-corrupt"):
         ps = by["doctor-corrupt"]
         out.append(finding("cache.doctor-corrupt-entry", Severity.INFO, Category.CACHES,
                            f"{len(ps)} unusable entr{'ies' if len(ps) != 1 else 'y'} in the tune-doctor cache",
                            {**ev, "entries": "; ".join(f"{_names(rr, [p.path])}: {p.get('problem')}" for p in ps[:SHOW])},
                            "Reads treat them as misses and rewrite them, so nothing breaks; moving them aside keeps "
-                           "them for a bug report.", [quarantine_action(root, p.path) for p in ps], subject=root))
+                           "them for a bug report.", (quarantine_action(root, *[p.path for p in ps]),), subject=root))
     if by.get("temp-leftover"):
         ps = by["temp-leftover"]
         out.append(finding("cache.temp-leftover", Severity.INFO, Category.CACHES,
-                           f"{len(ps)} temporary file{'s' if len(ps) != 1 else ''} left by interrupted writers in the {s.root.label}",
+                           f"{len(ps)} temporary file{'s' if len(ps) != 1 else ''} left by interrupted writers "
+                           f"in the {s.root.label}",
                            {**ev, "entries": _names(rr, [p.path for p in ps])},
                            "A writer killed between writing its temp file and renaming it leaves these; they are "
-                           "never read.", [quarantine_action(root, p.path) for p in ps], subject=root))
+                           "never read.", (quarantine_action(root, *[p.path for p in ps]),), subject=root))
     return out
 
 
@@ -300,9 +343,9 @@ def _archs(facts: Facts) -> List[int]:
     return sorted(expect_from(facts).archs)
 
 
-def summary_finding(s: RootScan, mode: str, verified: Sequence[object] = ()) -> Optional[Finding]:
+def summary_finding(s: RootScan, mode: str, verified: Sequence["ModuleResult"] = ()) -> Optional[Finding]:
     """The OK line for an existing root: what is there."""
-    if s.status != "ok":
+    if s.status != "ok" or s.shared:
         return None
     kind = s.root.kind
     what = {"unsloth": "module", "triton": "kernel", "inductor": "file", "doctor": "entry"}[kind]
@@ -317,7 +360,7 @@ def summary_finding(s: RootScan, mode: str, verified: Sequence[object] = ()) -> 
         ev["locks held right now"] = s.live_locks
     tail = ""
     if kind == "unsloth" and s.modules:
-        ok = sum(1 for r in verified if getattr(r, "status", "") == "ok")
+        ok = sum(1 for r in verified if r.status == "ok")
         tail = (f"; {ok} of {len(s.modules)} import cleanly" if verified else
                 "; import check: `doctor cache verify`")
     fs = f", {s.mount.fs_type}" if s.mount else ""
@@ -326,7 +369,7 @@ def summary_finding(s: RootScan, mode: str, verified: Sequence[object] = ()) -> 
                    ev, subject=s.root.path)
 
 
-def verify_findings(s: RootScan, results: Sequence[object], note: str, facts: Facts) -> List[Finding]:
+def verify_findings(s: RootScan, results: Sequence["ModuleResult"], note: str, facts: Facts) -> List[Finding]:
     """Findings from the child-process imports of one unsloth root."""
     from doctor.cache.repair import quarantine_action
 
@@ -334,11 +377,11 @@ def verify_findings(s: RootScan, results: Sequence[object], note: str, facts: Fa
     ev = _root_ev(s)
     unverified = []
     for r in results:
-        status, path = getattr(r, "status"), getattr(r, "path")
-        if getattr(r, "broken"):
-            e = {**ev, "module": path, "result": status, "error": getattr(r, "error")}
-            if getattr(r, "where"):
-                e["where"] = getattr(r, "where")
+        status, path = r.status, r.path
+        if r.broken:
+            e = {**ev, "module": path, "result": status, "error": r.error}
+            if r.where:
+                e["where"] = r.where
             title = {"timeout": "hangs on import", "crash": "crashes the importing process",
                      "syntax-error": "has a syntax error (truncated or corrupt)",
                      "incomplete": "is incomplete (truncated at a statement boundary?)"}.get(status, "fails to import")
@@ -351,12 +394,13 @@ def verify_findings(s: RootScan, results: Sequence[object], note: str, facts: Fa
         elif status in ("missing-dependency", "not-run"):
             unverified.append(r)
     if unverified:
-        deps = sorted({getattr(r, "dependency") for r in unverified if getattr(r, "dependency")})
+        deps = sorted({r.dependency for r in unverified if r.dependency})
         reason = (f"{', '.join(deps)} cannot be imported in this environment" if deps else
-                  (note or getattr(unverified[0], "error")))
+                  (note or unverified[0].error))
         out.append(finding("cache.unsloth-unverified", Severity.INFO, Category.CACHES,
-                           f"{len(unverified)} unsloth compiled module{'s' if len(unverified) != 1 else ''} could not be import-checked",
-                           {**ev, "modules": _names(s.real_path or s.root.path, [getattr(r, 'path') for r in unverified]),
+                           f"{len(unverified)} unsloth compiled module{'s' if len(unverified) != 1 else ''} "
+                           "could not be import-checked",
+                           {**ev, "modules": _names(s.real_path or s.root.path, [r.path for r in unverified]),
                             "reason": reason},
                            "Their imports need packages that do not import here, so a failure would say nothing "
                            "about the files themselves (their syntax was checked). Run verify in the training "
@@ -386,7 +430,7 @@ def diagnose(facts: Facts, which: Sequence[str] = KINDS, mode: str = "status", t
 
         findings.extend(f for f in check_unsloth_cache_location(facts, timeout) if f.id != "cache.unsloth-location")
     located = {f.id for f in findings}
-    verified: List[object] = []
+    verified: List["ModuleResult"] = []
     note = ""
     for s in scans:
         if s.status == "missing" and s.root.role == "fallback":
@@ -396,7 +440,7 @@ def diagnose(facts: Facts, which: Sequence[str] = KINDS, mode: str = "status", t
         fs = root_findings(s, facts, mode)
         if s.root.kind == "unsloth" and s.root.role == "primary" and "cache.unsloth-unresponsive" in located:
             fs = [f for f in fs if f.id != "cache.unresponsive"]
-        results: Sequence[object] = ()
+        results: Sequence["ModuleResult"] = ()
         if mode == "verify" and s.root.kind == "unsloth" and s.modules:
             from doctor.cache.verify import verify_modules
 
@@ -405,9 +449,9 @@ def diagnose(facts: Facts, which: Sequence[str] = KINDS, mode: str = "status", t
                                         facts.cwd, import_timeout, pre)
             note = note or n
             verified.extend(results)
-            broken = {getattr(r, "path") for r in results if getattr(r, "broken")}
+            broken = {r.path for r in results if r.broken}
             fs = [f for f in fs if not (f.id == "cache.unsloth-broken-module" and f.subject in broken)]
-            fs.extend(verify_findings(s, results, n, facts))
+            fs.extend(_hinted(verify_findings(s, results, n, facts)))
         summary = summary_finding(s, mode, results)
         findings.extend(fs)
         if summary is not None:

@@ -132,11 +132,11 @@ class DoctorCache:
             mod, _ = self._try_import(kind, key, module_name)
             if mod is not None:
                 return mod
-            atomic_write_text(p, module_text(kind, key, generate()))
-        mod = self.import_module(kind, key, module_name)  # a fresh entry that fails is a generator bug: raise
-        if mod is None:
-            raise ImportError(f"tune-doctor cache: {p} was rewritten but does not verify")
-        return mod
+            text = module_text(kind, key, generate())
+            atomic_write_text(p, text)
+        # Run the text just written, not a re-read of the file: whatever happens to the file from now on, this
+        # is the verified content. Fresh code that fails is a generator bug: it raises.
+        return exec_verified(module_name, p, text)
 
     def _try_import(self, kind: str, key: str, module_name: str) -> Tuple[Optional[ModuleType], str]:
         """(module, "") or (None, why): a miss or an import failure, both reasons to regenerate."""

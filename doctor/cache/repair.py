@@ -13,9 +13,11 @@ Safety rules, checked for every action, dry run included:
   waiter that opened the old file notices the unlink (filelock re-checks st_nlink) instead of racing.
 Refusals raise DoctorError with one line saying why.
 
-Action args (all strings), kind ActionKind.CACHE_REPAIR:
-  ("quarantine", ROOT, PATH)     ("remove-lock", ROOT, PATH)     ("chmod", ROOT, PATH, "0644")
-  ("set-location", VAR, ABS_DIR) ("clear", ROOT)
+Action args (all strings), kind ActionKind.CACHE_REPAIR; one action may name several targets of one root:
+  ("quarantine", ROOT, PATH, ...)          ("remove-lock", ROOT, PATH, ...)
+  ("chmod", ROOT, PATH, "0644", ...)       ("set-location", VAR, ABS_DIR)       ("clear", ROOT)
+Every target is checked before anything is done (one refusal: nothing happens); a target in use (a held
+lock, a module being written) is skipped and said so, the others are done.
 An ActionKind.SET_ENV action for one of the cache variables (UNSLOTH_COMPILE_LOCATION, TRITON_CACHE_DIR,
 TORCHINDUCTOR_CACHE_DIR, DOCTOR_CACHE_DIR) is accepted as a set-location.
 """
@@ -28,18 +30,22 @@ import shlex
 import stat
 import time
 from pathlib import PurePath
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
-from doctor.cache.roots import ENV_VARS, known_roots
+from doctor.cache.roots import ENV_VARS, known_roots, protected_reason
 from doctor.cache.scan import QUARANTINE_INSIDE, lock_state
 from doctor.errors import DoctorError
 from doctor.findings import Action, ActionKind
 
 OPS = ("quarantine", "remove-lock", "chmod", "set-location", "clear")
 LOCATION_VARS = frozenset(ENV_VARS.values())
-MIN_SOFT_LOCK_AGE = 60.0
-OP_TIMEOUT = 30.0  # one repair on a responsive disk takes milliseconds  # without flock, a lock file younger than this may belong to a writer right now
+MIN_SOFT_LOCK_AGE = 60.0  # without flock, a lock file younger than this may belong to a writer right now
+OP_TIMEOUT = 30.0  # one repair on a responsive disk takes milliseconds
 _STAMP: Optional[str] = None
+
+
+class _Busy(DoctorError):
+    """A target in use right now (a held lock, a module being written): skipped, the others still done."""
 
 
 def session_stamp() -> str:
@@ -53,20 +59,34 @@ def session_stamp() -> str:
 # ----------------------------------------------------------------------------- action builders
 
 
-def quarantine_action(root: str, path: str, why: str = "") -> Action:
-    """Move an entry into the quarantine beside its cache (it is regenerated on next use)."""
-    return Action(ActionKind.CACHE_REPAIR, why or f"move {path} to the quarantine beside the cache",
-                  ("quarantine", root, path), destructive=True)
+def _listing(paths: Sequence[str]) -> str:
+    """'a.py' or '3 entries (a.py, b.py, c.py)' for descriptions."""
+    names = [os.path.basename(p) or p for p in paths]
+    if len(names) == 1:
+        return paths[0]
+    return f"{len(names)} entries ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
 
 
-def remove_lock_action(root: str, path: str) -> Action:
-    """Remove a lock file nobody holds."""
-    return Action(ActionKind.CACHE_REPAIR, f"remove stale lock {path}", ("remove-lock", root, path), destructive=True)
+def quarantine_action(root: str, *paths: str, why: str = "") -> Action:
+    """Move entries into the quarantine beside their cache (they are regenerated on next use)."""
+    return Action(ActionKind.CACHE_REPAIR, why or f"move {_listing(paths)} to the quarantine beside the cache",
+                  ("quarantine", root, *paths), destructive=True)
 
 
-def chmod_action(root: str, path: str, mode: int) -> Action:
-    """Tighten a file's mode (only ever removes permissions)."""
-    return Action(ActionKind.CACHE_REPAIR, f"chmod {mode:04o} {path}", ("chmod", root, path, f"{mode:04o}"))
+def remove_lock_action(root: str, *paths: str) -> Action:
+    """Remove lock files nobody holds."""
+    return Action(ActionKind.CACHE_REPAIR, f"remove stale lock{'s' if len(paths) > 1 else ''} {_listing(paths)}",
+                  ("remove-lock", root, *paths), destructive=True)
+
+
+def chmod_action(root: str, *targets: Tuple[str, int]) -> Action:
+    """Tighten modes, (path, mode) per file (only ever removes permissions)."""
+    args: List[str] = []
+    for path, mode in targets:
+        args += [path, f"{mode:04o}"]
+    modes = sorted({f"{m:04o}" for _, m in targets})
+    return Action(ActionKind.CACHE_REPAIR, f"chmod {'/'.join(modes)} {_listing([p for p, _ in targets])}",
+                  ("chmod", root, *args))
 
 
 def set_location_action(var: str, path: str, why: str = "") -> Action:
@@ -123,8 +143,9 @@ def check_root(root: str) -> Tuple[str, str]:
             except ProbeTimeout:
                 continue
     if match:
-        if real in ("/", os.path.realpath(os.path.expanduser("~"))):
-            raise DoctorError(f"refused: cache root {lex} resolves to {real}")
+        why = protected_reason(real)
+        if why:
+            raise DoctorError(f"refused: cache root {lex} is {why}; point the cache at a dedicated directory first")
         return lex, real
     raise DoctorError(f"refused: {lex} is not a cache root of this environment "
                       "(roots come from UNSLOTH_COMPILE_LOCATION, TRITON_CACHE_DIR/TRITON_HOME, "
@@ -214,7 +235,7 @@ def _quarantine(root: str, path: str, dry_run: bool) -> str:
     if not os.path.lexists(target):
         return f"nothing to do: {target} no longer exists"
     if _unsloth_lock_held(real_root, target):
-        raise DoctorError(f"refused: {target} is being written (its unsloth lock is held by a running process)")
+        raise _Busy(f"refused: {target} is being written (its unsloth lock is held by a running process)")
     dest = _move(real_root, target, dry_run)
     return f"{'would move' if dry_run else 'moved'} {target} -> {dest}"
 
@@ -235,7 +256,7 @@ def _remove_lock(root: str, path: str, dry_run: bool) -> str:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise DoctorError(f"refused: {target} is held by a running process") from None
+                raise _Busy(f"refused: {target} is held by a running process") from None
             if exc.errno not in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL):
                 raise
             if time.time() - st.st_mtime < MIN_SOFT_LOCK_AGE:  # no flock here: only age tells a dead lock
@@ -252,7 +273,8 @@ def _remove_lock(root: str, path: str, dry_run: bool) -> str:
     return f"removed stale lock {target}"
 
 
-def _chmod(root: str, path: str, mode_text: str, dry_run: bool) -> str:
+def _chmod_check(root: str, path: str, mode_text: str) -> Tuple[str, os.stat_result, int]:
+    """(target, its lstat, mode) for a chmod that is allowed; DoctorError otherwise."""
     try:
         mode = int(mode_text, 8)
     except ValueError:
@@ -265,6 +287,14 @@ def _chmod(root: str, path: str, mode_text: str, dry_run: bool) -> str:
         raise DoctorError(f"refused: {target} is not a regular file or directory")
     if st.st_uid != os.geteuid():
         raise DoctorError(f"refused: {target} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()})")
+    return target, st, mode
+
+
+def _chmod(root: str, path: str, mode_text: str, dry_run: bool) -> str:
+    try:
+        target, st, mode = _chmod_check(root, path, mode_text)
+    except FileNotFoundError:
+        return f"nothing to do: {path} no longer exists"
     old = stat.S_IMODE(st.st_mode)
     if dry_run:
         return f"would chmod {target} {old:04o} -> {mode:04o}"
@@ -348,17 +378,54 @@ def apply_cache_action(action: Action, dry_run: bool = False) -> str:
     if not args or args[0] not in OPS:
         raise DoctorError(f"unknown cache repair {args[:1]!r} (known: {', '.join(OPS)})")
     op, rest = args[0], args[1:]
-    arity = {"quarantine": 2, "remove-lock": 2, "chmod": 3, "set-location": 2, "clear": 1}[op]
-    if len(rest) != arity:
-        raise DoctorError(f"cache repair {op} takes {arity} arguments, got {len(rest)}")
-    fn = {"quarantine": _quarantine, "remove-lock": _remove_lock, "chmod": _chmod, "set-location": _set_location,
-          "clear": _clear}[op]
+    if op in ("quarantine", "remove-lock"):
+        ok = len(rest) >= 2
+        items = [(rest[0], p) for p in rest[1:]]
+    elif op == "chmod":
+        ok = len(rest) >= 3 and len(rest) % 2 == 1
+        items = [(rest[0], rest[i], rest[i + 1]) for i in range(1, len(rest) - 1, 2)]
+    else:
+        ok = len(rest) == {"set-location": 2, "clear": 1}[op]
+        items = [tuple(rest)]
+    if not ok:
+        raise DoctorError(f"cache repair {op}: wrong arguments {list(rest)!r}")
+    fn: Callable[..., str] = {"quarantine": _quarantine, "remove-lock": _remove_lock, "chmod": _chmod,
+                              "set-location": _set_location, "clear": _clear}[op]
     from doctor.compat_matrix.rules.cache_location import ProbeTimeout, run_with_timeout
 
     try:
         # In a daemon thread with a limit: a cache on a hung mount gives an error, not a frozen doctor.
-        return run_with_timeout(lambda: fn(*rest, dry_run), OP_TIMEOUT)
+        return run_with_timeout(lambda: _run_all(op, fn, items, dry_run), OP_TIMEOUT)
     except ProbeTimeout:
         raise DoctorError(f"{op} did not finish within {OP_TIMEOUT:g} s: the filesystem does not answer") from None
-    except OSError as exc:  # a race or a permission problem: one line, not a traceback
-        raise DoctorError(f"{op} failed: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")) from None
+
+
+def _run_all(op: str, fn: Callable[..., str], items: Sequence[tuple], dry_run: bool) -> str:
+    """Check every target first (one refusal: nothing is done), then do each; busy targets are skipped."""
+    for item in items:  # all-or-nothing on safety: paths, roots, symlinks, modes, ownership
+        try:
+            if op in ("quarantine", "remove-lock"):
+                check_path(item[0], item[1])
+            elif op == "chmod":
+                _chmod_check(*item)
+        except FileNotFoundError:
+            continue  # gone already: reported as "nothing to do" below
+        except OSError as exc:
+            raise DoctorError(f"{op} failed: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")) from None
+    done: List[str] = []
+    busy: List[str] = []
+    for item in items:
+        try:
+            done.append(fn(*item, dry_run))
+        except _Busy as exc:
+            busy.append(str(exc))
+        except OSError as exc:  # a race or a permission problem: one line, saying how far it got
+            so_far = f" (after {len(done)} of {len(items)} done)" if done else ""
+            raise DoctorError(f"{op} failed{so_far}: {exc.strerror or exc}"
+                              + (f": {exc.filename}" if exc.filename else "")) from None
+    if busy and not done:
+        raise DoctorError(busy[0] if len(busy) == 1 else f"{busy[0]} (and {len(busy) - 1} more in use)")
+    if len(done) == 1 and not busy:
+        return done[0]
+    shown = "; ".join(done[:3]) + (f"; ... (+{len(done) - 3} more)" if len(done) > 3 else "")
+    return shown + (f"; skipped {len(busy)} in use: {busy[0]}" if busy else "")

@@ -135,9 +135,9 @@ def inductor_root(env: Mapping[str, str], cwd: str, tempdir: Optional[str] = Non
 
 def doctor_root(env: Mapping[str, str], cwd: str) -> CacheRoot:
     """The doctor's own cache (probe verdicts, generated modules)."""
-    value = (env.get("DOCTOR_CACHE_DIR") or "").strip()
+    value = os.path.expanduser((env.get("DOCTOR_CACHE_DIR") or "").strip())  # as own.default_root reads it
     if value:
-        return CacheRoot("doctor", _abs(os.path.expanduser(value), cwd), "DOCTOR_CACHE_DIR", not os.path.isabs(os.path.expanduser(value)))
+        return CacheRoot("doctor", _abs(value, cwd), "DOCTOR_CACHE_DIR", not os.path.isabs(value))
     from doctor.cache.own import default_root
 
     return CacheRoot("doctor", os.path.abspath(str(default_root())), "default (per-user cache dir)")
@@ -163,6 +163,40 @@ def resolve_roots(env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = 
         elif kind == "doctor":
             out.append(doctor_root(env, cwd))
     return out
+
+
+def protected_reason(real_path: str, cwd: Optional[str] = None) -> str:
+    """Why a directory must never be treated as a whole cache ('the working directory', ...), or ''.
+
+    A cache variable can point at a shared folder (UNSLOTH_COMPILE_LOCATION=., TORCHINDUCTOR_CACHE_DIR=/tmp):
+    the cache is then mixed with other files, and moving or clearing "the cache" would move those.
+    """
+    import sys
+
+    p = os.path.normpath(real_path)
+
+    def at_or_above(other: str) -> bool:
+        o = os.path.realpath(other)
+        return o == p or o.startswith(p.rstrip(os.sep) + os.sep)
+
+    if p == os.sep:
+        return "the filesystem root"
+    if cwd is None:
+        try:
+            cwd = os.getcwd()
+        except OSError:
+            cwd = None
+    checks = [(os.path.expanduser("~"), "your home directory (or a folder above it)"),
+              (gettempdir(), "the system temp directory"), ("/tmp", "the system temp directory"),
+              ("/var/tmp", "the system temp directory"),
+              (sys.prefix, "the Python installation (or a folder above it)"),
+              (sys.base_prefix, "the Python installation (or a folder above it)")]
+    if cwd:
+        checks.insert(0, (cwd, "the working directory (or a folder above it)"))
+    for other, why in checks:
+        if at_or_above(other):
+            return why
+    return ""
 
 
 def known_roots() -> List[CacheRoot]:

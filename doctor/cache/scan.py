@@ -70,6 +70,7 @@ class RootScan(NamedTuple):
     detail: str = ""  # why unresponsive / error
     elapsed: float = 0.0
     quarantine: str = ""  # the root's quarantine folder, when one exists (found in the scan thread: never blocks)
+    shared: str = ""  # set when the root is a shared folder (cwd, home, /tmp...): why; nothing is repaired there
 
 
 class _Budget(Exception):
@@ -211,7 +212,8 @@ def _scan_unsloth(w: _Walk, d: str) -> None:
         w.bytes += st.st_size
         _mode_check(w, p, st)
         if st.st_size == 0:
-            w.add("zero-byte", p)
+            if e.name != "__init__.py":
+                w.add("zero-byte", p)
             continue
         try:
             head = read_head(p, HEADER_BYTES)
@@ -305,8 +307,11 @@ def _scan_triton_entry(w: _Walk, kd: str) -> None:
             missing = []
             for child, cp in children.items():
                 cp = str(cp)
-                cpa = cp if os.path.isabs(cp) else os.path.join(w.expect.cwd, cp)
-                if not os.path.exists(cpa):
+                cpa = os.path.normpath(cp if os.path.isabs(cp) else os.path.join(w.expect.cwd, cp))
+                if os.path.dirname(cpa) == kd:  # the usual case: answer from the listing, no stat per file
+                    if sizes.get(os.path.basename(cpa)) is None:
+                        missing.append(str(child))
+                elif not os.path.exists(cpa):
                     missing.append(str(child))
             if missing:
                 meta_ok = meta_name in children and meta_name not in missing
@@ -488,8 +493,8 @@ def _symlink(w: _Walk, p: str, root: str) -> None:
 
 
 def _is_lock_name(name: str) -> bool:
-    """Lock files are empty by design."""
-    return name == "lock" or name.endswith(".lock") or name.startswith(".lock.")
+    """Lock files (and package markers) are empty by design."""
+    return name == "lock" or name.endswith(".lock") or name.startswith(".lock.") or name == "__init__.py"
 
 
 def _short(exc: BaseException) -> str:
@@ -529,6 +534,11 @@ def scan_root(root: CacheRoot, expect: Expect, w: _Walk, probe: bool) -> RootSca
         return RootScan(root, "error", "", pr, None, detail=exc.strerror or str(exc), elapsed=time.monotonic() - t0)
     real = os.path.realpath(root.path)
     mount = mount_for(real)
+    from doctor.cache.roots import protected_reason
+
+    shared = protected_reason(real, w.expect.cwd)
+    if shared:  # not a cache of its own: do not walk (and never offer to move) other people's files
+        return RootScan(root, "ok", real, pr, mount, complete=True, shared=shared, elapsed=time.monotonic() - t0)
     if not stat.S_ISDIR(st.st_mode):
         return RootScan(root, "not-a-directory", real, pr, mount, detail=f"{root.path} is {kind_of(st.st_mode)}",
                         elapsed=time.monotonic() - t0)

@@ -132,9 +132,12 @@ def _one_child(python: str, root: str, cwd: Optional[str], env: dict, pending: L
     proc: "Optional[subprocess.Popen[str]]" = None
     try:
         with os.fdopen(fd, "wb") as err:
-            proc = subprocess.Popen([python, str(CHILD), json.dumps(cfg)], stdout=subprocess.PIPE, stderr=err,
-                                    stdin=subprocess.DEVNULL, cwd=cwd or None, env=env, text=True,
-                                    encoding="utf-8", errors="replace", start_new_session=True)
+            try:
+                proc = subprocess.Popen([python, str(CHILD), json.dumps(cfg)], stdout=subprocess.PIPE, stderr=err,
+                                        stdin=subprocess.DEVNULL, cwd=cwd if cwd and os.path.isdir(cwd) else None,
+                                        env=env, text=True, encoding="utf-8", errors="replace", start_new_session=True)
+            except OSError as exc:
+                return f"cannot start {python}: {exc.strerror or exc}"
         q: "queue.Queue[Optional[dict]]" = queue.Queue()
         threading.Thread(target=_reader, args=(proc.stdout, q), daemon=True).start()
         current: Optional[int] = None  # position in `pending` of the module being imported

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -92,8 +91,10 @@ def run(args: argparse.Namespace) -> int:
                     import_timeout=args.import_timeout, preload=preload)
     findings = list(diag.findings)
     code = exit_code_for(findings)
+    from doctor.cache.diagnose import LIMITS
+
     doc.update(roots=[_root_dict(s) for s in diag.scans], findings=[f.to_dict() for f in findings],
-               verify_note=diag.verify_note)
+               verify_note=diag.verify_note, limits={k: LIMITS[k] for k in kinds})
     applied: List[Dict[str, Any]] = []
     persist: List[str] = []
     if action == "repair":
@@ -118,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
             left = [f for f in after.findings]
             doc["after"] = [f.to_dict() for f in left]
             code = exit_code_for(left)
+            if persist:  # the shell that started us does not have the new location yet
+                code = max(code, 1)
         if failed:
             code = max(code, 2)
     doc["applied"] = applied
@@ -166,7 +169,7 @@ def _root_dict(s: Any) -> Dict[str, Any]:
     return {
         "kind": s.root.kind, "role": s.root.role, "path": s.root.path, "real_path": s.real_path or None,
         "source": s.root.source, "relative": s.root.relative, "env_var": s.root.env_var,
-        "status": s.status, "exists": s.status in ("ok", "not-a-directory"),
+        "status": s.status, "exists": None if s.status == "unresponsive" else s.status in ("ok", "not-a-directory"),
         "writable": None if pr is None else pr.writable, "writable_detail": None if pr is None else (pr.detail or pr.status),
         "fs_type": s.mount.fs_type if s.mount else None, "mount_point": s.mount.mount_point if s.mount else None,
         "network_fs": bool(s.mount and s.mount.network),
@@ -246,6 +249,10 @@ def _render_text(args: argparse.Namespace, doc: Dict[str, Any], code: int, findi
                     line(f"... and {len(f.fix) - 5} more (doctor cache repair --dry-run lists them)", 6)
     if doc.get("verify_note"):
         con.print(Text(f"  note: {doc['verify_note']}", style="yellow"))
+    if args.verbose and doc.get("limits"):
+        con.print(Text("What the caches' metadata cannot tell:", style="bold"))
+        for k, v in doc["limits"].items():
+            line(f"{k}: {v}", 4, "dim")
     if "plan" in doc:
         con.print()
         verb = "Plan (dry run, nothing changed)" if doc.get("dry_run") else "Done"

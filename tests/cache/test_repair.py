@@ -83,7 +83,7 @@ def test_symlink_pointing_outside_is_refused_and_target_untouched(caches, tmp_pa
     os.chmod(outside, 0o666)
     link = caches.unsloth / "Evil.py"
     link.symlink_to(outside)
-    for a in (quarantine_action(str(caches.unsloth), str(link)), chmod_action(str(caches.unsloth), str(link), 0o644),
+    for a in (quarantine_action(str(caches.unsloth), str(link)), chmod_action(str(caches.unsloth), (str(link), 0o644)),
               remove_lock_action(str(caches.unsloth), str(link))):
         with pytest.raises(DoctorError, match="refused"):
             apply_cache_action(a)
@@ -149,7 +149,7 @@ def test_chmod_only_tightens_and_only_own_files(caches) -> None:  # type: ignore
     p = caches.unsloth / "moe_utils.py"
     p.write_text("x = 1\n")
     os.chmod(p, 0o666)
-    assert "0666 -> 0644" in apply_cache_action(chmod_action(str(caches.unsloth), str(p), 0o644))
+    assert "0666 -> 0644" in apply_cache_action(chmod_action(str(caches.unsloth), (str(p), 0o644)))
     assert stat.S_IMODE(p.stat().st_mode) == 0o644
     with pytest.raises(DoctorError, match="writable by others"):
         apply_cache_action(Action(ActionKind.CACHE_REPAIR, "x", ("chmod", str(caches.unsloth), str(p), "0666")))
@@ -157,7 +157,7 @@ def test_chmod_only_tightens_and_only_own_files(caches) -> None:  # type: ignore
         os.chown(p, 12345, 12345)
         os.chmod(p, 0o666)
         with pytest.raises(DoctorError, match="belongs to uid 12345"):
-            apply_cache_action(chmod_action(str(caches.unsloth), str(p), 0o644))
+            apply_cache_action(chmod_action(str(caches.unsloth), (str(p), 0o644)))
         assert stat.S_IMODE(p.stat().st_mode) == 0o666
 
 
@@ -200,3 +200,51 @@ def test_malformed_actions(caches) -> None:  # type: ignore[no-untyped-def]
               Action(ActionKind.PIP_INSTALL, "x", ("torch",)), set_env("PATH", "/x")):
         with pytest.raises(DoctorError):
             apply_cache_action(a)
+
+
+def test_shared_folders_are_never_treated_as_a_cache(caches, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """UNSLOTH_COMPILE_LOCATION=. or TORCHINDUCTOR_CACHE_DIR=/tmp: a WARN, no per-file findings, clear refused."""
+    from doctor.cache.diagnose import diagnose
+    from tests.cache.conftest import by_id, make_facts
+
+    (caches.cwd / "__init__.py").write_bytes(b"")
+    (caches.cwd / "train.py").write_bytes(b"")  # the user's own (empty) file: never the doctor's business
+    monkeypatch.setenv("UNSLOTH_COMPILE_LOCATION", ".")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/tmp")
+    facts = make_facts(caches.cwd, dists={"unsloth": "2026.10.9", "torch": "2.11.0"})
+    fs = diagnose(facts, ("unsloth", "inductor"), mode="status").findings
+    shared = by_id(fs, "cache.shared-directory")
+    assert {f.subject for f in shared} == {str(caches.cwd), "/tmp"}  # /tmp twice: unsloth falls back to <tmp>/.
+    assert all(f.fix[0].args[0] == "set-location" for f in shared)
+    assert not by_id(fs, "cache.zero-byte")
+    for root, path in ((str(caches.cwd), str(caches.cwd / "train.py")), ("/tmp", "/tmp/whatever")):
+        with pytest.raises(DoctorError, match="refused: cache root .* is the (working|system temp) directory"):
+            apply_cache_action(quarantine_action(root, path))
+        with pytest.raises(DoctorError, match="refused"):
+            apply_cache_action(clear_action(root))
+    assert (caches.cwd / "train.py").exists()
+
+
+@linux_only
+def test_one_action_many_targets_all_or_nothing(caches, tmp_path: Path, lock_holder) -> None:  # type: ignore[no-untyped-def]
+    """A multi-target action: one unsafe target refuses the whole action; a busy one is skipped, the rest done."""
+    caches.unsloth.mkdir()
+    a, b = caches.unsloth / "A.py", caches.unsloth / "B.py"
+    a.write_text("")
+    b.write_text("")
+    outside = tmp_path / "outside.py"
+    outside.write_text("keep")
+    with pytest.raises(DoctorError, match="outside the cache root"):
+        apply_cache_action(quarantine_action(str(caches.unsloth), str(a), str(outside), str(b)))
+    assert a.exists() and b.exists() and outside.read_text() == "keep"  # nothing was moved
+    (caches.unsloth / ".locks").mkdir()
+    lock_holder(caches.unsloth / ".locks" / ".lock.B.py")  # B is being written right now
+    msg = apply_cache_action(quarantine_action(str(caches.unsloth), str(a), str(b), str(caches.unsloth / "gone.py")))
+    assert not a.exists() and b.exists()
+    assert "moved" in msg and "nothing to do" in msg and "skipped 1 in use" in msg and "\n" not in msg
+    c = caches.unsloth / "C.py"
+    c.write_text("")
+    for f in (b, c):
+        os.chmod(f, 0o666)
+    apply_cache_action(chmod_action(str(caches.unsloth), (str(b), 0o644), (str(c), 0o600)))
+    assert stat.S_IMODE(b.stat().st_mode) == 0o644 and stat.S_IMODE(c.stat().st_mode) == 0o600
