@@ -66,7 +66,7 @@ def main() -> int:
     except ImportError:
         print("torch is not installed in this interpreter: collect_env needs it (pip install torch==2.13.0)", file=sys.stderr)
         return 3
-    doctor = [sys.executable, "-m", "doctor", "check", "--json"]
+    doctor = [sys.executable, "-m", "doctor", "check", "--json", "--no-probes"]
     collect = [sys.executable, "-m", "torch.utils.collect_env"]
     timed(doctor), timed(collect)  # warm the file cache for both, as a user's second run would be
     d: List[float] = []
