@@ -120,8 +120,24 @@ def verify_modules(root: str, modules: Sequence[str], python: Optional[str] = No
             stop = "the checking process ended without checking anything"
         pending = left
     for idx, path in pending:
-        results[idx] = ModuleResult(path, "not-run", stop)
+        # the import check could not run (unsloth itself failed to import, say): a syntax check
+        # still proves truncated or corrupt files, without executing anything
+        results[idx] = syntax_only(path) or ModuleResult(path, "not-run", stop)
     return [results[i] for i in range(len(modules))], stop
+
+
+def syntax_only(path: str) -> Optional[ModuleResult]:
+    """A syntax-error verdict from compiling (never running) the file, or None when it compiles."""
+    try:
+        with open(path, "rb") as fh:
+            source = fh.read(16 * 1024 * 1024)
+        compile(source, path, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        return ModuleResult(path, "syntax-error", f"{type(exc).__name__}: {exc.msg}",
+                            f"{os.path.basename(path)}:{exc.lineno}" if exc.lineno else "")
+    except (OSError, ValueError):  # unreadable, or NUL bytes: the child path reports these when it runs
+        return None
+    return None
 
 
 def _one_child(python: str, root: str, cwd: Optional[str], env: dict, pending: List[Tuple[int, str]], results: dict,

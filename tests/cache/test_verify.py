@@ -92,3 +92,13 @@ def test_verify_findings_replace_the_cheap_ones(caches) -> None:  # type: ignore
     assert unv.severity is Severity.INFO and "tune_doctor_missing_dependency_xyz" in dict(unv.evidence)["reason"]
     [summary] = [f for f in diag.findings if f.id == "cache.root" and f.subject == str(d)]
     assert "1 of 4 import cleanly" in summary.title
+
+
+def test_failed_preload_still_catches_syntax_errors(tmp_path: Path) -> None:
+    """unsloth itself cannot import (a broken env): truncated modules are still proven broken by compiling them."""
+    d = tmp_path / "c"
+    good = write(d, "UnslothSFTTrainer.py", module("UnslothSFTTrainer"))
+    syn = write(d, "Conv3d.py", "def forward(self:\n")
+    res, note = verify_modules(str(d), [good, syn], timeout=20, preload=["tune_doctor_missing_preload_xyz"])
+    assert [r.status for r in res] == ["not-run", "syntax-error"], res
+    assert res[1].where == "Conv3d.py:1" and "tune_doctor_missing_preload_xyz" in note
