@@ -87,16 +87,23 @@ def run_probes(
     cuda = bool(facts.torch and facts.torch.cuda)
     ran: List[ProbeResult] = []
     plain = [s for s in to_run if not s.id.startswith("dispatch.")]
-    # Groups run side by side (each child pays its own `import torch`; the GPU is far from busy with
-    # these shapes). jobs=1 gives undisturbed timings for the dispatcher's comparison.
+    # Groups without dispatcher timings run side by side (each child pays its own `import torch`).
     from concurrent.futures import ThreadPoolExecutor
 
+    groups = groups_of(plain)
+    untimed = [g for g in groups if not any(s.op for s in g)]
+    timed = [g for g in groups if any(s.op for s in g)]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(run_group, g, env, cuda, timeout, 0, progress) for g in groups_of(plain)]
+        futures = [pool.submit(run_group, g, env, cuda, timeout, 0, progress) for g in untimed]
         for fut in futures:
             out = fut.result()
             ran.extend(out)
             results.update({r.id: r for r in out})
+    # Groups whose timings feed the dispatcher run one at a time, on a GPU nothing else is using.
+    for g in timed:
+        out = run_group(g, env, cuda, timeout, 0, progress)
+        ran.extend(out)
+        results.update({r.id: r for r in out})
     # the dispatcher probe runs what the table picks from every verdict so far (cached ones included)
     picks = {c.op: c.backend for c in dispatch.table(list(results.values()) + list(cached.values()), env)}
     disp = []

@@ -140,22 +140,27 @@ def synchronize(device: str) -> None:
 
 
 def timing_iters(params: Mapping[str, Any], device: str) -> tuple:
-    """(warmup, iters) from params, defaulting to (3, 10) on CUDA and (1, 3) on CPU."""
-    warm_default, iters_default = (3, 10) if device == "cuda" else (1, 3)
+    """(warmup, iters) from params, defaulting to (3, 20) on CUDA and (1, 3) on CPU."""
+    warm_default, iters_default = (3, 20) if device == "cuda" else (1, 3)
     return int(params.get("warmup", warm_default)), max(1, int(params.get("iters", iters_default)))
 
 
-def median_ms(step: Callable[[], Any], device: str, warmup: int, iters: int) -> float:
-    """Median wall time of step() in ms over `iters` runs after `warmup` runs, synchronised each run."""
+def median_ms(step: Callable[[], Any], device: str, warmup: int, iters: int, rounds: int = 5) -> float:
+    """Per-run time in ms: median over `rounds` of `iters` back-to-back runs with one sync per round.
+
+    Syncing after every sub-millisecond run would time launch latency and Python, not the kernels;
+    back-to-back runs keep the GPU busy, so rounds of them measure the op (and the median drops outliers).
+    """
     for _ in range(warmup):
         step()
     synchronize(device)
     times = []
-    for _ in range(iters):
+    for _ in range(max(1, rounds)):
         t0 = time.perf_counter()
-        step()
+        for _ in range(iters):
+            step()
         synchronize(device)
-        times.append((time.perf_counter() - t0) * 1000.0)
+        times.append((time.perf_counter() - t0) * 1000.0 / iters)
     return float(statistics.median(times))
 
 
