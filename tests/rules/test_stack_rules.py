@@ -100,7 +100,7 @@ def test_driver_too_old_offers_older_cuda_build(env: Env) -> None:
     f = one(env.torch("2.11.0+cu130", "13.0").check(gpus=H100, driver="560.35.03"), "driver.too-old")
     assert f.severity is Severity.ERROR
     cmd = commands(f)[0]
-    assert cmd.startswith("pip install torch==2.11.0 --index-url ") and cmd.endswith("/cu126")
+    assert cmd.startswith("pip install torch==2.11.0+cu126 --index-url ") and cmd.endswith("/cu126")
     assert any("upgrade the NVIDIA driver to >= 580.65.06" in c for c in commands(f))
 
 
@@ -115,7 +115,7 @@ def test_cpu_torch_on_gpu_machine(env: Env, torch_cpu_site: Path) -> None:
     """A real CPU wheel of torch with a GPU present."""
     f = one(env.check(gpus=T4, driver="580.159.04", paths=[torch_cpu_site]), "torch.cpu-build-on-gpu")
     assert f.severity is Severity.ERROR
-    assert commands(f)[0].startswith("pip install torch==2.13.0 --index-url ") and commands(f)[0].endswith("/cu130")
+    assert commands(f)[0].startswith("pip install torch==2.13.0+cu130 --index-url ") and commands(f)[0].endswith("/cu130")
 
 
 def test_cuda_torch_without_gpu_warns(env: Env) -> None:
@@ -277,3 +277,21 @@ def test_rule_crash_becomes_a_finding(env: Env, monkeypatch: pytest.MonkeyPatch)
     f = one(report, "doctor.rule-failed")
     assert "planted" in f.title and f.severity is Severity.WARN
     assert "gpu.present" in ids(report)
+
+
+def test_unreadable_cuda_in_version_py_is_not_a_cpu_build(env: Env) -> None:
+    """`cuda = get_cuda()` in version.py: the +cu128 label tells; without one the build is unknown, never 'CPU'."""
+    vp = "__version__ = '2.8.0+cu128'\ncuda = get_cuda()\n"
+    env.wheel("torch", "2.8.0+cu128", files={"torch/__init__.py": "", "torch/version.py": vp})
+    report = env.check(gpus=H100, driver="580.159.04")
+    assert "torch.cpu-build-on-gpu" not in ids(report)
+    assert one(report, "driver.cuda-support").severity is Severity.OK
+
+
+def test_unknown_cuda_without_label_is_a_warning_not_cpu(tmp_path: Path) -> None:
+    """No literal cuda and no local label: the driver check says it cannot tell."""
+    e = Env(tmp_path)
+    e.wheel("torch", "2.8.0", files={"torch/__init__.py": "", "torch/version.py": "__version__ = '2.8.0'\ncuda = get_cuda()\n"})
+    report = e.check(gpus=H100, driver="580.159.04")
+    assert "torch.cpu-build-on-gpu" not in ids(report)
+    assert one(report, "torch.cuda-unknown").severity is Severity.WARN

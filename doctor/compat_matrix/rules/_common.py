@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Optional, Tuple
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -68,3 +69,31 @@ def torch_version(facts: Facts) -> Optional[Version]:
 def gpu_label(gpu: GPU) -> str:
     """'GPU 0 (Tesla T4)'."""
     return f"GPU {gpu.index} ({gpu.name})"
+
+
+_CU_LOCAL = re.compile(r"\+cu(\d{2,3})\b")
+
+
+def torch_cuda(facts: Facts) -> Tuple[Optional[str], bool]:
+    """(CUDA version of the torch build, whether it is known).
+
+    version.py's `cuda` is the truth; when that file could not be read literally, the wheel's local
+    label (+cu128) still tells; otherwise the build is unknown, which is never the same as a CPU build.
+    """
+    t = facts.torch
+    if t is None:
+        return None, False
+    if t.cuda:
+        return t.cuda, True
+    if t.error:
+        m = _CU_LOCAL.search(t.version or facts.version_of("torch") or "")
+        if m:
+            digits = m.group(1)
+            return f"{digits[:-1]}.{digits[-1]}", True
+        return None, False
+    return None, True
+
+
+def pinned_torch(v: Version, tag: str) -> str:
+    """'torch==2.8.0+cu128': the local label makes pip replace a 2.8.0+cpu/+cu129 it would call satisfied."""
+    return f"torch=={release(v)}+{tag}"

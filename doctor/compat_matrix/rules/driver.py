@@ -8,7 +8,7 @@ from packaging.version import Version
 
 from doctor.compat_matrix import lookup
 from doctor.compat_matrix.model import Matrix
-from doctor.compat_matrix.rules._common import minor, release, torch_version, version
+from doctor.compat_matrix.rules._common import minor, pinned_torch, release, torch_cuda, torch_version, version
 from doctor.facts import Facts
 from doctor.findings import Action, Category, Finding, Severity, finding, manual, pip_install
 
@@ -30,10 +30,10 @@ def torch_install_for(matrix: Matrix, torch_v: Version, driver: Optional[Version
         return None
     rel = str(release(torch_v))
     return pip_install(
-        f"torch=={rel}",
+        pinned_torch(torch_v, best),
         "--index-url",
         f"{matrix.torch_index_url}/{best}",
-        why=f"reinstall torch {rel} built for CUDA {lookup.cuda_from_tag(best)} ({best})",
+        why=f"reinstall torch {rel} built for CUDA {lookup.cuda_from_tag(best)} ({best}); reinstall torchvision/torchaudio from the same index if you use them",
     )
 
 
@@ -46,7 +46,7 @@ def check_gpus(facts: Facts, matrix: Matrix) -> List[Finding]:
         out.append(finding("gpu.present", Severity.OK, CAT, f"GPU {g.index}: {g.name} (cc {g.cc}{mem})",
                            {"driver": hw.driver_version or "unknown", "detected by": hw.source, "uuid": g.uuid or ""},
                            subject=str(g.index)))
-    if not hw.gpus and (facts.torch is None or not facts.torch.cuda):
+    if not hw.gpus and (facts.torch is None or not torch_cuda(facts)[0]):
         out.append(finding("gpu.none", Severity.INFO, CAT, "No NVIDIA GPU found",
                            {"detected by": hw.source, "notes": "; ".join(hw.notes)}))
     return out
@@ -68,8 +68,12 @@ def check_driver(facts: Facts, matrix: Matrix) -> List[Finding]:
                             "Nothing to compare the driver with yet; install torch built for a CUDA this driver supports.",
                             [a for a in [_fresh_torch_hint(matrix, driver)] if a])]
         return []
-    cuda = facts.torch.cuda
+    cuda, known = torch_cuda(facts)
     ev = {"torch": str(tv), "torch CUDA": cuda or ("ROCm " + facts.torch.hip if facts.torch.hip else "none (CPU build)"), **ev_hw}
+    if not known:
+        return [finding("torch.cuda-unknown", Severity.WARN, CAT, "torch's CUDA build could not be read", ev,
+                        "torch/version.py is not plain literals and the version has no +cuXYZ label: the driver check "
+                        "cannot run. The probes (doctor probe) still tell whether CUDA works.")]
     if facts.torch.hip:
         return [finding("torch.rocm", Severity.INFO, CAT, "ROCm build of torch: NVIDIA driver checks do not apply", ev)]
     if not cuda:

@@ -6,7 +6,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from doctor.compat_matrix import lookup
 from doctor.compat_matrix.model import Matrix
-from doctor.compat_matrix.rules._common import cc_of, fmt_cc, gpu_label, minor, release, torch_version
+from doctor.compat_matrix.rules._common import cc_of, fmt_cc, gpu_label, minor, pinned_torch, release, torch_cuda, torch_version
 from doctor.facts import Facts
 from doctor.findings import Category, Finding, Severity, finding, manual, pip_install
 
@@ -46,10 +46,11 @@ def check_gpu_arch(facts: Facts, matrix: Matrix) -> List[Finding]:
     """Is each GPU's architecture compiled into the installed torch build?"""
     out: List[Finding] = []
     tv = torch_version(facts)
-    if not facts.hardware.gpus or facts.torch is None or tv is None or not facts.torch.cuda:
+    cuda, _known = torch_cuda(facts)
+    if not facts.hardware.gpus or facts.torch is None or tv is None or not cuda:
         return out
     try:
-        tag = lookup.cuda_tag(facts.torch.cuda)
+        tag = lookup.cuda_tag(cuda)
     except ValueError:  # a garbage CUDA string in version.py: nothing to compare against
         return out
     aset = lookup.archs_for(matrix, tv, tag)
@@ -111,6 +112,6 @@ def _better_build(matrix: Matrix, tv, cc: CC):  # type: ignore[no-untyped-def]
         aset = lookup.archs_for(matrix, tv, tag)
         if aset and arch_verdict(aset.archs, aset.ptx, cc)[0] == "cubin":
             rel = str(release(tv))
-            return pip_install(f"torch=={rel}", "--index-url", f"{matrix.torch_index_url}/{tag}",
+            return pip_install(pinned_torch(tv, tag), "--index-url", f"{matrix.torch_index_url}/{tag}",
                                why=f"torch {rel} {tag} has kernels for sm_{cc[0]}{cc[1]}")
     return None

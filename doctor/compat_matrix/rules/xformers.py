@@ -9,6 +9,7 @@ from packaging.version import Version
 
 from doctor.compat_matrix import lookup
 from doctor.compat_matrix.model import Matrix
+from doctor.compat_matrix.rules._common import torch_cuda as torch_cuda_of
 from doctor.compat_matrix.rules._common import cc_of, fmt_cc, gpu_label, minor, release, satisfies, torch_version, version
 from doctor.compat_matrix.rules.gpu_arch import arch_verdict
 from doctor.facts import Facts
@@ -110,7 +111,7 @@ def _binary(facts: Facts, matrix: Matrix, raw: str, xv: Version, tv: Version) ->
                         "Without it the doctor cannot tell which torch the extension was built for; the probes will.")]
     built_t = version(b.torch_version)
     built_cuda = lookup.cuda_from_int(b.cuda_version) if b.cuda_version else None
-    torch_cuda = facts.torch.cuda if facts.torch else None
+    torch_cuda, cuda_known = torch_cuda_of(facts)
     py = facts.python.version
     ev = {
         "xformers": raw,
@@ -127,7 +128,9 @@ def _binary(facts: Facts, matrix: Matrix, raw: str, xv: Version, tv: Version) ->
     if built_t is not None and release(built_t) != release(tv):
         problems.append(f"built for torch {release(built_t)}, torch {release(tv)} is installed")
         severity = Severity.ERROR
-    if built_cuda and not torch_cuda:
+    if not cuda_known:
+        pass  # torch's CUDA could not be read: compare releases only, never call it a CPU build
+    elif built_cuda and not torch_cuda:
         problems.append(f"built with CUDA {built_cuda}, torch is a CPU build")
         severity = Severity.ERROR
     elif built_cuda and torch_cuda and built_cuda != torch_cuda:
