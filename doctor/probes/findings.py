@@ -37,11 +37,12 @@ def _fix(r: ProbeResult, facts: Facts, results: Sequence[ProbeResult], matrix) -
         acts: List[Action] = []
         if matrix is not None:
             from doctor.compat_matrix.rules._common import torch_version
-            from doctor.compat_matrix.rules.xformers import xformers_fix
+            from doctor.compat_matrix.rules.xformers import _cuda_arg, xformers_fix
 
             tv = torch_version(facts)
             if tv is not None:
-                acts = [a for a in xformers_fix(matrix, tv, facts.version_of("xformers")) if a.kind.value == "pip-install"]
+                acts = [a for a in xformers_fix(matrix, tv, facts.version_of("xformers"), _cuda_arg(facts))
+                        if a.kind.value == "pip-install"]
         why = f"uninstall xformers; SDPA passed ({', '.join(sdpa_ok)}) and is used instead" if sdpa_ok else "uninstall xformers"
         return acts + [pip_uninstall("xformers", why=why)]
     if r.id.startswith("flash_attn."):

@@ -295,3 +295,13 @@ def test_unknown_cuda_without_label_is_a_warning_not_cpu(tmp_path: Path) -> None
     report = e.check(gpus=H100, driver="580.159.04")
     assert "torch.cpu-build-on-gpu" not in ids(report)
     assert one(report, "torch.cuda-unknown").severity is Severity.WARN
+
+
+def test_xformers_for_non_default_cuda_comes_from_that_variant_index(env: Env) -> None:
+    """torch 2.8.0+cu126 with the index's cu128 xformers 0.0.32.post2: same version, cu126 build, forced."""
+    cpp = '{"version": {"cuda": 1208, "hip": null, "torch": "2.8.0+cu128", "python": "3.11.9"}, "env": {}}'
+    env.torch("2.8.0+cu126", "12.6").wheel("xformers", "0.0.32.post2", ["torch==2.8.0"], {"xformers/cpp_lib.json": cpp})
+    f = one(env.check(gpus=H100, driver="580.159.04"), "xformers.binary-mismatch")
+    assert f.severity is Severity.WARN  # same CUDA major: may load, may not
+    assert commands(f)[0] == ("pip install xformers==0.0.32.post2 --index-url https://download.pytorch.org/whl/cu126 "
+                              "--force-reinstall --no-deps")

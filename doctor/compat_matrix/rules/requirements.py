@@ -114,7 +114,9 @@ def _coupled_fix(facts: Facts, matrix: Matrix, dep: str, spec: str) -> List[Acti
     if dep == "xformers" and tv is not None:
         from doctor.compat_matrix.rules.xformers import xformers_fix
 
-        acts = [a for a in xformers_fix(matrix, tv) if a.kind is ActionKind.PIP_INSTALL]
+        from doctor.compat_matrix.rules.xformers import _cuda_arg
+
+        acts = [a for a in xformers_fix(matrix, tv, facts.version_of("xformers"), _cuda_arg(facts)) if a.kind is ActionKind.PIP_INSTALL]
         if acts and all(satisfies(Version(a.args[0].split("==")[1]), spec) for a in acts if "==" in a.args[0]):
             return acts
     return [manual(f"install the {dep} release built for torch {tv or '(not installed)'} that also meets '{dep}{spec}' "
