@@ -80,6 +80,6 @@ def test_fix_applies_the_plan_and_rechecks_in_a_real_venv(tmp_path: Path, real_w
     assert len(docs) == 2, proc.stdout[:500] + proc.stderr[-2000:]
     before, after = docs
     assert any(f["id"] == "unsloth.zoo-skew" for f in before["findings"])
-    assert "pip install 'unsloth_zoo>=2025.3.11' --no-deps" in proc.stderr
+    assert "pip install unsloth_zoo==2025.3.11 --no-deps" in proc.stderr
     assert not any(f["id"] == "unsloth.zoo-skew" for f in after["findings"]), proc.stderr
     assert after["facts"]["packages"]["unsloth-zoo"] == "2025.3.11"

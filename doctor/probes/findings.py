@@ -49,8 +49,11 @@ def _fix(r: ProbeResult, facts: Facts, results: Sequence[ProbeResult], matrix) -
         return [pip_uninstall("flash-attn", why="remove flash-attn; attn_implementation='sdpa' works" + (f" ({', '.join(sdpa_ok)} passed)" if sdpa_ok else "")),
                 pip_install("flash-attn", "--no-build-isolation", why="or rebuild it against the installed torch")]
     if r.id.startswith("bnb."):
-        return [pip_install("--force-reinstall", "--no-deps", f"bitsandbytes=={facts.version_of('bitsandbytes')}",
-                            why="reinstall; if it still fails, pick a release built for this CUDA")]
+        from doctor.compat_matrix.rules._common import reinstall
+
+        return [reinstall("bitsandbytes", facts.version_of("bitsandbytes"), getattr(matrix, "torch_index_url", "")),
+                manual("if it still fails: bitsandbytes 0.50 bundles CUDA 11.8-13.2 libraries; check that torch's CUDA is one "
+                       "of them (BNB_CUDA_VERSION overrides the pick)")]
     if r.id.startswith("triton."):
         return [manual("check that the triton version matches torch's pin (see the matrix findings) and that the "
                        "Triton cache dir is writable (doctor cache status)")]

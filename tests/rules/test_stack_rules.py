@@ -209,7 +209,7 @@ def test_unsloth_zoo_skew_real_releases(env: Env, real_wheels) -> None:
     f = one(env.check(), "unsloth.zoo-skew")
     assert f.severity is Severity.ERROR
     assert ev(f)["requires"].replace("_", "-").startswith("unsloth-zoo>=2025.3.11")
-    assert commands(f) == ["pip install 'unsloth_zoo>=2025.3.11' --no-deps"]
+    assert commands(f) == ["pip install unsloth_zoo==2025.3.11 --no-deps"]
 
 
 @pytest.mark.slow
@@ -305,3 +305,24 @@ def test_xformers_for_non_default_cuda_comes_from_that_variant_index(env: Env) -
     assert f.severity is Severity.WARN  # same CUDA major: may load, may not
     assert commands(f)[0] == ("pip install xformers==0.0.32.post2 --index-url https://download.pytorch.org/whl/cu126 "
                               "--force-reinstall --no-deps")
+
+
+def test_bitsandbytes_fix_is_an_exact_range_for_this_torch(env: Env) -> None:
+    """bitsandbytes 0.49.0 capped at torch<2.5 with torch 2.11: the fix names the newest range that supports 2.11."""
+    env.torch("2.11.0+cu130", "13.0").wheel("bitsandbytes", "0.49.0", ["torch<2.5,>=2.3"])
+    f = one(env.check(gpus=H100, driver="580.159.04"), "bitsandbytes.torch-mismatch")
+    assert commands(f)[0] == "pip install 'bitsandbytes<=0.50.2,>=0.50.0' --no-deps"
+
+
+@pytest.mark.parametrize("name,raw,expected", [
+    ("torch", "2.8.0+cu128", "pip install --force-reinstall --no-deps torch==2.8.0+cu128 --index-url https://download.pytorch.org/whl/cu128"),
+    ("torch", "2.13.0+cpu", "pip install --force-reinstall --no-deps torch==2.13.0+cpu --index-url https://download.pytorch.org/whl/cpu"),
+    ("xformers", "0.0.35", "pip install --force-reinstall --no-deps xformers==0.0.35"),
+    ("xformers", "abc", None),
+])
+def test_reinstall_is_exact_or_manual(name: str, raw: str, expected) -> None:  # type: ignore[no-untyped-def]
+    """Reinstalls keep version and build; an unreadable version is never an unpinned (newest) install."""
+    from doctor.compat_matrix.rules._common import reinstall
+
+    a = reinstall(name, raw, "https://download.pytorch.org/whl")
+    assert a.command() == expected

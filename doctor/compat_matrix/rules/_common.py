@@ -97,3 +97,21 @@ def torch_cuda(facts: Facts) -> Tuple[Optional[str], bool]:
 def pinned_torch(v: Version, tag: str) -> str:
     """'torch==2.8.0+cu128': the local label makes pip replace a 2.8.0+cpu/+cu129 it would call satisfied."""
     return f"torch=={release(v)}+{tag}"
+
+
+def reinstall(name: str, raw_version: Optional[str], index_url: str) -> "Action":
+    """The exact reinstall of what is there: same version, same build (a +cuXYZ/+cpu torch from its PyTorch index).
+
+    An unreadable version gets no pip command: an unpinned reinstall would pull the newest release,
+    built for another torch.
+    """
+    from doctor.findings import manual, pip_install
+
+    v = version(raw_version)
+    if v is None:
+        return manual(f"reinstall {name} at the version you meant to have (its version '{raw_version}' is unreadable)")
+    args = ["--force-reinstall", "--no-deps", f"{name}=={v}"]
+    local = v.local or ""
+    if name in ("torch", "torchvision", "torchaudio") and (local.startswith("cu") or local == "cpu" or local.startswith("rocm")):
+        args += ["--index-url", f"{index_url}/{local}"]  # local builds live only on the PyTorch index
+    return pip_install(*args, why=f"reinstall {name} {v} in place")

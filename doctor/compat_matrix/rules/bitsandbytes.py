@@ -9,7 +9,7 @@ from doctor.compat_matrix.model import Matrix
 from doctor.compat_matrix.rules._common import cc_of, fmt_cc, gpu_label, satisfies, torch_version, version
 from doctor.compat_matrix.rules.requirements import requirement_on
 from doctor.facts import Facts
-from doctor.findings import Category, Finding, Severity, finding, manual, pip_install, pip_uninstall
+from doctor.findings import Action, Category, Finding, Severity, finding, manual, pip_install, pip_uninstall
 
 CAT = Category.KERNELS
 
@@ -37,8 +37,7 @@ def check_bitsandbytes(facts: Facts, matrix: Matrix) -> List[Finding]:
                 f"bitsandbytes {dist.version} requires torch{spec}, torch {tv} is installed", ev,
                 "Its CUDA library is loaded through torch; an unsupported torch fails at import or at the first 4-bit "
                 "layer ('CUDA Setup failed', missing symbols).",
-                [pip_install("bitsandbytes", why="a bitsandbytes release that supports this torch (check with `doctor check` after)"),
-                 pip_uninstall("bitsandbytes", why="or remove it if you do not quantize")]))
+                _bnb_fix(matrix, facts, tv)))
         else:
             out.append(finding("bitsandbytes.torch", Severity.OK, CAT, f"bitsandbytes {dist.version} supports torch {tv}", ev))
     for gpu in facts.hardware.gpus:
@@ -56,3 +55,22 @@ def check_bitsandbytes(facts: Facts, matrix: Matrix) -> List[Finding]:
                                f"{gpu_label(gpu)} (cc {fmt_cc(cc)}): LLM.int8() needs cc >= 7.5; NF4/FP4 and 8-bit optimizers work", ev,
                                subject=str(gpu.index)))
     return out
+
+
+def _bnb_fix(matrix: Matrix, facts: Facts, tv) -> List[Action]:  # type: ignore[no-untyped-def]
+    """The newest bitsandbytes range (matrix) whose torch and Python requirements this environment meets."""
+    import sys
+
+    py = version(facts.python.version) or version(".".join(map(str, sys.version_info[:3])))
+    fits = [r for r in matrix.bitsandbytes_torch
+            if satisfies(tv, r.spec) and (r.python is None or py is None or satisfies(py, r.python))]
+    fix: List[Action] = []
+    if fits:
+        best = max(fits, key=lambda r: max((version(s.version) for s in r.versions if version(s.version)), default=version("0")))
+        # --no-deps: bitsandbytes requires torch; pip must not replace the torch you have
+        fix.append(pip_install(f"bitsandbytes{best.versions}", no_deps=True,
+                               why=f"releases {best.versions} support torch{best.spec} ({best.source})"))
+    else:
+        fix.append(manual(f"no bitsandbytes release in the matrix supports torch {tv}: upgrade torch or remove bitsandbytes"))
+    fix.append(pip_uninstall("bitsandbytes", why="or remove it if you do not quantize"))
+    return fix

@@ -11,7 +11,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from doctor.compat_matrix.model import Matrix
-from doctor.compat_matrix.rules._common import satisfies, version
+from doctor.compat_matrix.rules._common import reinstall, satisfies, version
 from doctor.facts import Distribution, Facts
 from doctor.findings import Action, ActionKind, Category, Finding, Severity, finding, manual, pip_install
 
@@ -78,7 +78,7 @@ def check_requirements(facts: Facts, matrix: Matrix) -> List[Finding]:
             out.append(finding("package.broken-metadata", Severity.WARN, CAT, f"{dist.display_name or name}: unreadable metadata",
                                {"package": name, "location": dist.location or "?", "error": dist.error},
                                "pip and importlib cannot trust this install; reinstall it.",
-                               [pip_install("--force-reinstall", "--no-deps", f"{name}=={dist.version}" if version(dist.version) else name)],
+                               [reinstall(name, dist.version, matrix.torch_index_url)],
                                subject=name))
             continue
         if version(dist.version) is None:
@@ -170,7 +170,7 @@ def _one(facts: Facts, matrix: Matrix, dist: Distribution, line: str, req: Requi
             "unsloth and unsloth_zoo release together: a newer unsloth reads patch tables that only the matching zoo "
             "has, so `from unsloth import ...` dies with errors like KeyError: 'grpo_compute_loss_slow' (unsloth "
             "#2015, after installing unsloth from git with --no-deps).",
-            [pip_install(f"unsloth_zoo{spec}", no_deps=True, why="bring unsloth_zoo up to unsloth's floor")],
+            [pip_install(_zoo_pin(spec), no_deps=True, why="the unsloth_zoo release unsloth names as its floor (released with it)")],
             subject=f"{dist.name}->{dep}")]
     return [finding(
         "requires.unmet", Severity.ERROR, CAT,
@@ -179,3 +179,12 @@ def _one(facts: Facts, matrix: Matrix, dist: Distribution, line: str, req: Requi
         "work with this version: expect import errors or wrong behaviour.",
         _coupled_fix(facts, matrix, dep, spec) if dep in TORCH_COUPLED else [pip_install(f"{dep}{spec}", no_deps=True)],
         subject=f"{dist.name}->{dep}")]
+
+
+def _zoo_pin(spec: str) -> str:
+    """'unsloth_zoo==2025.3.11' for unsloth's '>=2025.3.11': the floor is the zoo released with that unsloth;
+    the newest zoo may already expect a newer unsloth."""
+    from packaging.specifiers import SpecifierSet
+
+    floors = [s.version for s in SpecifierSet(spec) if s.operator == ">="]
+    return f"unsloth_zoo=={floors[0]}" if len(floors) == 1 else f"unsloth_zoo{spec}"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import List
 
 from doctor.compat_matrix.model import Matrix
-from doctor.compat_matrix.rules._common import release, version
+from doctor.compat_matrix.rules._common import reinstall, release, version
 from doctor.facts import Facts
-from doctor.findings import Category, Finding, Severity, finding, pip_install
+from doctor.findings import Category, Finding, Severity, finding
 
 CAT = Category.TORCH
 
@@ -23,7 +23,7 @@ def check_torch_build(facts: Facts, matrix: Matrix) -> List[Finding]:
                         {"torch (metadata)": dist.version if dist else "?", "path": (b.path if b else None) or "not found",
                          "error": (b.error if b else None) or "torch/version.py missing"},
                         "The torch install is incomplete or damaged; CUDA and driver checks use the metadata version only.",
-                        [pip_install("--force-reinstall", "--no-deps", f"torch=={dist.version}")] if dist and version(dist.version) else [])]
+                        [reinstall("torch", dist.version, matrix.torch_index_url)] if dist else [])]
     ev = {"torch": b.version or "?", "CUDA": b.cuda or "none", "ROCm": b.hip or "none", "git": (b.git_version or "")[:12],
           "version.py": b.path or "?", "metadata version": dist.version if dist else "no dist-info"}
     fv, mv = version(b.version), version(dist.version) if dist else None
@@ -32,6 +32,6 @@ def check_torch_build(facts: Facts, matrix: Matrix) -> List[Finding]:
                         f"torch files are {b.version} but its metadata says {dist.version}", ev,
                         "An interrupted upgrade or two installs on top of each other: pip, the doctor and the import "
                         "disagree about which torch this is.",
-                        [pip_install("--force-reinstall", "--no-deps", f"torch=={release(fv)}")])]
+                        [reinstall("torch", b.version, matrix.torch_index_url)])]
     kind = f"CUDA {b.cuda}" if b.cuda else (f"ROCm {b.hip}" if b.hip else "CPU only")
     return [finding("torch.build", Severity.OK, CAT, f"torch {b.version} ({kind})", ev)]
