@@ -98,7 +98,8 @@ def run_check(
         from doctor.probes import probes_apply
 
         if not probes_apply(facts):
-            note = "probes skipped: they need a CUDA build of torch and an NVIDIA GPU"
+            note = ("probes skipped: simulated hardware (DOCTOR_GPUS / DOCTOR_DRIVER_VERSION)" if facts.hardware.source == "override"
+                    else "probes skipped: they need a CUDA build of torch and an NVIDIA GPU")
         else:
             from doctor import dispatch
             from doctor.probes import run_probes

@@ -40,8 +40,8 @@ def selected_gpu_cc(facts: Facts, gpu: Optional[int]) -> Optional[Tuple[int, int
 
 
 def probes_apply(facts: Facts) -> bool:
-    """Whether `doctor check` should run probes: a CUDA build of torch and a GPU (read from Facts)."""
-    return bool(facts.torch and facts.torch.cuda and facts.hardware.gpus)
+    """Whether `doctor check` should run probes: a CUDA build of torch and a real (not simulated) GPU."""
+    return bool(facts.torch and facts.torch.cuda and facts.hardware.gpus and facts.hardware.source != "override")
 
 
 def run_probes(

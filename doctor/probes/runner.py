@@ -36,6 +36,8 @@ def unmet_requirement(spec: ProbeSpec, facts: Facts, gpu_cc: Optional[Tuple[int,
     if spec.needs_torch and facts.dist("torch") is None:
         return "torch is not installed"
     if spec.needs_cuda:
+        if facts.hardware.source == "override":
+            return "simulated hardware (DOCTOR_GPUS / DOCTOR_DRIVER_VERSION): probes need the real GPU"
         if facts.torch is None or not facts.torch.cuda:
             return "torch is not a CUDA build"
         if not facts.hardware.gpus:

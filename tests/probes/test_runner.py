@@ -171,3 +171,17 @@ def test_cuda_error_moves_the_rest_to_a_fresh_process(facts, env, tmp_path: Path
     assert res["b.cuda"].status == "error" and "illegal memory access" in res["b.cuda"].detail
     assert res["a.pid"].status == res["c.pid"].status == "pass"
     assert res["a.pid"].detail != res["c.pid"].detail  # different pids
+
+
+def test_simulated_hardware_never_runs_gpu_probes(tmp_path: Path) -> None:
+    """DOCTOR_GPUS simulates a GPU for the matrix; probes need the real one, so they are skipped, not failed."""
+    from doctor.facts import TorchBuild
+    from doctor.inventory import gather
+    from doctor.probes import probes_apply
+
+    facts = gather(environ={"DOCTOR_GPUS": "NVIDIA H100 80GB HBM3@9.0", "DOCTOR_DRIVER_VERSION": "580.159.04"})
+    facts = facts._replace(torch=TorchBuild("2.11.0+cu130", "13.0"))
+    assert not probes_apply(facts)
+    r = run_probes(facts, only=["cuda", "sdpa"], cache=DoctorCache(tmp_path / "c"))
+    assert {x.status for x in r.results} == {"skipped"} and r.ran == ()
+    assert all("simulated" in x.detail or "not installed" in x.detail for x in r.results)
