@@ -196,6 +196,12 @@ def protected_reason(real_path: str, cwd: Optional[str] = None) -> str:
     for other, why in checks:
         if at_or_above(other):
             return why
+    if p.count(os.sep) <= 1:
+        return "a top-level directory"
+    for system in ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/boot", "/proc", "/sys", "/dev"):
+        if p == system or p.startswith(system + os.sep):
+            # a cache variable pointing into system trees is a mistake; never move anything there
+            return f"a system directory ({system})"
     return ""
 
 

@@ -31,6 +31,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     c.add_argument("action", nargs="?", default="status", metavar="ACTION", help="status (default), verify, repair or clear")
     c.add_argument("--which", default=None, metavar="LIST", help="comma-separated: unsloth,triton,inductor,doctor (default: all)")
     c.add_argument("--dry-run", action="store_true", help="repair/clear: show the plan, change nothing")
+    c.add_argument("--yes", action="store_true", help="clear: do not ask for confirmation (needed without a terminal)")
     c.add_argument("--json", action="store_true", help="machine-readable output (has a schema_version)")
     c.add_argument("-v", "--verbose", action="store_true", help="evidence for every finding, OK ones included")
     c.add_argument("--timeout", type=float, default=2.0, metavar="S",
@@ -141,6 +142,12 @@ def _clear(args: argparse.Namespace, kinds: Sequence[str], doc: Dict[str, Any]) 
 
     applied: List[Dict[str, Any]] = []
     failed = False
+    if not args.dry_run and not args.yes:
+        from doctor.fix import confirm
+
+        names = ", ".join(r.path for r in resolve_roots(None, None, kinds))
+        if not confirm(f"move these caches to quarantine: {names}? [y/N] "):
+            raise DoctorError("doctor cache clear needs confirmation: run it in a terminal, or add --yes (--dry-run shows the plan)")
     for r in resolve_roots(None, None, kinds):
         try:  # a root on a hung mount must not hang the doctor
             exists = run_with_timeout(lambda p=r.path: Path(p).is_dir(), args.timeout)

@@ -147,9 +147,19 @@ def test_clear_moves_caches_to_quarantine(env: Env) -> None:
     before = tree(env.tmp)
     doc = env.json("cache", "clear", "--which", "triton,inductor", "--dry-run", code=0)
     assert tree(env.tmp) == before and len(doc["applied"]) == 2
-    env.json("cache", "clear", "--which", "triton", code=0)
+    refused = env.run("cache", "clear", "--which", "triton")  # no terminal, no --yes: nothing moves
+    assert refused.returncode == 3 and "--yes" in refused.stderr and tree(env.tmp) == before
+    env.json("cache", "clear", "--which", "triton", "--yes", code=0)
     assert os.listdir(env.triton) == [] and (env.tmp / "triton.quarantine").is_dir()
     assert (env.inductor / "x").is_dir()
+
+
+def test_clear_refuses_system_and_top_level_directories() -> None:
+    """TRITON_CACHE_DIR=/usr (a typo or a bad guide): never treated as a cache to move."""
+    from doctor.cache.roots import protected_reason
+
+    assert protected_reason("/usr") and protected_reason("/usr/local/share") and protected_reason("/data")
+    assert protected_reason("/etc/triton") and not protected_reason("/data/cache/triton", cwd="/elsewhere")
 
 
 def test_text_output(env: Env) -> None:
