@@ -46,6 +46,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("doctor: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `doctor check --json | head`: the reader left; not the doctor's failure
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 0
     except Exception as exc:  # never a traceback for the user; --debug shows it
         if debug:
             raise

@@ -162,3 +162,28 @@ def test_nvidia_smi_real_format_is_read(tmp_path: Path) -> None:
         pytest.skip("a real driver answered first")
     assert doc["facts"]["driver"] == "580.159.04"
     assert doc["facts"]["gpus"][0]["compute_capability"] == "9.0"
+
+
+@pytest.mark.parametrize("args", [["--timeout", "-5"], ["--timeout", "nan"], ["--jobs", "0"], ["--only", "no-such-probe"]])
+def test_probe_bad_options_are_exit_3(args) -> None:  # type: ignore[no-untyped-def]
+    """Nonsense probe options are refused in one line."""
+    proc = run_doctor("probe", *args, env={"DOCTOR_GPUS": "none"})
+    assert proc.returncode == 3
+    no_traceback(proc)
+
+
+def test_probe_unknown_gpu_index_is_exit_3() -> None:
+    """--gpu names a GPU that is not there."""
+    proc = run_doctor("probe", "--gpu", "7", env={"DOCTOR_GPUS": "NVIDIA H100 80GB HBM3@9.0"})
+    assert proc.returncode == 3 and "no such GPU" in proc.stderr
+
+
+def test_closed_stdout_is_not_an_error() -> None:
+    """`doctor check --json | head -c0`: the reader left early; no 'internal error'."""
+    import subprocess
+
+    p = subprocess.Popen([sys.executable, "-m", "doctor", "check", "--json", "--no-probes"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env={**os.environ, "DOCTOR_GPUS": "none"})
+    p.stdout.close()  # type: ignore[union-attr]
+    err = p.stderr.read().decode()  # type: ignore[union-attr]
+    assert p.wait(timeout=60) in (0, 1, 2) and "internal error" not in err, err

@@ -98,7 +98,19 @@ def run(args: argparse.Namespace) -> int:
         from doctor.errors import DoctorError
 
         raise DoctorError(f"no probe matches {' '.join(args.only)} (see doctor probe --list)")
+    if args.timeout is not None and not args.timeout > 0:
+        from doctor.errors import DoctorError
+
+        raise DoctorError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
+    if args.jobs < 1:
+        from doctor.errors import DoctorError
+
+        raise DoctorError(f"--jobs must be at least 1, not {args.jobs}")
     facts = gather()
+    if args.gpu is not None and facts.hardware.gpus and args.gpu not in {g.index for g in facts.hardware.gpus}:
+        from doctor.errors import DoctorError
+
+        raise DoctorError(f"--gpu {args.gpu}: no such GPU (found {', '.join(str(g.index) for g in facts.hardware.gpus)})")
     total = len(select(args.only))
     cb, stop = (None, lambda: None) if args.json else live_progress(err, total)
     try:
