@@ -369,6 +369,55 @@ def summary_finding(s: RootScan, mode: str, verified: Sequence["ModuleResult"] =
                    ev, subject=s.root.path)
 
 
+SYNTAX_BUDGET = 0.25  # seconds of compile() per `doctor check`; verdicts are cached by (size, mtime)
+
+
+def syntax_checked(modules: Sequence[str], budget: float = SYNTAX_BUDGET) -> List["ModuleResult"]:
+    """Compile (never run) unsloth's compiled modules so `doctor check` catches truncated files.
+
+    Verdicts are kept in the doctor's own cache keyed by path, size and mtime, so only new or
+    rewritten modules cost anything; what does not fit the budget waits for the next check (or
+    `doctor cache verify`, which imports every module).
+    """
+    import time
+
+    from doctor.cache.own import DoctorCache
+    from doctor.cache.verify import ModuleResult, syntax_only
+
+    cache = DoctorCache()
+    try:
+        known = cache.read_json("syntax", "unsloth") or {}
+    except OSError:
+        known = {}
+    out: List[ModuleResult] = []
+    changed = False
+    deadline = time.monotonic() + budget
+    for path in modules:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        hit = known.get(path)
+        if isinstance(hit, list) and len(hit) == 3 and hit[0] == stamp:
+            if hit[1] != "ok":
+                out.append(ModuleResult(path, "syntax-error", hit[1], hit[2]))
+            continue
+        if time.monotonic() > deadline:
+            continue
+        r = syntax_only(path)
+        known[path] = [stamp, r.error if r else "ok", r.where if r else ""]
+        changed = True
+        if r is not None:
+            out.append(r)
+    if changed:
+        try:
+            cache.write_json("syntax", "unsloth", {k: v for k, v in known.items() if os.path.exists(k)})
+        except OSError:
+            pass  # an unwritable doctor cache costs speed next time, not correctness
+    return out
+
+
 def verify_findings(s: RootScan, results: Sequence["ModuleResult"], note: str, facts: Facts) -> List[Finding]:
     """Findings from the child-process imports of one unsloth root."""
     from doctor.cache.repair import quarantine_action
@@ -441,6 +490,11 @@ def diagnose(facts: Facts, which: Sequence[str] = KINDS, mode: str = "status", t
         if s.root.kind == "unsloth" and s.root.role == "primary" and "cache.unsloth-unresponsive" in located:
             fs = [f for f in fs if f.id != "cache.unresponsive"]
         results: Sequence["ModuleResult"] = ()
+        if mode == "check" and s.root.kind == "unsloth" and s.modules:
+            seen = {f.subject for f in fs if f.id == "cache.unsloth-broken-module"}  # the header scan may have said it
+            results = [r for r in syntax_checked(s.modules) if r.broken and r.path not in seen]
+            fs.extend(_hinted(verify_findings(s, results, "", facts)))
+            results = ()
         if mode == "verify" and s.root.kind == "unsloth" and s.modules:
             from doctor.cache.verify import verify_modules
 

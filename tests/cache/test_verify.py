@@ -102,3 +102,20 @@ def test_failed_preload_still_catches_syntax_errors(tmp_path: Path) -> None:
     res, note = verify_modules(str(d), [good, syn], timeout=20, preload=["tune_doctor_missing_preload_xyz"])
     assert [r.status for r in res] == ["not-run", "syntax-error"], res
     assert res[1].where == "Conv3d.py:1" and "tune_doctor_missing_preload_xyz" in note
+
+
+def test_doctor_check_catches_truncated_modules_by_compiling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`doctor check` (mode check) compiles unsloth's modules, never runs them; verdicts are cached by size+mtime."""
+    from doctor.cache.diagnose import syntax_checked
+
+    monkeypatch.setenv("DOCTOR_CACHE_DIR", str(tmp_path / "dc"))
+    d = tmp_path / "c"
+    good = write(d, "UnslothSFTTrainer.py", module("UnslothSFTTrainer"))
+    bad = write(d, "Conv3d.py", "import os\nos.system('echo never run')\ndef forward(self:\n")
+    first = syntax_checked([good, bad])
+    assert [(r.path, r.status) for r in first] == [(bad, "syntax-error")]
+    assert (tmp_path / "dc" / "syntax" / "unsloth.json").is_file()
+    again = syntax_checked([good, bad], budget=0.0)  # no time to compile: the cached verdicts answer
+    assert [(r.path, r.status, r.where) for r in again] == [(bad, "syntax-error", "Conv3d.py:3")]
+    Path(bad).write_text("x = 1\n")  # rewritten (size changes): checked again
+    assert syntax_checked([good, bad]) == []
