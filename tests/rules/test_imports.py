@@ -433,3 +433,13 @@ def test_notebook_syntax_error_names_cell(tmp_path: Path) -> None:
     path = notebook(tmp_path, [("code", "import os\n"), ("markdown", "x"), ("code", "x = 1\ndef (:\n")])
     with pytest.raises(DoctorError, match=r"^cannot parse .*nb\.ipynb: cell 3, line 2: "):
         check_script(path)
+
+
+def test_patcher_only_inside_a_function_runs_after_module_level_imports(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`def f(): import unsloth` above a module-level `import trl`: trl loads first when the script starts."""
+    from doctor.compat_matrix.rules.imports import check_script
+
+    p = tmp_path / "train.py"
+    p.write_text("def f():\n    import unsloth\n\nimport trl\nf()\n")
+    [f] = [x for x in check_script(str(p)) if x.id == "imports.script-order"]
+    assert f.severity.name == "WARN" and "trl" in f.title and "module level" in f.fix[0].description

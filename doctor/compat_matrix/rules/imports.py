@@ -405,16 +405,23 @@ def check_script(path: str) -> List[Finding]:
         if ps is None:
             continue
         before = [first[lib] for lib in p.patches if lib in first and order[id(first[lib])] < order[id(ps)]]
+        late_call = False
+        if not before and ps.in_function is not None and not any(s.name == p.name and s.in_function is None for s in sites):
+            # The patcher is only imported inside a def: module-level imports of patched libraries run when
+            # the script starts, before any call of that def, wherever they stand in the file.
+            before = [s for s in sites if s.name in p.patches and s.in_function is None][:1]
+            late_call = bool(before)
         if not before:
             continue
         before.sort(key=lambda s: order[id(s)])
         top = before[0]
         # Imports inside a def run only when it is called, usually after module-level code: if every
         # earlier import sits in another function, line order is a weak guess, so warn, do not fail.
-        deferred = all(s.in_function is not None and s.in_function != ps.in_function for s in before)
+        deferred = late_call or all(s.in_function is not None and s.in_function != ps.in_function for s in before)
         stmt = ps.statement or f"import {p.name}"
         fix: List[Action] = [
-            Action(ActionKind.REORDER_IMPORTS, f"move `{stmt}` ({ps.where}) above {top.where}"),
+            Action(ActionKind.REORDER_IMPORTS, f"move `{stmt}` ({ps.where}) to module level above {top.where}" if late_call
+                   else f"move `{stmt}` ({ps.where}) above {top.where}"),
         ]
         if notebook:
             fix.append(_RESTART)  # a kernel that ran the old order keeps unpatched classes
@@ -434,7 +441,9 @@ def check_script(path: str) -> List[Finding]:
                     f"Imports are compared in source order"
                     + (", cells in notebook order" if notebook else "")
                     + "; imports inside functions run when the function is called"
-                    + (" (all earlier ones here are inside functions, so this may be harmless)." if deferred else ".")
+                    + (f" ({p.name} is imported only inside {ps.in_function}(); module-level imports run first unless it "
+                       "is called above them)." if late_call else
+                       " (all earlier ones here are inside functions, so this may be harmless)." if deferred else ".")
                 ),
                 fix=fix,
                 subject=p.name,
