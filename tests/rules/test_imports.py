@@ -443,3 +443,24 @@ def test_patcher_only_inside_a_function_runs_after_module_level_imports(tmp_path
     p.write_text("def f():\n    import unsloth\n\nimport trl\nf()\n")
     [f] = [x for x in check_script(str(p)) if x.id == "imports.script-order"]
     assert f.severity.name == "WARN" and "trl" in f.title and "module level" in f.fix[0].description
+
+
+def test_liger_applied_after_the_model_is_flagged(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Liger patches classes when apply_* runs: after from_pretrained the model is unpatched; model= fixes it."""
+    from doctor.compat_matrix.rules.imports import check_script
+
+    late = tmp_path / "late.py"
+    late.write_text("from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+                    "from liger_kernel.transformers import apply_liger_kernel_to_llama\n"
+                    "tok = AutoTokenizer.from_pretrained('m')\n"
+                    "model = AutoModelForCausalLM.from_pretrained('m')\n"
+                    "apply_liger_kernel_to_llama()\n")
+    [f] = [x for x in check_script(str(late)) if x.id == "imports.liger-order"]
+    assert f.severity.name == "WARN" and dict(f.evidence)["model created"] == "line 4"
+    ok = tmp_path / "ok.py"
+    ok.write_text(late.read_text().replace("apply_liger_kernel_to_llama()", "apply_liger_kernel_to_llama(model=model)"))
+    assert not [x for x in check_script(str(ok)) if x.id == "imports.liger-order"]
+    early = tmp_path / "early.py"
+    early.write_text("from liger_kernel.transformers import apply_liger_kernel_to_llama\napply_liger_kernel_to_llama()\n"
+                     "from transformers import AutoModelForCausalLM\nm = AutoModelForCausalLM.from_pretrained('m')\n")
+    assert not [x for x in check_script(str(early)) if x.id == "imports.liger-order"]

@@ -394,9 +394,36 @@ def _first_sites(sites: Iterable[ImportSite]) -> Dict[str, ImportSite]:
     return first
 
 
+def liger_after_model(source: str) -> Optional[Tuple[int, int]]:
+    """(line of the first model creation, line of a later apply_liger_kernel_to_*() without model=), or None.
+
+    Liger patches transformers' modeling classes when apply_liger_kernel_to_*() is called, so a model built
+    before the call keeps the unpatched modules (unless the call is given model=). Importing liger_kernel
+    itself patches nothing, which is why this is about calls, not imports.
+    """
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    calls = sorted((n for n in ast.walk(tree) if isinstance(n, ast.Call)), key=lambda n: (n.lineno, n.col_offset))
+    created: Optional[int] = None
+    for call in calls:
+        f = call.func
+        name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+        if name in ("from_pretrained", "from_config") and isinstance(f, ast.Attribute):
+            owner = f.value.attr if isinstance(f.value, ast.Attribute) else f.value.id if isinstance(f.value, ast.Name) else ""
+            if "Model" in owner and "Liger" not in owner and created is None:
+                created = call.lineno
+        elif name.startswith("apply_liger_kernel_to_") and created is not None:
+            if not any(k.arg == "model" for k in call.keywords):
+                return created, call.lineno
+    return None
+
+
 def check_script(path: str) -> List[Finding]:
     """Check a script's (or notebook's) import order statically, without running it."""
     sites, notebook = _sites_in_file(path)
+    liger = [] if notebook else _liger_findings(path)
     first = _first_sites(sites)  # a later re-import of a loaded module changes nothing
     order = {id(s): i for i, s in enumerate(sites)}
     out: List[Finding] = []
@@ -449,6 +476,7 @@ def check_script(path: str) -> List[Finding]:
                 subject=p.name,
             )
         )
+    out.extend(liger)
     if out:
         return out
     found = [p.name for p in IMPORT_TIME_PATCHERS if p.name in first]
@@ -465,3 +493,20 @@ def check_script(path: str) -> List[Finding]:
             evidence={"script": path},
         )
     ]
+
+
+def _liger_findings(path: str) -> List[Finding]:
+    """A WARN when Liger's patch call comes after the model was built (scripts; notebooks are not checked)."""
+    hit = liger_after_model(_read_text(path))
+    if hit is None:
+        return []
+    created, applied = hit
+    return [finding(
+        "imports.liger-order", Severity.WARN, Category.IMPORTS,
+        f"apply_liger_kernel_to_*() is called after the model is created in {os.path.basename(path)}",
+        {"script": path, "model created": f"line {created}", "liger applied": f"line {applied}"},
+        "Liger swaps transformers' modeling classes when the apply call runs; a model created before it keeps "
+        "the original RMSNorm/RoPE/SwiGLU/cross-entropy modules, so training runs without Liger's kernels.",
+        [Action(ActionKind.REORDER_IMPORTS, f"move the apply_liger_kernel_to_*() call (line {applied}) above line {created}, "
+                                             "or pass model=model to it")],
+        subject="liger_kernel")]
