@@ -26,6 +26,10 @@ echo "== clean: the image as it is" >> "$OUT/timings.txt"
 PYTHONPATH=/tmp/site run_suite clean
 echo "== mismatched: + xformers 0.0.35, bitsandbytes 0.50.2" >> "$OUT/timings.txt"
 PYTHONPATH=/tmp/extra:/tmp/site run_suite xf
+echo "== anchors (ANCHORS.md): same machine, same run" >> "$OUT/timings.txt"
+for i in 1 2 3; do PYTHONPATH=/tmp/site t python3 -m doctor check --json --no-probes > /dev/null 2>&1; done
+for i in 1 2 3; do t python3 -m torch.utils.collect_env > /dev/null 2>&1; done
+for i in 1 2 3; do PYTHONPATH=/tmp/extra t python3 -m xformers.info > /dev/null 2>&1; done
 echo "== pytest -m gpu" >> "$OUT/timings.txt"
 (cd "$REPO" && PYTHONPATH=/tmp/site python3 -m pytest -q -m gpu tests -p no:cacheprovider 2>&1 | tail -15) > "$OUT/pytest_gpu.txt"
 cat "$OUT/timings.txt"

@@ -29,6 +29,16 @@ def main() -> int:
            f"| `doctor probe` cold, whole catalogue | {clean[0]:.1f} s | {xf[0]:.1f} s | <= 60 s |",
            f"| `doctor check --json` warm (cached verdicts), median of 5 | {statistics.median(clean[1:]):.2f} s | "
            f"{statistics.median(xf[1:]):.2f} s | <= 1.0 s |"]
+    anchors = [b for b in blocks if b.startswith("anchors")]
+    if anchors:
+        a = times(anchors[0])
+        med = [statistics.median(a[i:i + 3]) for i in (0, 3, 6)]
+        out += ["", "Side by side in the same run (median of 3, whole process, wall):", "",
+                "| command | time | note |", "|---|---|---|",
+                f"| `doctor check --json --no-probes` (metadata only) | {med[0]:.2f} s | never imports torch |",
+                f"| `python -m torch.utils.collect_env` (anchor) | {med[1]:.2f} s | ANCHORS.md: 7.0 s on its H100 |",
+                f"| `python -m xformers.info` with xformers 0.0.35 (anchor) | {med[2]:.2f} s | runs nothing on the GPU; ANCHORS.md: 9.3 s |",
+                f"| `doctor check` warm, probes included (cached verdicts) | {statistics.median(clean[1:]):.2f} s | GPU verdicts, not availability flags |"]
     for label, name in (("clean image", "h100-clean.probe.json"),
                         ("with xformers 0.0.35 (built for torch 2.10.0+cu128) and bitsandbytes 0.50.2", "h100-xformers035.probe.json")):
         d = json.loads((R / name).read_text())
