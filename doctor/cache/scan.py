@@ -108,21 +108,16 @@ class _Walk:
 
 def read_head(path: str, limit: int) -> bytes:
     """Up to `limit` bytes of a regular file; never follows a symlink, never blocks on a FIFO/device."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    from doctor.inventory.files import read_bytes
+
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, f"not a regular file ({kind_of(st.st_mode)})")
-        chunks, left = [], limit
-        while left > 0:
-            b = os.read(fd, min(left, 1 << 20))
-            if not b:
-                break
-            chunks.append(b)
-            left -= len(b)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+        return read_bytes(path, limit, nofollow=True)
+    except IsADirectoryError:  # the shared reader's "not a regular file": say which kind it is
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            mode = 0
+        raise OSError(errno.EINVAL, f"not a regular file ({kind_of(mode)})") from None
 
 
 def kind_of(mode: int) -> str:

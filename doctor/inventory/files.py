@@ -9,10 +9,16 @@ from typing import Optional, Tuple
 DEFAULT_LIMIT = 4 * 1024 * 1024
 
 
-def read_bytes(path: str, limit: int = DEFAULT_LIMIT) -> bytes:
-    """Read at most `limit` bytes of a regular file; raises OSError like open() does."""
+def read_bytes(path: str, limit: int = DEFAULT_LIMIT, nofollow: bool = False) -> bytes:
+    """Read at most `limit` bytes of a regular file; raises OSError like open() does.
+
+    nofollow refuses a symlink as the last component (caches: a link must not lead reads outside a root).
+    """
     # O_NONBLOCK so a FIFO planted where a file should be cannot block the open.
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if nofollow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags)
     try:
         if not _is_regular(fd):
             raise IsADirectoryError(21, "not a regular file", path)

@@ -326,3 +326,9 @@ def test_reinstall_is_exact_or_manual(name: str, raw: str, expected) -> None:  #
 
     a = reinstall(name, raw, "https://download.pytorch.org/whl")
     assert a.command() == expected
+
+
+def test_arch_fix_never_offers_a_build_the_driver_cannot_run(env: Env) -> None:
+    """V100 on 2.11 cu128 with driver 550: cu126 has sm_70 but needs driver >= 560.28: no pip fix, a manual step."""
+    f = one(env.torch("2.11.0+cu128", "12.8").check(gpus=V100, driver="550.54.14"), "gpu.arch-unsupported")
+    assert [a.kind for a in f.fix] == [ActionKind.MANUAL]

@@ -3,33 +3,32 @@
 from __future__ import annotations
 
 import re
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
+
+from doctor.compat_matrix.versions import minor_of, parse_version, release_of
 
 from doctor.facts import GPU, Facts
+
+if TYPE_CHECKING:
+    from doctor.findings import Action
 
 
 def version(raw: Optional[str]) -> Optional[Version]:
     """Parse a version string; None for missing or garbage ('abc')."""
-    if not raw:
-        return None
-    try:
-        return Version(raw)
-    except InvalidVersion:
-        return None
+    return parse_version(raw)
 
 
 def release(v: Version) -> Version:
     """The release part only: 2.11.0+cu130 -> 2.11.0 (ABI is per release, not per local tag)."""
-    return Version(".".join(str(p) for p in v.release))
+    return release_of(v)
 
 
 def minor(v: Version) -> str:
     """'2.11' for 2.11.0+cu130."""
-    parts = list(v.release) + [0]
-    return f"{parts[0]}.{parts[1]}"
+    return minor_of(v)
 
 
 def satisfies(v: Version, spec: str | SpecifierSet) -> bool:
@@ -94,9 +93,14 @@ def torch_cuda(facts: Facts) -> Tuple[Optional[str], bool]:
     return None, True
 
 
-def pinned_torch(v: Version, tag: str) -> str:
-    """'torch==2.8.0+cu128': the local label makes pip replace a 2.8.0+cpu/+cu129 it would call satisfied."""
-    return f"torch=={release(v)}+{tag}"
+def torch_build_action(index_url: str, v: Version, tag: str, why: str) -> "Action":
+    """pip install of the same torch release built for `tag`, from that variant's PyTorch index.
+
+    The local label ('torch==2.8.0+cu128') makes pip replace a 2.8.0+cpu/+cu129 it would call satisfied.
+    """
+    from doctor.findings import pip_install
+
+    return pip_install(f"torch=={release(v)}+{tag}", "--index-url", f"{index_url}/{tag}", why=why)
 
 
 def reinstall(name: str, raw_version: Optional[str], index_url: str) -> "Action":

@@ -8,7 +8,7 @@ from packaging.version import Version
 
 from doctor.compat_matrix import lookup
 from doctor.compat_matrix.model import Matrix
-from doctor.compat_matrix.rules._common import minor, pinned_torch, release, torch_cuda, torch_version, version
+from doctor.compat_matrix.rules._common import minor, release, torch_build_action, torch_cuda, torch_version, version
 from doctor.facts import Facts
 from doctor.findings import Action, Category, Finding, Severity, finding, manual, pip_install
 
@@ -28,13 +28,10 @@ def torch_install_for(matrix: Matrix, torch_v: Version, driver: Optional[Version
             best = tag
     if best is None:
         return None
-    rel = str(release(torch_v))
-    return pip_install(
-        pinned_torch(torch_v, best),
-        "--index-url",
-        f"{matrix.torch_index_url}/{best}",
-        why=f"reinstall torch {rel} built for CUDA {lookup.cuda_from_tag(best)} ({best}); reinstall torchvision/torchaudio from the same index if you use them",
-    )
+    return torch_build_action(
+        matrix.torch_index_url, torch_v, best,
+        f"reinstall torch {release(torch_v)} built for CUDA {lookup.cuda_from_tag(best)} ({best}); "
+        "reinstall torchvision/torchaudio from the same index if you use them")
 
 
 def check_gpus(facts: Facts, matrix: Matrix) -> List[Finding]:

@@ -6,9 +6,9 @@ from typing import List, Optional, Sequence, Tuple
 
 from doctor.compat_matrix import lookup
 from doctor.compat_matrix.model import Matrix
-from doctor.compat_matrix.rules._common import cc_of, fmt_cc, gpu_label, minor, pinned_torch, release, torch_cuda, torch_version
+from doctor.compat_matrix.rules._common import cc_of, fmt_cc, gpu_label, minor, release, torch_build_action, torch_cuda, torch_version, version
 from doctor.facts import Facts
-from doctor.findings import Category, Finding, Severity, finding, manual, pip_install
+from doctor.findings import Category, Finding, Severity, finding, manual
 
 CAT = Category.GPU
 CC = Tuple[int, int]
@@ -77,10 +77,10 @@ def check_gpu_arch(facts: Facts, matrix: Matrix) -> List[Finding]:
                 f"{gpu_label(gpu)} sm_{cc[0]}{cc[1]} runs torch only through PTX JIT (from sm_{hit[0]}{hit[1]})", ev,
                 "No compiled kernels for this architecture: the driver JIT-compiles PTX at first use (slow start, and it "
                 "fails if the driver only has minor-version compatibility with this CUDA).",
-                [a for a in [_better_build(matrix, tv, cc)] if a] or [manual("use a torch build whose arch list includes this GPU")],
+                [a for a in [_better_build(matrix, tv, cc, version(facts.hardware.driver_version))] if a] or [manual("use a torch build whose arch list includes this GPU")],
                 subject=str(gpu.index)))
         else:
-            fix = _better_build(matrix, tv, cc)
+            fix = _better_build(matrix, tv, cc, version(facts.hardware.driver_version))
             out.append(finding(
                 "gpu.arch-unsupported", Severity.ERROR, CAT,
                 f"{gpu_label(gpu)} sm_{cc[0]}{cc[1]} is not supported by torch {release(tv)} {tag}", ev,
@@ -106,12 +106,15 @@ def _bf16(gpu, cc: CC, ev: dict, matrix: Matrix) -> List[Finding]:  # type: igno
         subject=str(gpu.index))]
 
 
-def _better_build(matrix: Matrix, tv, cc: CC):  # type: ignore[no-untyped-def]
+def _better_build(matrix: Matrix, tv, cc: CC, driver=None):  # type: ignore[no-untyped-def]
     """A pip action for the same torch release from a CUDA variant that has cubins for `cc`, if the matrix knows one."""
     for tag in reversed(matrix.torch_cuda_variants.get(minor(tv), ())):
         aset = lookup.archs_for(matrix, tv, tag)
-        if aset and arch_verdict(aset.archs, aset.ptx, cc)[0] == "cubin":
-            rel = str(release(tv))
-            return pip_install(pinned_torch(tv, tag), "--index-url", f"{matrix.torch_index_url}/{tag}",
-                               why=f"torch {rel} {tag} has kernels for sm_{cc[0]}{cc[1]}")
+        if not (aset and arch_verdict(aset.archs, aset.ptx, cc)[0] == "cubin"):
+            continue
+        cuda = lookup.cuda_from_tag(tag)
+        floor = lookup.driver_floor(matrix, cuda) if cuda else None
+        if driver is not None and floor is not None and driver < floor.toolkit:
+            continue  # a build this driver cannot run is no fix
+        return torch_build_action(matrix.torch_index_url, tv, tag, f"torch {release(tv)} {tag} has kernels for sm_{cc[0]}{cc[1]}")
     return None

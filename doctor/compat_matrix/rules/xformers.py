@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import Version
 
 from doctor.compat_matrix import lookup
@@ -12,24 +11,13 @@ from doctor.compat_matrix.model import Matrix
 from doctor.compat_matrix.rules._common import torch_cuda as torch_cuda_of
 from doctor.compat_matrix.rules._common import cc_of, fmt_cc, gpu_label, minor, release, satisfies, torch_version, version
 from doctor.compat_matrix.rules.gpu_arch import arch_verdict
+from doctor.compat_matrix.rules.requirements import requirement_on
 from doctor.facts import Facts
 from doctor.findings import Action, Category, Finding, Severity, finding, pip_install, pip_uninstall
 
 CAT = Category.KERNELS
 # From 0.0.31 xformers ships one cp39-abi3 wheel: the build's Python no longer has to match (compat-facts WHEEL).
 ABI3_SINCE = Version("0.0.31")
-
-
-def torch_spec_from_metadata(requires: tuple) -> Optional[str]:  # type: ignore[type-arg]
-    """The torch specifier in a distribution's own Requires-Dist (markers with extras ignored)."""
-    for line in requires:
-        try:
-            req = Requirement(line)
-        except InvalidRequirement:
-            continue
-        if req.name.lower() == "torch" and not (req.marker and "extra" in str(req.marker)):
-            return str(req.specifier)
-    return None
 
 
 def xformers_fix(matrix: Matrix, tv: Version, installed: Optional[str] = None, cuda: Optional[str] = "") -> List[Action]:
@@ -88,7 +76,7 @@ def check_xformers(facts: Facts, matrix: Matrix) -> List[Finding]:
                         "xformers cannot import without torch.", [pip_uninstall("xformers")])]
 
     # 1. what pip sees: the wheel's own torch requirement (the matrix when metadata lacks it, e.g. conda)
-    spec = torch_spec_from_metadata(dist.requires)
+    spec = requirement_on(dist, "torch")
     src = "xformers METADATA Requires-Dist"
     if spec is None:
         req = lookup.torch_requirement_of_xformers(matrix, dist.version)
