@@ -80,19 +80,27 @@ def call_with_reasons(thunk: Callable[[], Any]) -> Any:
             raise richer from exc
 
 
-def check_attention(fn: AttentionFn, ctx: ProbeContext, label: str,
-                    dtype: Optional["torch.dtype"] = None) -> Dict[str, Any]:
-    """Run fn causal fwd+bwd on fresh inputs and judge it against the reference; the body's result dict."""
+def _inputs(ctx: ProbeContext, label: str, dtype: "torch.dtype", n: int):  # type: ignore[no-untyped-def]
+    """n fresh random [B, H, S, D] tensors for this probe, or the skipped-result dict when the dtype cannot run here."""
     import torch
 
-    batch, heads, seq, head_dim, causal = shapes(ctx)
-    dtype = dtype or probe_dtype(ctx.params, ctx.device)
     skip = dtype_skip_reason(ctx.device, dtype)
     if skip:
         return {"status": "skipped", "detail": f"{label}: {skip}"}
+    batch, heads, seq, head_dim, _causal = shapes(ctx)
     torch.manual_seed(ctx.seed)
-    shape = (batch, heads, seq, head_dim)
-    q, k, v, dout = (torch.randn(shape, device=ctx.device, dtype=dtype) for _ in range(4))
+    return tuple(torch.randn((batch, heads, seq, head_dim), device=ctx.device, dtype=dtype) for _ in range(n))
+
+
+def check_attention(fn: AttentionFn, ctx: ProbeContext, label: str,
+                    dtype: Optional["torch.dtype"] = None) -> Dict[str, Any]:
+    """Run fn causal fwd+bwd on fresh inputs and judge it against the reference; the body's result dict."""
+    batch, heads, seq, head_dim, causal = shapes(ctx)
+    dtype = dtype or probe_dtype(ctx.params, ctx.device)
+    prepared = _inputs(ctx, label, dtype, 4)
+    if isinstance(prepared, dict):
+        return prepared
+    q, k, v, dout = prepared
     ref_dtype = reference_dtype(dtype)
 
     def low_precision(qq: "torch.Tensor", kk: "torch.Tensor", vv: "torch.Tensor", c: bool) -> "torch.Tensor":
@@ -139,12 +147,10 @@ def check_forward(fn: AttentionFn, ctx: ProbeContext, label: str,
 
     batch, heads, seq, head_dim, causal = shapes(ctx)
     dtype = dtype or probe_dtype(ctx.params, ctx.device)
-    skip = dtype_skip_reason(ctx.device, dtype)
-    if skip:
-        return {"status": "skipped", "detail": f"{label}: {skip}"}
-    torch.manual_seed(ctx.seed)
-    shape = (batch, heads, seq, head_dim)
-    q, k, v = (torch.randn(shape, device=ctx.device, dtype=dtype) for _ in range(3))
+    prepared = _inputs(ctx, label, dtype, 3)
+    if isinstance(prepared, dict):
+        return prepared
+    q, k, v = prepared
     ref_dtype = reference_dtype(dtype)
     with torch.inference_mode():
         with matmul_tf32(False):
