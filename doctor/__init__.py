@@ -8,7 +8,7 @@ __all__ = ["__version__", "check_imports"]
 
 
 def check_imports(modules=None):  # type: ignore[no-untyped-def]
-    """Import-order findings for this process (call it from a notebook cell); see doctor.compat_matrix.rules.imports."""
-    from doctor.compat_matrix.rules.imports import check_imports as _check
+    """Import-order findings for this process (call it from a notebook cell); see doctor.rules.imports."""
+    from doctor.rules.imports import check_imports as _check
 
     return _check(modules)

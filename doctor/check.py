@@ -42,7 +42,7 @@ def exit_code_for(findings: Iterable[Finding]) -> int:
 
 def run_rules(facts: Facts, matrix: Matrix, debug: bool = False) -> Tuple[List[Finding], List[str]]:
     """Run every matrix rule; a rule that raises becomes a WARN finding about the doctor, unless debugging."""
-    from doctor.compat_matrix.rules import all_rules
+    from doctor.rules import all_rules
 
     findings: List[Finding] = []
     names: List[str] = []
@@ -81,7 +81,7 @@ def run_check(
         facts = gather(gpu_timeout=gpu_timeout)
     findings, names = run_rules(facts, matrix, debug)
     if scripts or include_process_imports:
-        from doctor.compat_matrix.rules.imports import check_imports, check_script
+        from doctor.rules.imports import check_imports, check_script
 
         for path in scripts:
             findings.extend(check_script(path))  # DoctorError on an unreadable script: exit 3
@@ -95,14 +95,14 @@ def run_check(
     choices: Tuple[object, ...] = ()
     note = "probes off (--no-probes)" if not probes else ""
     if probes:
-        from doctor.probes import probes_apply
+        from doctor.probes.session import probes_apply
 
         if not probes_apply(facts):
             note = ("probes skipped: simulated hardware (DOCTOR_GPUS / DOCTOR_DRIVER_VERSION)" if facts.hardware.source == "override"
                     else "probes skipped: they need a CUDA build of torch and an NVIDIA GPU")
         else:
             from doctor import dispatch
-            from doctor.probes import run_probes
+            from doctor.probes.session import run_probes
             from doctor.probes.findings import probe_findings
 
             pr = run_probes(facts, **(probe_options or {}))

@@ -7,7 +7,7 @@ import importlib
 import sys
 from typing import List, Optional
 
-from doctor import __version__
+from doctor._version import __version__
 from doctor.commands import COMMANDS, EXIT_CODES
 from doctor.errors import DoctorError
 

@@ -10,7 +10,7 @@ import os
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 from doctor.errors import DoctorError
-from doctor.probes.spec import ProbeResult
+from doctor.verdicts import ProbeResult
 
 REFERENCE = "torch"  # plain torch implementation: always available, never the fast path
 # Candidates in preference order (used when probes gave no timing to compare).

@@ -475,7 +475,7 @@ def diagnose(facts: Facts, which: Sequence[str] = KINDS, mode: str = "status", t
                        timeout=timeout, full=mode != "check", lock_age=lock_age, probe=probe)
     findings: List[Finding] = []
     if mode != "check" and "unsloth" in which:
-        from doctor.compat_matrix.rules.cache_location import check_unsloth_cache_location
+        from doctor.cache.location import check_unsloth_cache_location
 
         findings.extend(f for f in check_unsloth_cache_location(facts, timeout) if f.id != "cache.unsloth-location")
     located = {f.id for f in findings}

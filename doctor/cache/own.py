@@ -25,7 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from doctor import __version__
+from doctor._version import __version__
 
 ENV_VAR = "DOCTOR_CACHE_DIR"
 FORMAT = 1

@@ -133,14 +133,14 @@ def check_root(root: str) -> Tuple[str, str]:
     roots = [os.path.normpath(r.path) for r in known_roots()]
     match = lex in roots
     if not match:  # the same directory reached through a symlink; resolving a hung root must not hang us
-        from doctor.compat_matrix.rules.cache_location import ProbeTimeout, run_with_timeout
+        from doctor._util.timeouts import TimedOut, call_with_timeout
 
         for rp in roots:
             try:
-                if run_with_timeout(lambda rp=rp: os.path.realpath(rp), 2.0) == real:
+                if call_with_timeout(lambda rp=rp: os.path.realpath(rp), 2.0) == real:
                     match = True
                     break
-            except ProbeTimeout:
+            except TimedOut:
                 continue
     if match:
         why = protected_reason(real)
@@ -322,7 +322,8 @@ def _set_location(var: str, path: str, dry_run: bool) -> str:
         return f"would {'use' if os.path.isdir(p) else 'create'} {p} for {var}" + persist
     from pathlib import Path
 
-    from doctor.compat_matrix.rules.cache_location import ProbeTimeout, probe_location, run_with_timeout
+    from doctor._util.timeouts import TimedOut, call_with_timeout
+    from doctor.cache.location import try_write
 
     created = not os.path.isdir(p)
     try:
@@ -330,8 +331,8 @@ def _set_location(var: str, path: str, dry_run: bool) -> str:
     except OSError as exc:
         raise DoctorError(f"cannot create {p}: {exc.strerror or exc}") from None
     try:
-        ok = run_with_timeout(lambda: probe_location(Path(p)), 5.0)
-    except ProbeTimeout:
+        ok = call_with_timeout(lambda: try_write(Path(p)), 5.0)
+    except TimedOut:
         raise DoctorError(f"{p} did not answer within 5 s") from None
     if not ok.writable:
         raise DoctorError(f"{p} is not writable: {ok.detail}")
@@ -391,12 +392,12 @@ def apply_cache_action(action: Action, dry_run: bool = False) -> str:
         raise DoctorError(f"cache repair {op}: wrong arguments {list(rest)!r}")
     fn: Callable[..., str] = {"quarantine": _quarantine, "remove-lock": _remove_lock, "chmod": _chmod,
                               "set-location": _set_location, "clear": _clear}[op]
-    from doctor.compat_matrix.rules.cache_location import ProbeTimeout, run_with_timeout
+    from doctor._util.timeouts import TimedOut, call_with_timeout
 
     try:
         # In a daemon thread with a limit: a cache on a hung mount gives an error, not a frozen doctor.
-        return run_with_timeout(lambda: _run_all(op, fn, items, dry_run), OP_TIMEOUT)
-    except ProbeTimeout:
+        return call_with_timeout(lambda: _run_all(op, fn, items, dry_run), OP_TIMEOUT)
+    except TimedOut:
         raise DoctorError(f"{op} did not finish within {OP_TIMEOUT:g} s: the filesystem does not answer") from None
 
 

@@ -2,7 +2,7 @@
 
 unsloth (unsloth_zoo/compiler.py): UNSLOTH_COMPILE_LOCATION, default "unsloth_compiled_cache", used as given,
   so a relative value is relative to the working directory; when os.makedirs fails it falls back to
-  tempfile.gettempdir()/<the same value> (see doctor.compat_matrix.rules.cache_location, reused here).
+  tempfile.gettempdir()/<the same value> (see doctor.cache.location, reused here).
 Triton (triton/runtime/cache.py up to 3.2; triton/knobs.py `cache_knobs` from 3.3): TRITON_CACHE_DIR
   (3.2 strips it and treats empty as unset), else TRITON_HOME/.triton/cache, else ~/.triton/cache
   (Path.home() / expanduser("~/")). A relative value is used as given: relative to the working directory.
@@ -96,7 +96,7 @@ def user_name(environ: Optional[Mapping[str, str]] = None) -> str:
 
 def unsloth_roots(env: Mapping[str, str], cwd: str, tempdir: Optional[str] = None) -> List[CacheRoot]:
     """unsloth's configured location, and its temp-dir fallback (used when the first cannot be created)."""
-    from doctor.compat_matrix.rules.cache_location import ENV_VAR, resolve_unsloth_cache_dir
+    from doctor.cache.location import ENV_VAR, resolve_unsloth_cache_dir
 
     path, relative = resolve_unsloth_cache_dir(env, cwd)
     setting = env.get(ENV_VAR) or ""
@@ -214,7 +214,8 @@ def suggest_location(kind: str, avoid: str = "", timeout: float = 2.0) -> str:
     """An absolute directory that can hold this cache (tested for writability), other than `avoid`."""
     import platformdirs
 
-    from doctor.compat_matrix.rules.cache_location import ProbeTimeout, probe_location, run_with_timeout
+    from doctor._util.timeouts import TimedOut, call_with_timeout
+    from doctor.cache.location import try_write
     from pathlib import Path
 
     name = {"unsloth": "unsloth_compiled_cache", "triton": "triton", "inductor": "torchinductor",
@@ -226,8 +227,8 @@ def suggest_location(kind: str, avoid: str = "", timeout: float = 2.0) -> str:
         if os.path.normpath(cand) == os.path.normpath(avoid):
             continue
         try:
-            if run_with_timeout(lambda c=cand: probe_location(Path(c)), timeout).writable:
+            if call_with_timeout(lambda c=cand: try_write(Path(c)), timeout).writable:
                 return cand
-        except ProbeTimeout:
+        except TimedOut:
             continue
     return candidates[-1]

@@ -5,7 +5,7 @@ Each root is scanned in its own daemon thread: a scan that stops making progress
 big stops at its time budget and says it is partial. Files are opened with O_NONBLOCK | O_NOFOLLOW and
 checked to be regular before a byte is read, so a FIFO or a symlink planted in a cache cannot hang or
 redirect the doctor. Nothing here writes, except the writability probe (one uniquely named file,
-created and removed, from doctor.compat_matrix.rules.cache_location).
+created and removed, from doctor.cache.location).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class RootScan(NamedTuple):
     root: CacheRoot
     status: str  # ok, missing, not-a-directory, unresponsive, error
     real_path: str = ""
-    probe: Any = None  # cache_location.ProbeResult, or None when not probed
+    probe: Any = None  # cache.location.WriteCheck, or None when not probed
     mount: Optional[Mount] = None
     entries: int = 0  # modules (unsloth), kernel dirs (triton), files (inductor), entries (doctor)
     files: int = 0
@@ -108,7 +108,7 @@ class _Walk:
 
 def read_head(path: str, limit: int) -> bytes:
     """Up to `limit` bytes of a regular file; never follows a symlink, never blocks on a FIFO/device."""
-    from doctor.inventory.files import read_bytes
+    from doctor._util.files import read_bytes
 
     try:
         return read_bytes(path, limit, nofollow=True)
@@ -512,10 +512,10 @@ def scan_root(root: CacheRoot, expect: Expect, w: _Walk, probe: bool) -> RootSca
 
     pr = None
     if probe:
-        from doctor.compat_matrix.rules.cache_location import probe_location
+        from doctor.cache.location import try_write
 
         w.path = root.path
-        pr = probe_location(Path(root.path))
+        pr = try_write(Path(root.path))
     w.path = root.path
     try:
         st = os.stat(root.path)

@@ -138,7 +138,7 @@ def _clear(args: argparse.Namespace, kinds: Sequence[str], doc: Dict[str, Any]) 
 
     from pathlib import Path
 
-    from doctor.compat_matrix.rules.cache_location import ProbeTimeout, run_with_timeout
+    from doctor._util.timeouts import TimedOut, call_with_timeout
 
     applied: List[Dict[str, Any]] = []
     failed = False
@@ -150,8 +150,8 @@ def _clear(args: argparse.Namespace, kinds: Sequence[str], doc: Dict[str, Any]) 
             raise DoctorError("doctor cache clear needs confirmation: run it in a terminal, or add --yes (--dry-run shows the plan)")
     for r in resolve_roots(None, None, kinds):
         try:  # a root on a hung mount must not hang the doctor
-            exists = run_with_timeout(lambda p=r.path: Path(p).is_dir(), args.timeout)
-        except ProbeTimeout:
+            exists = call_with_timeout(lambda p=r.path: Path(p).is_dir(), args.timeout)
+        except TimedOut:
             applied.append({"action": clear_action(r.path).to_dict(), "ok": False,
                             "result": f"{r.path} did not answer within {args.timeout:g} s; nothing moved"})
             failed = True
@@ -188,8 +188,8 @@ def _root_dict(s: Any) -> Dict[str, Any]:
 
 def _output(args: argparse.Namespace, doc: Dict[str, Any], code: int, findings: List[Any], scans: Sequence[Any]) -> None:
     """JSON or text."""
-    from doctor import __version__
-    from doctor.report import EXIT_MEANING, counts
+    from doctor._version import __version__
+    from doctor.report.summary import EXIT_MEANING, counts
 
     if args.json:
         full = {"schema_version": JSON_SCHEMA_VERSION, "doctor_version": __version__, "exit_code": code,
@@ -204,9 +204,9 @@ def _render_text(args: argparse.Namespace, doc: Dict[str, Any], code: int, findi
     from rich.padding import Padding
     from rich.text import Text
 
-    from doctor.commands.check import console
+    from doctor.report.console import console
     from doctor.findings import Severity
-    from doctor.report import EXIT_MEANING, ICONS, STYLES, counts
+    from doctor.report.summary import EXIT_MEANING, ICONS, STYLES, counts
 
     con = console(args)
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from doctor.commands import EXIT_CODES, add_common
+from doctor.report.console import console
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -44,7 +45,7 @@ def _run(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
     progress = stop = None
     if not (args.json or args.markdown):
-        from doctor.commands.probe import live_progress
+        from doctor.report.progress import LazyProgress, live_progress
         from doctor.probes.catalogue import CATALOGUE
 
         lazy = LazyProgress(lambda: live_progress(console(args, stderr=True), len(CATALOGUE)))
@@ -61,15 +62,15 @@ def _run(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _render(report, args: argparse.Namespace) -> None:  # type: ignore[no-untyped-def]
     """Print the report in the chosen format."""
     if args.json:
-        from doctor.report import to_json
+        from doctor.report.json import to_json
 
         sys.stdout.write(to_json(report) + "\n")
     elif args.markdown:
-        from doctor.report import to_markdown
+        from doctor.report.markdown import to_markdown
 
         sys.stdout.write(to_markdown(report))
     else:
-        from doctor.report import render_text
+        from doctor.report.text import render_text
 
         render_text(report, console(args), verbose=args.verbose)
 
@@ -102,29 +103,3 @@ def _fix(report, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-de
     again = _run(args)
     _render(again, args)
     return again.exit_code
-
-
-def console(args: argparse.Namespace, stderr: bool = False):  # type: ignore[no-untyped-def]
-    """A rich Console honouring --no-color (NO_COLOR is honoured by rich itself)."""
-    from rich.console import Console
-
-    return Console(stderr=stderr, no_color=getattr(args, "no_color", False) or None, highlight=False)
-
-
-class LazyProgress:
-    """A progress callback that builds its display on first use (cached verdicts never pay for rich.progress)."""
-
-    def __init__(self, make) -> None:  # type: ignore[no-untyped-def]
-        self._make = make
-        self._cb = None
-        self._stop = None
-
-    def __call__(self, pid: str, result) -> None:  # type: ignore[no-untyped-def]
-        if self._cb is None:
-            self._cb, self._stop = self._make()
-        self._cb(pid, result)
-
-    def stop(self) -> None:
-        """Close the display if it was opened."""
-        if self._stop is not None:
-            self._stop()

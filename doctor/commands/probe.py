@@ -25,56 +25,10 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.set_defaults(run=run)
 
 
-def live_progress(console, total: int):  # type: ignore[no-untyped-def]
-    """(callback, stop): a rich progress bar on a terminal, one line per verdict elsewhere (CI logs)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    if not console.is_terminal:
-        def line(pid: str, result) -> None:  # type: ignore[no-untyped-def]
-            if result is not None:
-                console.print(f"probe {pid}: {result.status}" + (f" ({result.detail[:100]})" if result.status != "pass" else ""))
-        return line, lambda: None
-    prog = Progress(SpinnerColumn(), TextColumn("[bold]probing[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=True)
-    task = prog.add_task("starting (import torch)", total=total)
-    prog.start()
-
-    def update(pid: str, result) -> None:  # type: ignore[no-untyped-def]
-        if result is None:
-            prog.update(task, description=pid)
-        else:
-            prog.advance(task)
-            style = {"pass": "green", "skipped": "dim"}.get(result.status, "red")
-            prog.console.print(f"  [{style}]{result.status:>12}[/{style}]  {pid}")
-    return update, prog.stop
 
 
-def verdict_table(results, title: str = "probe verdicts"):  # type: ignore[no-untyped-def]
-    """A rich Table of verdicts."""
-    from rich.table import Table
-
-    t = Table(title=title, title_justify="left")
-    for col in ("probe", "backend", "verdict", "error vs ref", "time", "detail"):
-        t.add_column(col, overflow="fold")
-    for r in results:
-        style = {"pass": "green", "skipped": "dim"}.get(r.status, "bold red")
-        err = "" if r.error is None else (f"{r.error:.2e}" + (f" / {r.tolerance:.1e}" if r.tolerance is not None else ""))
-        t.add_row(r.id, r.backend, f"[{style}]{r.status}[/{style}]", err, "" if r.time_ms is None else f"{r.time_ms:.3g} ms",
-                  r.detail[:160])
-    return t
 
 
-def dispatch_table_view(choices):  # type: ignore[no-untyped-def]
-    """A rich Table of op -> backend and why."""
-    from rich.table import Table
-
-    t = Table(title="dispatch table", title_justify="left")
-    for col in ("op", "backend", "why", "candidates"):
-        t.add_column(col, overflow="fold")
-    for c in choices:
-        cands = ", ".join(f"{b}:{st}" for b, st, _ in c.candidates)
-        t.add_row(c.op, f"[bold]{c.backend}[/bold]", c.reason, cands)
-    return t
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,9 +38,11 @@ def run(args: argparse.Namespace) -> int:
     from doctor import dispatch
     from doctor.check import exit_code_for
     from doctor.inventory import gather
-    from doctor.probes import run_probes
+    from doctor.probes.session import run_probes
     from doctor.probes.catalogue import CATALOGUE, select
     from doctor.probes.findings import probe_findings
+    from doctor.report.progress import live_progress
+    from doctor.report.tables import dispatch_table_view, verdict_table
 
     out = Console(no_color=args.no_color or None, highlight=False)
     err = Console(stderr=True, no_color=args.no_color or None, highlight=False)

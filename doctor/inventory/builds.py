@@ -16,7 +16,7 @@ import os
 from typing import Dict, List, Optional, Sequence, Union
 
 from doctor.facts import Distribution, TorchBuild, XformersBuild
-from doctor.inventory.files import describe_os_error, read_bytes
+from doctor._util.files import describe_os_error, read_bytes
 
 _TORCH_FIELDS = ("__version__", "cuda", "hip", "git_version")
 # A wrong or unknowable value here changes what the rules conclude (a None cuda reads as a CPU

@@ -22,7 +22,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from doctor.facts import Distribution
-from doctor.inventory.files import describe_os_error, read_text
+from doctor._util.files import describe_os_error, read_text
 
 # METADATA headers are a few KiB; the long description after them can be MiBs and is never read.
 _HEADER_CHUNK = 8 * 1024

@@ -36,7 +36,7 @@ from typing import Callable, List, Mapping, Optional, Sequence, Tuple, TypeVar, 
 
 from doctor.errors import DoctorError
 from doctor.facts import GPU, Hardware
-from doctor.inventory.files import describe_os_error, read_text
+from doctor._util.files import describe_os_error, read_text
 
 NVML_LIBRARY = "libnvidia-ml.so.1"
 SMI_QUERY = "index,name,compute_cap,memory.total,driver_version,uuid"

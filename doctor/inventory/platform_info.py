@@ -107,7 +107,7 @@ def is_wsl(*, root: str = "/") -> bool:
 
 
 def _read_small(path: str) -> str:
-    from doctor.inventory.files import read_text
+    from doctor._util.files import read_text
 
     text, _ = read_text(path, limit=64 * 1024)
     return text or ""

@@ -6,7 +6,7 @@ from typing import List, Optional, Sequence
 
 from doctor.facts import Facts
 from doctor.findings import Action, Category, Finding, Severity, finding, manual, pip_install, pip_uninstall
-from doctor.probes.spec import ProbeResult
+from doctor.verdicts import ProbeResult
 
 # (id prefix, severity when it fails, report section): what a failure means for a training run.
 IMPACT = (
@@ -36,8 +36,8 @@ def _fix(r: ProbeResult, facts: Facts, results: Sequence[ProbeResult], matrix) -
     if r.id.startswith("xformers."):
         acts: List[Action] = []
         if matrix is not None:
-            from doctor.compat_matrix.rules._common import torch_version
-            from doctor.compat_matrix.rules.xformers import _cuda_arg, xformers_fix
+            from doctor.rules._common import torch_version
+            from doctor.rules.xformers import _cuda_arg, xformers_fix
 
             tv = torch_version(facts)
             if tv is not None:
@@ -49,7 +49,7 @@ def _fix(r: ProbeResult, facts: Facts, results: Sequence[ProbeResult], matrix) -
         return [pip_uninstall("flash-attn", why="remove flash-attn; attn_implementation='sdpa' works" + (f" ({', '.join(sdpa_ok)} passed)" if sdpa_ok else "")),
                 pip_install("flash-attn", "--no-build-isolation", why="or rebuild it against the installed torch")]
     if r.id.startswith("bnb."):
-        from doctor.compat_matrix.rules._common import reinstall
+        from doctor.rules._common import reinstall
 
         return [reinstall("bitsandbytes", facts.version_of("bitsandbytes"), getattr(matrix, "torch_index_url", "")),
                 manual("if it still fails: bitsandbytes 0.50 bundles CUDA 11.8-13.2 libraries; check that torch's CUDA is one "

@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Any, Dict, Optional
 
-from doctor import __version__
+from doctor._version import __version__
 from doctor.facts import Facts
 
 # Distributions whose version changes what a probe proves (plus every nvidia-* runtime library).

@@ -19,7 +19,8 @@ import time
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from doctor.facts import Facts
-from doctor.probes.spec import ProbeResult, ProbeSpec
+from doctor.probes.spec import ProbeSpec
+from doctor.verdicts import ProbeResult
 
 IMPORT_TIMEOUT = 180.0  # a cold `import torch` on a network filesystem can take a minute
 TAIL_CHARS = 2000

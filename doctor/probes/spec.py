@@ -1,16 +1,15 @@
-"""Probe declarations and verdicts: the contract between the catalogue, the runner and probe bodies.
+"""Probe declarations: the contract between the catalogue, the runner and probe bodies.
 
 A probe body is a plain function `body(ctx: ProbeContext) -> dict` that runs in a child process
 (never in the doctor). It returns {"error": float, "tolerance": float, "detail": str, ...} after
 comparing its output with a higher-precision reference, or {"status": "skipped", "detail": why}.
-Raising, crashing, hanging, printing garbage: the runner turns each into a verdict.
+Raising, crashing, hanging, printing garbage: the runner turns each into a verdict (doctor.verdicts).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Mapping, NamedTuple, Optional, Tuple
 
-STATUSES = ("pass", "wrong-result", "error", "crash", "timeout", "skipped")
 _EMPTY: Mapping[str, Any] = {}
 
 
@@ -37,37 +36,3 @@ class ProbeContext(NamedTuple):
     device: str  # "cuda" (CUDA_VISIBLE_DEVICES selects the GPU) or "cpu"
     params: Mapping[str, Any]
     seed: int
-
-
-class ProbeResult(NamedTuple):
-    """A verdict: status, error vs reference, time, and the evidence when it did not pass."""
-
-    id: str
-    backend: str
-    status: str  # one of STATUSES
-    error: Optional[float] = None  # max error vs reference (relative, as the body defines)
-    tolerance: Optional[float] = None
-    time_ms: Optional[float] = None  # body wall time (or the op's timed run when the body measured one)
-    detail: str = ""  # what was compared, or why it was skipped / failed
-    stderr_tail: str = ""  # last lines the child printed, for crashes and errors
-    op: str = ""
-
-    def to_dict(self) -> Dict[str, Any]:
-        """JSON-ready form."""
-        return dict(self._asdict())
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ProbeResult":
-        """Inverse of to_dict; raises ValueError on a malformed record."""
-        if not isinstance(d, Mapping) or d.get("status") not in STATUSES or not isinstance(d.get("id"), str):
-            raise ValueError("not a probe result")
-        fields = {k: d[k] for k in cls._fields if k in d}
-        for k in ("error", "tolerance", "time_ms"):
-            if fields.get(k) is not None and not isinstance(fields[k], (int, float)):
-                raise ValueError(f"{k} is not a number")
-        return cls(**fields)
-
-    @property
-    def passed(self) -> bool:
-        """True only for a pass verdict."""
-        return self.status == "pass"

@@ -6,7 +6,7 @@ import time
 from typing import Any, Dict, Iterable, List, Optional
 
 from doctor.cache.own import DoctorCache
-from doctor.probes.spec import ProbeResult
+from doctor.verdicts import ProbeResult
 
 KIND = "probes"
 

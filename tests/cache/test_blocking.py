@@ -14,7 +14,7 @@ import pytest
 from doctor.cache.diagnose import check_caches
 from doctor.cache.roots import resolve_roots
 from doctor.cache.scan import Expect, scan_roots
-from doctor.compat_matrix.rules import cache_location as cl
+from doctor.cache import location as cl
 from tests.cache.conftest import by_id, make_facts
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="FIFOs, FUSE and mount namespaces")
@@ -36,7 +36,7 @@ def blocking_fifo(tmp_path: Path):  # type: ignore[no-untyped-def]
 @linux_only
 def test_scan_thread_blocked_in_the_kernel_is_abandoned(caches, blocking_fifo: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The Triton root's first filesystem call blocks for real (a FIFO open with no peer): unresponsive in ~timeout."""
-    real_probe = cl.probe_location
+    real_probe = cl.try_write
 
     def stuck_probe(path):  # type: ignore[no-untyped-def]
         if str(path) == str(caches.triton):
@@ -44,7 +44,7 @@ def test_scan_thread_blocked_in_the_kernel_is_abandoned(caches, blocking_fifo: P
                 pass
         return real_probe(path)
 
-    monkeypatch.setattr(cl, "probe_location", stuck_probe)
+    monkeypatch.setattr(cl, "try_write", stuck_probe)
     t0 = time.monotonic()
     scans = scan_roots(resolve_roots(None, None, ("triton", "doctor")), Expect({}, None, frozenset(), str(caches.cwd)),
                        timeout=0.5, probe=("triton", "doctor"))

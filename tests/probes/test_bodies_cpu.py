@@ -16,7 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from doctor.kernels import attention as attn  # noqa: E402
+from doctor.backends import attention as attn  # noqa: E402
 from doctor.probes.bodies import _numerics, attention, cuda, dispatch_probe, flash_attn_probe  # noqa: E402
 from doctor.probes.bodies import torch_compile, triton_compile, xformers_probe  # noqa: E402
 from doctor.probes.bodies._attn_check import check_attention, check_forward  # noqa: E402
@@ -62,7 +62,7 @@ def test_every_catalogue_body_exists() -> None:
 
 def test_importing_bodies_and_backends_imports_no_torch() -> None:
     """The doctor's fast path may import these: none of them may pull in torch (or friends) at import time."""
-    modules = sorted({body_module(s.target) for s in CATALOGUE} | {"doctor.kernels.attention"})
+    modules = sorted({body_module(s.target) for s in CATALOGUE} | {"doctor.backends.attention"})
     code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
             + "heavy = [m for m in ('torch', 'triton', 'xformers', 'flash_attn', 'bitsandbytes', 'numpy') if m in sys.modules]\n"
             + "assert not heavy, heavy\n")

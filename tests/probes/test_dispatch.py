@@ -6,7 +6,7 @@ import pytest
 
 from doctor import dispatch
 from doctor.errors import DoctorError
-from doctor.probes.spec import ProbeResult
+from doctor.verdicts import ProbeResult
 
 
 def v(backend: str, status: str, t: float = None) -> ProbeResult:  # type: ignore[assignment]

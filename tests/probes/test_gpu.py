@@ -13,7 +13,7 @@ def test_core_probes_pass_on_this_gpu(tmp_path: Path) -> None:
     """CUDA context, matmul in every dtype the GPU has, SDPA math: pass; every verdict is a known status."""
     from doctor.cache.own import DoctorCache
     from doctor.inventory import gather
-    from doctor.probes import run_probes
+    from doctor.probes.session import run_probes
 
     facts = gather()
     run = run_probes(facts, only=["cuda", "matmul", "sdpa", "dispatch"], cache=DoctorCache(tmp_path))

@@ -11,7 +11,7 @@ from typing import Dict
 import pytest
 
 from doctor.cache.own import DoctorCache
-from doctor.probes import run_probes
+from doctor.probes.session import run_probes
 from doctor.probes.spec import ProbeSpec
 from tests.conftest import REPO
 
@@ -177,7 +177,7 @@ def test_simulated_hardware_never_runs_gpu_probes(tmp_path: Path) -> None:
     """DOCTOR_GPUS simulates a GPU for the matrix; probes need the real one, so they are skipped, not failed."""
     from doctor.facts import TorchBuild
     from doctor.inventory import gather
-    from doctor.probes import probes_apply
+    from doctor.probes.session import probes_apply
 
     facts = gather(environ={"DOCTOR_GPUS": "NVIDIA H100 80GB HBM3@9.0", "DOCTOR_DRIVER_VERSION": "580.159.04"})
     facts = facts._replace(torch=TorchBuild("2.11.0+cu130", "13.0"))

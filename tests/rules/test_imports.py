@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from doctor.compat_matrix.rules.imports import (
+from doctor.rules.imports import (
     IMPORT_TIME_PATCHERS,
     NOT_IMPORT_ORDER_SENSITIVE,
     check_imports,
@@ -100,7 +100,7 @@ def fake_stack(tmp_path: Path) -> Path:
 
 CHECK = """
     import json
-    from doctor.compat_matrix.rules.imports import check_imports
+    from doctor.rules.imports import check_imports
     print(json.dumps([f.to_dict() for f in check_imports()]))
 """
 
@@ -437,7 +437,7 @@ def test_notebook_syntax_error_names_cell(tmp_path: Path) -> None:
 
 def test_patcher_only_inside_a_function_runs_after_module_level_imports(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """`def f(): import unsloth` above a module-level `import trl`: trl loads first when the script starts."""
-    from doctor.compat_matrix.rules.imports import check_script
+    from doctor.rules.imports import check_script
 
     p = tmp_path / "train.py"
     p.write_text("def f():\n    import unsloth\n\nimport trl\nf()\n")
@@ -447,7 +447,7 @@ def test_patcher_only_inside_a_function_runs_after_module_level_imports(tmp_path
 
 def test_liger_applied_after_the_model_is_flagged(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Liger patches classes when apply_* runs: after from_pretrained the model is unpatched; model= fixes it."""
-    from doctor.compat_matrix.rules.imports import check_script
+    from doctor.rules.imports import check_script
 
     late = tmp_path / "late.py"
     late.write_text("from transformers import AutoModelForCausalLM, AutoTokenizer\n"

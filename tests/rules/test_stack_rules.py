@@ -265,7 +265,7 @@ def test_garbage_versions_never_crash_a_rule(env: Env, garbage: str) -> None:
 def test_rule_crash_becomes_a_finding(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """A rule that raises is reported as a doctor finding and the other rules still run."""
     from doctor import check
-    from doctor.compat_matrix import rules
+    from doctor import rules
 
     real = rules.all_rules()
 
@@ -322,7 +322,7 @@ def test_bitsandbytes_fix_is_an_exact_range_for_this_torch(env: Env) -> None:
 ])
 def test_reinstall_is_exact_or_manual(name: str, raw: str, expected) -> None:  # type: ignore[no-untyped-def]
     """Reinstalls keep version and build; an unreadable version is never an unpinned (newest) install."""
-    from doctor.compat_matrix.rules._common import reinstall
+    from doctor.rules._common import reinstall
 
     a = reinstall(name, raw, "https://download.pytorch.org/whl")
     assert a.command() == expected

@@ -15,7 +15,7 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from doctor.kernels.attention import AttentionFn, reference
+from doctor.backends.attention import AttentionFn, reference
 from doctor.probes.bodies._numerics import (
     dtype_name,
     dtype_skip_reason,

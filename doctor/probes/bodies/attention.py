@@ -11,7 +11,7 @@ def sdpa(ctx: ProbeContext) -> Dict[str, Any]:
     """Force SDPA onto params['backend'] and check it (skipped when this torch lacks that backend)."""
     import torch
 
-    from doctor.kernels.attention import BackendUnavailable, get, sdpa_backend
+    from doctor.backends.attention import BackendUnavailable, get, sdpa_backend
     from doctor.probes.bodies._attn_check import check_attention
 
     backend = str(ctx.params.get("backend", "math"))

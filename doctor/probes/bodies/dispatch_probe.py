@@ -1,4 +1,4 @@
-"""The dispatcher's pick, run through doctor.kernels.attention exactly as the runtime will call it, and verified."""
+"""The dispatcher's pick, run through doctor.backends.attention exactly as the runtime will call it, and verified."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ ENV_OVERRIDE = "DOCTOR_BACKEND_ATTENTION"
 
 def attention(ctx: ProbeContext) -> Dict[str, Any]:
     """Check the backend named by params['choice'] (or $DOCTOR_BACKEND_ATTENTION) like the sdpa probes do."""
-    from doctor.kernels.attention import get
+    from doctor.backends.attention import get
     from doctor.probes.bodies._attn_check import check_attention
 
     choice = ctx.params.get("choice") or os.environ.get(ENV_OVERRIDE)

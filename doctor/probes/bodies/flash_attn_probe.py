@@ -13,7 +13,7 @@ def func(ctx: ProbeContext) -> Dict[str, Any]:
         return {"status": "skipped", "detail": "flash-attn runs on CUDA only (device is cpu)"}
     import flash_attn  # an ImportError (e.g. 'undefined symbol' of a mismatched build) is the verdict
 
-    from doctor.kernels.attention import get
+    from doctor.backends.attention import get
     from doctor.probes.bodies._attn_check import check_attention
 
     version = getattr(flash_attn, "__version__", "?")

@@ -37,7 +37,7 @@ def mea(ctx: ProbeContext) -> Dict[str, Any]:
     import xformers
     from xformers.ops.fmha.attn_bias import LowerTriangularMask
 
-    from doctor.kernels.attention import get
+    from doctor.backends.attention import get
     from doctor.probes.bodies._attn_check import check_attention
 
     version = getattr(xformers, "__version__", "?")

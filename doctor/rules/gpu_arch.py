@@ -6,7 +6,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from doctor.compat_matrix import lookup
 from doctor.compat_matrix.model import Matrix
-from doctor.compat_matrix.rules._common import cc_of, fmt_cc, gpu_label, minor, release, torch_build_action, torch_cuda, torch_version, version
+from doctor.rules._common import cc_of, fmt_cc, gpu_label, minor, release, torch_build_action, torch_cuda, torch_version, version
 from doctor.facts import Facts
 from doctor.findings import Category, Finding, Severity, finding, manual
 

@@ -17,15 +17,15 @@ Rule = Callable[[Facts, Matrix], List[Finding]]
 
 def all_rules() -> Tuple[Tuple[str, Rule], ...]:
     """(name, rule) for every matrix rule, in report order."""
-    from doctor.compat_matrix.rules.bitsandbytes import check_bitsandbytes
-    from doctor.compat_matrix.rules.driver import check_driver, check_gpus
-    from doctor.compat_matrix.rules.flash_attn import check_flash_attn
-    from doctor.compat_matrix.rules.gpu_arch import check_gpu_arch
-    from doctor.compat_matrix.rules.known_issues import check_known_issues
-    from doctor.compat_matrix.rules.requirements import check_requirements
-    from doctor.compat_matrix.rules.torch_build import check_torch_build
-    from doctor.compat_matrix.rules.triton import check_triton
-    from doctor.compat_matrix.rules.xformers import check_xformers
+    from doctor.rules.bitsandbytes import check_bitsandbytes
+    from doctor.rules.driver import check_driver, check_gpus
+    from doctor.rules.flash_attn import check_flash_attn
+    from doctor.rules.gpu_arch import check_gpu_arch
+    from doctor.rules.known_issues import check_known_issues
+    from doctor.rules.requirements import check_requirements
+    from doctor.rules.torch_build import check_torch_build
+    from doctor.rules.triton import check_triton
+    from doctor.rules.xformers import check_xformers
 
     return (
         ("gpus", check_gpus),
@@ -54,6 +54,6 @@ def _unsloth_cache_location(facts: Facts, matrix: Matrix) -> List[Finding]:
     """unsloth's compiled-cache location, imported only when unsloth is there (tempfile/pathlib cost ~15 ms)."""
     if facts.dist("unsloth") is None and facts.dist("unsloth-zoo") is None:
         return []
-    from doctor.compat_matrix.rules.cache_location import check_unsloth_cache_location
+    from doctor.cache.location import check_unsloth_cache_location
 
     return check_unsloth_cache_location(facts)

@@ -11,13 +11,12 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from doctor.compat_matrix.rules import cache_location as cl
-from doctor.compat_matrix.rules.cache_location import (
-    ProbeTimeout,
+from doctor.cache import location as cl
+from doctor._util.timeouts import TimedOut, call_with_timeout
+from doctor.cache.location import (
     check_unsloth_cache_location,
-    probe_location,
     resolve_unsloth_cache_dir,
-    run_with_timeout,
+    try_write,
 )
 from doctor.facts import Distribution, Facts, PlatformInfo, PythonInfo
 from doctor.findings import ActionKind, Finding, Severity
@@ -53,7 +52,7 @@ def fix_value(f: Finding) -> str:
 def assert_writable_absolute(value: str) -> None:
     """A suggested location is absolute and unsloth could create/write it."""
     assert os.path.isabs(value)
-    assert probe_location(Path(value)).writable
+    assert try_write(Path(value)).writable
 
 
 # ----------------------------------------------------------------------------- resolver
@@ -202,21 +201,21 @@ def blocking_fifo(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 @linux_only
-def test_run_with_timeout_returns_on_a_real_block(blocking_fifo: Path) -> None:
+def test_call_with_timeout_returns_on_a_real_block(blocking_fifo: Path) -> None:
     """open(FIFO, 'w') with no reader really blocks; the daemon-thread runner gives up on time."""
     t0 = time.monotonic()
-    with pytest.raises(ProbeTimeout, match="0.2 s"):
-        run_with_timeout(lambda: open(blocking_fifo, "wb"), 0.2)
+    with pytest.raises(TimedOut, match="0.2 s"):
+        call_with_timeout(lambda: open(blocking_fifo, "wb"), 0.2)
     assert 0.15 < time.monotonic() - t0 < 1.0
-    stuck = [t for t in threading.enumerate() if t.name == "tune-doctor-probe"]
+    stuck = [t for t in threading.enumerate() if t.name == "tune-doctor-call"]
     assert stuck and all(t.daemon for t in stuck)
 
 
-def test_run_with_timeout_passes_results_and_errors() -> None:
+def test_call_with_timeout_passes_results_and_errors() -> None:
     """Values come back; exceptions are re-raised in the caller."""
-    assert run_with_timeout(lambda: 42, 1.0) == 42
+    assert call_with_timeout(lambda: 42, 1.0) == 42
     with pytest.raises(ZeroDivisionError):
-        run_with_timeout(lambda: 1 / 0, 1.0)
+        call_with_timeout(lambda: 1 / 0, 1.0)
 
 
 @linux_only
@@ -224,7 +223,7 @@ def test_unresponsive_location_is_an_error(
     tmp_path: Path, blocking_fifo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A probe that hangs (here: it opens the FIFO, as a stalled mount would hang) -> ERROR unresponsive."""
-    real_probe = cl.probe_location
+    real_probe = cl.try_write
     target = tmp_path / "cache"
 
     def hanging_probe(path: Path):  # type: ignore[no-untyped-def]
@@ -233,7 +232,7 @@ def test_unresponsive_location_is_an_error(
                 pass
         return real_probe(path)
 
-    monkeypatch.setattr(cl, "probe_location", hanging_probe)
+    monkeypatch.setattr(cl, "try_write", hanging_probe)
     t0 = time.monotonic()
     out = check_unsloth_cache_location(make_facts(tmp_path, {"UNSLOTH_COMPILE_LOCATION": str(target)}), timeout=0.3)
     assert time.monotonic() - t0 < 2

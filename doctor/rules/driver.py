@@ -8,7 +8,7 @@ from packaging.version import Version
 
 from doctor.compat_matrix import lookup
 from doctor.compat_matrix.model import Matrix
-from doctor.compat_matrix.rules._common import minor, release, torch_build_action, torch_cuda, torch_version, version
+from doctor.rules._common import minor, release, torch_build_action, torch_cuda, torch_version, version
 from doctor.facts import Facts
 from doctor.findings import Action, Category, Finding, Severity, finding, manual, pip_install
 

@@ -6,8 +6,8 @@ from typing import List
 
 from doctor.compat_matrix import lookup
 from doctor.compat_matrix.model import Matrix
-from doctor.compat_matrix.rules._common import cc_of, fmt_cc, gpu_label, satisfies, torch_version, version
-from doctor.compat_matrix.rules.requirements import requirement_on
+from doctor.rules._common import cc_of, fmt_cc, gpu_label, satisfies, torch_version, version
+from doctor.rules.requirements import requirement_on
 from doctor.facts import Facts
 from doctor.findings import Action, Category, Finding, Severity, finding, manual, pip_install, pip_uninstall
 

@@ -6,8 +6,8 @@ from typing import List, Optional, Tuple
 
 from doctor.compat_matrix import lookup
 from doctor.compat_matrix.model import Matrix
-from doctor.compat_matrix.rules._common import release, satisfies, torch_version, version
-from doctor.compat_matrix.rules.requirements import requirement_on
+from doctor.rules._common import release, satisfies, torch_version, version
+from doctor.rules.requirements import requirement_on
 from doctor.facts import Facts
 from doctor.findings import Category, Finding, Severity, finding, pip_install
 

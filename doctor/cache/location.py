@@ -9,8 +9,8 @@ caches, and an unwritable location costs a recompile on every run, or a hang on 
 
 Writability is tested for real: a uniquely named file is created (O_EXCL) and removed in the
 directory, or in its nearest existing ancestor when it does not exist yet (that is the directory
-os.makedirs must write into). The cache directory itself is never created. The probe runs in a
-daemon thread joined with a timeout, so a hung network mount cannot block `doctor check`; a thread
+os.makedirs must write into). The cache directory itself is never created. The test runs in a
+daemon thread joined with a timeout (doctor._util.timeouts), so a hung network mount cannot block `doctor check`; a thread
 costs well under a millisecond where a Python child process costs 20-40 ms. A probe stuck in the
 kernel stays behind as a daemon thread and is abandoned at exit.
 """
@@ -20,22 +20,19 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-import threading
 import uuid
 from pathlib import Path
-from typing import Callable, List, Mapping, NamedTuple, Optional, Tuple, TypeVar
+from typing import List, Mapping, NamedTuple, Optional, Tuple
 
+from doctor._util.timeouts import TimedOut, call_with_timeout
 from doctor.facts import Facts
 from doctor.findings import Category, Finding, Severity, finding, set_env
 
 ENV_VAR = "UNSLOTH_COMPILE_LOCATION"
 DEFAULT_LOCATION = "unsloth_compiled_cache"  # unsloth_zoo's default, relative to the working directory
 
-T = TypeVar("T")
-
-
-class ProbeResult(NamedTuple):
-    """What the writability probe found."""
+class WriteCheck(NamedTuple):
+    """What the writability test found."""
 
     status: str  # "writable", "not-a-directory", "parent-not-a-directory", "unwritable"
     exists: bool  # the location itself exists
@@ -48,11 +45,7 @@ class ProbeResult(NamedTuple):
         return self.status == "writable"
 
 
-_NEVER = ProbeResult("unwritable", False, "", "")  # "do not reuse the current path" for suggestions
-
-
-class ProbeTimeout(Exception):
-    """The probe did not finish within its time limit."""
+_NEVER = WriteCheck("unwritable", False, "", "")  # "do not reuse the current path" for suggestions
 
 
 def resolve_unsloth_cache_dir(env: Mapping[str, str], cwd: str) -> Tuple[Path, bool]:
@@ -67,7 +60,7 @@ def resolve_unsloth_cache_dir(env: Mapping[str, str], cwd: str) -> Tuple[Path, b
 
 def _write_test(directory: Path) -> Optional[str]:
     """Create and remove a uniquely named file in `directory`; the error text, or None if it worked."""
-    probe = directory / f".tune-doctor-probe-{os.getpid()}-{uuid.uuid4().hex}"
+    probe = directory / f".tune-doctor-write-test-{os.getpid()}-{uuid.uuid4().hex}"
     try:
         # O_EXCL: never touch an existing file; no O_NONBLOCK needed, a new regular file cannot block.
         fd = os.open(str(probe), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -86,7 +79,7 @@ def _write_test(directory: Path) -> Optional[str]:
     return None
 
 
-def probe_location(path: Path) -> ProbeResult:
+def try_write(path: Path) -> WriteCheck:
     """Test whether unsloth could create/write its cache at `path` (blocking; see probe_with_timeout)."""
     p = path
     while True:
@@ -96,18 +89,18 @@ def probe_location(path: Path) -> ProbeResult:
         except (FileNotFoundError, NotADirectoryError):
             # Missing, or an ancestor is a file: walk up to the nearest thing that exists.
             if p.parent == p:
-                return ProbeResult("unwritable", False, str(p), "no existing ancestor")
+                return WriteCheck("unwritable", False, str(p), "no existing ancestor")
             p = p.parent
         except OSError as e:  # EACCES on a parent, ELOOP, EIO on a broken mount...
-            return ProbeResult("unwritable", p == path, str(p), e.strerror or str(e))
+            return WriteCheck("unwritable", p == path, str(p), e.strerror or str(e))
     exists = p == path
     if not stat.S_ISDIR(st.st_mode):
         kind = "not-a-directory" if exists else "parent-not-a-directory"
-        return ProbeResult(kind, exists, str(p), f"{p} is {_kind_of(st.st_mode)}, not a directory")
+        return WriteCheck(kind, exists, str(p), f"{p} is {_kind_of(st.st_mode)}, not a directory")
     err = _write_test(p)
     if err is not None:
-        return ProbeResult("unwritable", exists, str(p), err)
-    return ProbeResult("writable", exists, str(p))
+        return WriteCheck("unwritable", exists, str(p), err)
+    return WriteCheck("writable", exists, str(p))
 
 
 def _kind_of(mode: int) -> str:
@@ -124,27 +117,7 @@ def _kind_of(mode: int) -> str:
     return "not a directory"
 
 
-def run_with_timeout(fn: Callable[[], T], timeout: float) -> T:
-    """Run fn in a daemon thread; its result, its exception, or ProbeTimeout after `timeout` s."""
-    box: dict = {}
-
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # handed to the caller
-            box["error"] = e
-
-    t = threading.Thread(target=target, name="tune-doctor-probe", daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        raise ProbeTimeout(f"no answer within {timeout:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
-def _suggested_location(current: Path, probe: ProbeResult, timeout: float) -> str:
+def _suggested_location(current: Path, probe: WriteCheck, timeout: float) -> str:
     """An absolute, writable location to recommend."""
     if probe.writable and probe.exists:
         return str(current)  # keep the cache the user already has, just pin it
@@ -158,9 +131,9 @@ def _suggested_location(current: Path, probe: ProbeResult, timeout: float) -> st
         if cand == current:
             continue
         try:
-            if run_with_timeout(lambda c=cand: probe_location(c), timeout).writable:
+            if call_with_timeout(lambda c=cand: try_write(c), timeout).writable:
                 return str(cand)
-        except ProbeTimeout:
+        except TimedOut:
             continue
     return str(candidates[0])
 
@@ -178,11 +151,11 @@ def check_unsloth_cache_location(facts: Facts, timeout: float = 2.0) -> List[Fin
     }
     out: List[Finding] = []
     try:
-        probe: Optional[ProbeResult] = run_with_timeout(lambda: probe_location(path), timeout)
-    except ProbeTimeout:
+        probe: Optional[WriteCheck] = call_with_timeout(lambda: try_write(path), timeout)
+    except TimedOut:
         probe = None
-    except OSError as e:  # defensive: probe_location turns OS errors into results
-        probe = ProbeResult("unwritable", False, str(path), e.strerror or str(e))
+    except OSError as e:  # defensive: try_write turns OS errors into results
+        probe = WriteCheck("unwritable", False, str(path), e.strerror or str(e))
 
     if probe is None:
         suggestion = _suggested_location(path, _NEVER, timeout)

@@ -8,10 +8,10 @@ from packaging.version import Version
 
 from doctor.compat_matrix import lookup
 from doctor.compat_matrix.model import Matrix
-from doctor.compat_matrix.rules._common import torch_cuda as torch_cuda_of
-from doctor.compat_matrix.rules._common import cc_of, fmt_cc, gpu_label, minor, release, satisfies, torch_version, version
-from doctor.compat_matrix.rules.gpu_arch import arch_verdict
-from doctor.compat_matrix.rules.requirements import requirement_on
+from doctor.rules._common import torch_cuda as torch_cuda_of
+from doctor.rules._common import cc_of, fmt_cc, gpu_label, minor, release, satisfies, torch_version, version
+from doctor.rules.gpu_arch import arch_verdict
+from doctor.rules.requirements import requirement_on
 from doctor.facts import Facts
 from doctor.findings import Action, Category, Finding, Severity, finding, pip_install, pip_uninstall
 

@@ -11,7 +11,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from doctor.compat_matrix.model import Matrix
-from doctor.compat_matrix.rules._common import reinstall, satisfies, version
+from doctor.rules._common import reinstall, satisfies, version
 from doctor.facts import Distribution, Facts
 from doctor.findings import Action, ActionKind, Category, Finding, Severity, finding, manual, pip_install
 
@@ -108,13 +108,13 @@ def check_requirements(facts: Facts, matrix: Matrix) -> List[Finding]:
 
 def _coupled_fix(facts: Facts, matrix: Matrix, dep: str, spec: str) -> List[Action]:
     """Fix for a torch-coupled requirement: the build for the installed torch, never just 'the newest'."""
-    from doctor.compat_matrix.rules._common import torch_version
+    from doctor.rules._common import torch_version
 
     tv = torch_version(facts)
     if dep == "xformers" and tv is not None:
-        from doctor.compat_matrix.rules.xformers import xformers_fix
+        from doctor.rules.xformers import xformers_fix
 
-        from doctor.compat_matrix.rules.xformers import _cuda_arg
+        from doctor.rules.xformers import _cuda_arg
 
         acts = [a for a in xformers_fix(matrix, tv, facts.version_of("xformers"), _cuda_arg(facts)) if a.kind is ActionKind.PIP_INSTALL]
         if acts and all(satisfies(Version(a.args[0].split("==")[1]), spec) for a in acts if "==" in a.args[0]):

@@ -6,7 +6,7 @@ import re
 from typing import List, Optional, Tuple
 
 from doctor.compat_matrix.model import Matrix
-from doctor.compat_matrix.rules._common import cc_of, fmt_cc, gpu_label, minor, torch_version, version
+from doctor.rules._common import cc_of, fmt_cc, gpu_label, minor, torch_version, version
 from doctor.facts import Distribution, Facts
 from doctor.findings import Category, Finding, Severity, finding, pip_install, pip_uninstall
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import List
 
 from doctor.compat_matrix.model import Matrix
-from doctor.compat_matrix.rules._common import satisfies, version
+from doctor.rules._common import satisfies, version
 from doctor.facts import Facts
 from doctor.findings import Category, Finding, Severity, finding, pip_install
 

@@ -1,0 +1,1 @@
+"""Attention behind one signature: the SDPA backends, flash-attn and xformers (adapters, not kernels)."""

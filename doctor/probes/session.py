@@ -1,0 +1,127 @@
+"""A probe session: run (or reuse) the verdicts of a selection of probes for one environment.
+
+`run_probes(facts)` runs the catalogue (or part of it), reusing verdicts cached for this
+environment's fingerprint; unmet requirements are `skipped` with the reason, without a child.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+from doctor.facts import Facts
+from doctor.probes.spec import ProbeSpec
+from doctor.verdicts import ProbeResult
+
+CUDA_VISIBLE = "CUDA_VISIBLE_DEVICES"
+
+
+class ProbeRun(NamedTuple):
+    """Verdicts of one `doctor probe`, in catalogue order, with what was cached and what ran."""
+
+    results: Tuple[ProbeResult, ...]
+    fingerprint: str
+    ran: Tuple[str, ...]
+    cached: Tuple[str, ...]
+    wall_s: float
+
+
+def selected_gpu_cc(facts: Facts, gpu: Optional[int]) -> Optional[Tuple[int, int]]:
+    """Compute capability of the GPU the children will use (--gpu, else the first visible)."""
+    gpus = facts.hardware.gpus
+    if not gpus:
+        return None
+    index = gpu
+    if index is None:
+        first = (facts.env.get(CUDA_VISIBLE) or "").split(",")[0].strip()
+        index = int(first) if first.isdigit() else 0
+    match = [g for g in gpus if g.index == index] or list(gpus[:1])
+    return match[0].compute_capability
+
+
+def probes_apply(facts: Facts) -> bool:
+    """Whether `doctor check` should run probes: a CUDA build of torch and a real (not simulated) GPU."""
+    return bool(facts.torch and facts.torch.cuda and facts.hardware.gpus and facts.hardware.source != "override")
+
+
+def run_probes(
+    facts: Facts,
+    only: Sequence[str] = (),
+    timeout: Optional[float] = None,
+    refresh: bool = False,
+    gpu: Optional[int] = None,
+    progress=None,  # type: ignore[no-untyped-def]
+    catalogue: Optional[Sequence[ProbeSpec]] = None,
+    cache=None,  # type: ignore[no-untyped-def]
+    environ: Optional[Mapping[str, str]] = None,
+    jobs: int = 3,
+) -> ProbeRun:
+    """Run (or reuse) the verdicts of the selected probes for this environment."""
+    from doctor import dispatch
+    from doctor.probes import store  # noqa: lazy with the rest: `doctor check --no-probes` never loads them
+    from doctor.probes.catalogue import CATALOGUE_VERSION, select
+    from doctor.probes.fingerprint import fingerprint, fingerprint_inputs
+    from doctor.probes.runner import groups_of, run_group, unmet_requirement
+
+    t0 = time.monotonic()
+    specs = tuple(catalogue) if catalogue is not None else select(list(only))
+    if catalogue is not None and only:
+        specs = tuple(p for p in specs if any(p.id == o or p.id.startswith(o.rstrip(".") + ".") for o in only))
+    env = dict(os.environ if environ is None else environ)
+    if gpu is not None:
+        env[CUDA_VISIBLE] = str(gpu)
+    gpu_key = str(gpu) if gpu is not None else env.get(CUDA_VISIBLE)
+    fp = fingerprint(facts, gpu_key, CATALOGUE_VERSION)
+    cached = {} if refresh else store.load(fp, cache)
+    cc = selected_gpu_cc(facts, gpu)
+    results: Dict[str, ProbeResult] = {}
+    to_run: List[ProbeSpec] = []
+    for spec in specs:
+        why = unmet_requirement(spec, facts, cc)
+        if why:
+            results[spec.id] = ProbeResult(spec.id, spec.backend, "skipped", detail=why, op=spec.op)
+        elif spec.id in cached and not spec.id.startswith("dispatch."):
+            results[spec.id] = cached[spec.id]
+        else:
+            to_run.append(spec)
+    cuda = bool(facts.torch and facts.torch.cuda)
+    ran: List[ProbeResult] = []
+    plain = [s for s in to_run if not s.id.startswith("dispatch.")]
+    # Groups without dispatcher timings run side by side (each child pays its own `import torch`).
+    from concurrent.futures import ThreadPoolExecutor
+
+    groups = groups_of(plain)
+    untimed = [g for g in groups if not any(s.op for s in g)]
+    timed = [g for g in groups if any(s.op for s in g)]
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(run_group, g, env, cuda, timeout, 0, progress) for g in untimed]
+        for fut in futures:
+            out = fut.result()
+            ran.extend(out)
+            results.update({r.id: r for r in out})
+    # Groups whose timings feed the dispatcher run one at a time, on a GPU nothing else is using.
+    for g in timed:
+        out = run_group(g, env, cuda, timeout, 0, progress)
+        ran.extend(out)
+        results.update({r.id: r for r in out})
+    # the dispatcher probe runs what the table picks from every verdict so far (cached ones included)
+    picks = {c.op: c.backend for c in dispatch.table(list(results.values()) + list(cached.values()), env)}
+    disp = []
+    for s in to_run:
+        if not s.id.startswith("dispatch."):
+            continue
+        choice = picks.get(s.id.split(".", 1)[1], dispatch.REFERENCE)
+        old = cached.get(s.id)
+        if old is not None and old.backend == choice:  # same pick as when it was verified
+            results[s.id] = old
+        else:
+            disp.append(s._replace(backend=choice, params={**s.params, "choice": choice}))
+    for group in groups_of(disp):
+        out = run_group(group, env, cuda, timeout=timeout, progress=progress)
+        ran.extend(out)
+        results.update({r.id: r for r in out})
+    if ran:
+        store.save(fp, ran, fingerprint_inputs(facts, gpu_key, CATALOGUE_VERSION), cache)
+    return ProbeRun(tuple(results[s.id] for s in specs), fp, tuple(r.id for r in ran),
+                    tuple(i for i in results if i in cached and i not in {r.id for r in ran}), time.monotonic() - t0)

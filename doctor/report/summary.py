@@ -1,0 +1,71 @@
+"""What every renderer shares: severity icons and styles, counts, sections, the facts a reader needs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, List
+
+from doctor.findings import Category, Finding, Severity
+
+if TYPE_CHECKING:
+    from doctor.check import Report
+
+ICONS = {Severity.OK: "✓", Severity.INFO: "i", Severity.WARN: "!", Severity.ERROR: "✗"}
+STYLES = {Severity.OK: "green", Severity.INFO: "cyan", Severity.WARN: "yellow", Severity.ERROR: "bold red"}
+EXIT_MEANING = {0: "healthy", 1: "warnings", 2: "errors"}
+EMPTY_SECTION = {
+    Category.IMPORTS: "not checked: pass --script train.py, or run doctor.check_imports() in the notebook",
+}
+
+
+def facts_summary(report: "Report") -> Dict[str, Any]:
+    """The facts a reader of a report needs, as plain JSON-ready data."""
+    f = report.facts
+    stack = ("torch", "triton", "xformers", "flash-attn", "bitsandbytes", "transformers", "trl", "peft",
+             "accelerate", "unsloth", "unsloth-zoo", "liger-kernel")
+    return {
+        "python": f.python.version,
+        "executable": f.python.executable,
+        "platform": f"{f.platform.system} {f.platform.machine} {f.platform.release}",
+        "libc": f"{f.platform.libc or '?'} {f.platform.libc_version or ''}".strip(),
+        "environment": list(f.env_kinds),
+        "torch_build": None if f.torch is None else {"version": f.torch.version, "cuda": f.torch.cuda, "hip": f.torch.hip,
+                                                     "git_version": f.torch.git_version, "error": f.torch.error},
+        "xformers_build": None if f.xformers is None else {
+            "torch": f.xformers.torch_version, "cuda": f.xformers.cuda_version, "python": f.xformers.python_version,
+            "arch_list": f.xformers.arch_list, "error": f.xformers.error},
+        "driver": f.hardware.driver_version,
+        "gpus": [{"index": g.index, "name": g.name, "compute_capability": g.cc, "memory_mib": g.memory_mib}
+                 for g in f.hardware.gpus],
+        "gpu_source": f.hardware.source,
+        "packages": {n: f.version_of(n) for n in stack if f.version_of(n) is not None},
+        "env": dict(f.env),
+        "distributions": len(f.distributions),
+    }
+
+
+def counts(findings: List[Finding]) -> Dict[str, int]:
+    """Number of findings per severity label."""
+    out = {s.label: 0 for s in Severity}
+    for fd in findings:
+        out[fd.severity.label] += 1
+    return out
+
+
+def grouped(findings: List[Finding]) -> Dict[Category, List[Finding]]:
+    """Findings by category in report order, worst first inside each."""
+    groups: Dict[Category, List[Finding]] = {c: [] for c in Category}
+    for fd in findings:
+        groups[fd.category].append(fd)
+    for c in groups:
+        groups[c].sort(key=lambda fd: -fd.severity)
+    return {c: v for c, v in groups.items() if v or c is not Category.DOCTOR}
+
+
+def summary_line(report: "Report") -> str:
+    """'2 errors, 1 warning, 9 ok  (exit 2: errors)'."""
+    c = counts(list(report.findings))
+    parts = []
+    for label, n in (("error", c["error"]), ("warning", c["warn"]), ("note", c["info"]), ("ok", c["ok"])):
+        if n or label == "ok":
+            parts.append(f"{n} {label}" + ("s" if n != 1 and label != "ok" else ""))
+    return ", ".join(parts) + f"  (exit {report.exit_code}: {EXIT_MEANING.get(report.exit_code, '?')})"

@@ -1,0 +1,66 @@
+"""The terminal report (rich): sections, one line per finding, evidence and fix under problems."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+from doctor._version import __version__
+from doctor.findings import Severity
+from doctor.report.summary import EMPTY_SECTION, ICONS, STYLES, grouped, summary_line
+
+if TYPE_CHECKING:  # rich is imported lazily: the --json path never pays for it
+    from rich.console import Console
+
+    from doctor.check import Report
+
+
+def render_text(report: "Report", console: Optional["Console"] = None, verbose: bool = False) -> None:
+    """Print the doctor's report: sections, one line per finding, evidence and fix under problems."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.padding import Padding
+    from rich.text import Text
+
+    console = console or Console()
+    f = report.facts
+    gpus = ", ".join(f"{g.name} (cc {g.cc})" for g in f.hardware.gpus) or "no NVIDIA GPU"
+    head = Text.assemble(("tune-doctor ", "bold"), f"{__version__}  ·  matrix {report.matrix_version}  ·  Python {f.python.version}"
+                         f"  ·  {', '.join(f.env_kinds) or 'system python'}\n",
+                         f"GPU: {gpus}  ·  driver {f.hardware.driver_version or 'none'}  ·  "
+                         f"torch {(f.torch.version if f.torch else None) or 'not installed'}")
+    console.print(head)
+    for cat, items in grouped(list(report.findings)).items():
+        console.print()
+        console.print(Text(cat.value, style="bold underline"))
+        if not items:
+            console.print(Text.assemble(("  [✓] ", STYLES[Severity.OK]), EMPTY_SECTION.get(cat, "nothing to report")))
+        for fd in items:
+            if fd.severity is Severity.OK and not verbose:
+                console.print(Text.assemble(("  [✓] ", STYLES[fd.severity]), fd.title))
+                continue
+            console.print(Text.assemble((f"  [{ICONS[fd.severity]}] ", STYLES[fd.severity]), (fd.title, "bold" if fd.severity >= Severity.WARN else ""),
+                                        (f"  ({fd.id})", "dim")))
+            show_detail = verbose or fd.severity >= Severity.WARN
+            if not show_detail:
+                continue
+            for k, v in fd.evidence:
+                console.print(Padding(Text.assemble((k + ": ", "dim"), v), (0, 0, 0, 6), expand=False))
+            if fd.explanation:
+                console.print(Padding(Text(fd.explanation, style="italic"), (0, 0, 0, 6), expand=False))
+            for a in fd.fix:
+                cmd = a.command()
+                line = f"fix: {escape(cmd)}" if cmd else f"fix: {escape(a.description)}"
+                console.print(Padding(Text.from_markup(f"[bold]{line}[/bold]" + (f"  [dim]# {escape(a.description)}[/dim]" if cmd else "")),
+                                      (0, 0, 0, 6), expand=False))
+    if report.probes and verbose:
+        from doctor.report.tables import dispatch_table_view, verdict_table
+
+        console.print()
+        console.print(verdict_table(report.probes))
+        console.print(dispatch_table_view(report.dispatch))
+    if report.probe_note:
+        console.print()
+        console.print(Text(report.probe_note, style="dim"))
+    console.print()
+    style = STYLES[Severity.ERROR] if report.exit_code == 2 else STYLES[Severity.WARN] if report.exit_code == 1 else STYLES[Severity.OK]
+    console.print(Text(summary_line(report), style=style))

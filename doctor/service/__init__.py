@@ -1,1 +1,0 @@
-"""Reserved for later work (see DESIGN.md)."""
