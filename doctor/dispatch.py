@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
+from doctor.backends.attention import BACKENDS as ATTENTION_BACKENDS
 from doctor.errors import DoctorError
 from doctor.verdicts import ProbeResult
 
 REFERENCE = "torch"  # plain torch implementation: always available, never the fast path
 # Candidates in preference order (used when probes gave no timing to compare).
 OPS: Mapping[str, Tuple[str, ...]] = {
-    "attention": ("flash-attn", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "xformers", "sdpa-math", REFERENCE),
+    "attention": ATTENTION_BACKENDS,  # their order lives with the backends; "torch" (the reference) is last
     # filled by the kernels work: each gains its Triton backend ahead of the reference
     "rms_norm": (REFERENCE,),
     "rope": (REFERENCE,),
