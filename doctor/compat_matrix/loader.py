@@ -22,6 +22,7 @@ from packaging.version import InvalidVersion, Version
 
 from doctor.compat_matrix.model import (
     ArchSet,
+    CacheFallback,
     DriverFloor,
     GpuFeature,
     GpuName,
@@ -61,6 +62,7 @@ FILES: Tuple[str, ...] = (
     "pairs.toml",
     "gpu_names.toml",
     "notes.toml",
+    "unsloth_runtime.toml",
 )
 
 _PREFIX = "matrix data error"
@@ -551,6 +553,32 @@ def _notes(doc: _Doc, b: _Builder) -> None:
     b.notes_of(doc, required=True)
 
 
+def _unsloth_runtime(doc: _Doc, b: _Builder) -> None:
+    """unsloth_zoo runtime behaviour by release: the compiled-cache temp-directory fallback."""
+    doc.check_tables({"meta", "sources", "cache_fallback", "note"})
+    fields: Fields = {
+        "since": ("str", True), "random_fallback_since": ("str", False), "error_log_since": ("str", False),
+        "location_env_since": ("str", False), "fallback_dir": ("str", True), "shared_across_users": ("bool", True),
+        "source": ("str", True), "history_source": ("str", False), "note": ("str", False),
+    }
+    row = doc.table("cache_fallback", fields)
+    for key in ("since", "random_fallback_since", "error_log_since", "location_env_since"):
+        if key in row:
+            doc.version(f"cache_fallback.{key}", row[key])
+    b.tables["unsloth_cache_fallback"] = CacheFallback(
+        since=row["since"],
+        source=row["source"],
+        random_fallback_since=row.get("random_fallback_since", ""),
+        error_log_since=row.get("error_log_since", ""),
+        location_env_since=row.get("location_env_since", ""),
+        fallback_dir=row["fallback_dir"],
+        shared_across_users=row["shared_across_users"],
+        history_source=row.get("history_source", ""),
+        note=row.get("note", ""),
+    )
+    b.notes_of(doc)
+
+
 _PARSERS: Dict[str, Callable[[_Doc, _Builder], None]] = {
     "xformers_torch.toml": _xformers_torch,
     "torch_triton.toml": _torch_triton,
@@ -563,6 +591,7 @@ _PARSERS: Dict[str, Callable[[_Doc, _Builder], None]] = {
     "pairs.toml": _pairs,
     "gpu_names.toml": _gpu_names,
     "notes.toml": _notes,
+    "unsloth_runtime.toml": _unsloth_runtime,
 }
 
 

@@ -27,7 +27,7 @@ from doctor.compat_matrix.versions import (  # noqa: F401  (re-exported)
 __all__ = [
     "archs_for", "bnb_requirement", "cc_for_gpu_name", "cuda_variants_for", "default_cuda_for", "driver_floor",
     "feature", "feature_supported", "known_good_xformers", "torch_requirement_of_xformers", "triton_pin_for_torch",
-    "unsloth_requirement", "xformers_for_torch",
+    "unsloth_has_cache_fallback", "unsloth_requirement", "xformers_for_torch",
     # re-exported from doctor.compat_matrix.versions
     "cuda_from_int", "cuda_from_tag", "cuda_tag", "format_cc", "minor_of", "parse_cc", "parse_version", "release_of",
 ]
@@ -163,3 +163,15 @@ def feature_supported(m: Matrix, name: str, cc: CC, cuda: Optional[str] = None) 
         if have is None or need is None or have < need:
             return False
     return True
+
+
+def unsloth_has_cache_fallback(m: Matrix, zoo_version: VersionArg) -> Optional[bool]:
+    """Whether this unsloth_zoo falls back to a temp directory when its compiled cache cannot be created.
+
+    None when the version is unknown or garbage, or the matrix has no such fact (a test matrix).
+    """
+    fact = m.unsloth_cache_fallback
+    v = parse_version(zoo_version)
+    if fact is None or v is None:
+        return None
+    return Version(v.public) >= Version(fact.since)  # a local label does not change the release line

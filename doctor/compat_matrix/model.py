@@ -93,6 +93,20 @@ class GpuName(NamedTuple):
     source: str
 
 
+class CacheFallback(NamedTuple):
+    """From which unsloth_zoo release an uncreatable compiled-cache directory falls back to a temp directory."""
+
+    since: str  # first unsloth_zoo release with the fixed fallback, "2025.3.8"
+    source: str  # source key of the bisection
+    random_fallback_since: str = ""  # earlier releases from this one fell back to a random TemporaryDirectory
+    error_log_since: str = ""  # first release that logs "Failed to create directory"
+    location_env_since: str = ""  # first release that reads UNSLOTH_COMPILE_LOCATION
+    fallback_dir: str = ""  # where it falls back to, as the code computes it
+    shared_across_users: bool = True  # the fallback directory is the same for every user of the machine
+    history_source: str = ""  # source key of the commits that introduced it
+    note: str = ""
+
+
 class Matrix(NamedTuple):
     """All tables of the compatibility matrix."""
 
@@ -114,3 +128,4 @@ class Matrix(NamedTuple):
     torch_cuda_variants_uncertain: FrozenSet[str] = frozenset()  # torch minors whose variant list is uncertain
     unsloth_requires: Mapping[str, Tuple[Requirement, ...]] = _EMPTY  # package -> (unsloth version -> spec)
     torch_index_url: str = "https://download.pytorch.org/whl"  # PyTorch download index; a variant's index is <url>/<cuXYZ>
+    unsloth_cache_fallback: Optional[CacheFallback] = None  # unsloth_zoo's temp-directory fallback (unsloth_runtime.toml)

@@ -412,3 +412,14 @@ def test_stale_or_garbage_compiled_copy_is_a_miss(tmp_path: Path) -> None:
     assert any(str(r.spec) == "==3.6.1" for r in m.torch_triton)
     (d / loader.COMPILED).write_text("{not json")
     assert any(str(r.spec) == "==3.6.1" for r in load_matrix(d).torch_triton)
+
+
+def test_bad_cache_fallback_version(data_copy: Path) -> None:
+    edit(data_copy / "unsloth_runtime.toml", 'since = "2025.3.8"', 'since = "2025.3.x"')
+    assert load_error(data_copy) == "matrix data error: unsloth_runtime.toml: cache_fallback.since: invalid version '2025.3.x'"
+
+
+def test_cache_fallback_unknown_source(data_copy: Path) -> None:
+    edit(data_copy / "unsloth_runtime.toml", 'history_source = "ZOO-GIT"', 'history_source = "NOPE"')
+    assert load_error(data_copy) == ("matrix data error: unsloth_runtime.toml: cache_fallback.history_source: "
+                                     "unknown source key 'NOPE' (not in [sources])")

@@ -120,3 +120,22 @@ def test_defaults_and_variants(matrix: Matrix) -> None:
 def test_helpers_reexported() -> None:
     assert lookup.cuda_tag("13.0") == "cu130" and lookup.cuda_from_tag("cu128") == "12.8"
     assert lookup.cuda_from_int(1208) == "12.8" and lookup.parse_cc("8.6") == (8, 6)
+
+
+def test_unsloth_cache_fallback_fact(matrix: Matrix) -> None:
+    """unsloth_zoo 2025.3.8 is the first release that falls back to tempdir/<basename> (bisected, with a source)."""
+    fact = matrix.unsloth_cache_fallback
+    assert fact is not None and fact.since == "2025.3.8" and fact.source in matrix.sources
+    assert fact.error_log_since == "2025.9.14" and fact.location_env_since == "2025.7.11" and fact.shared_across_users
+
+
+@pytest.mark.parametrize("zoo, has", [("2025.3.8", True), ("2026.10.9", True), ("2025.3.8+local", True),
+                                      ("2025.3.7", False), ("2025.3.1", False), ("2025.3.8.dev1", False)])
+def test_unsloth_has_cache_fallback(matrix: Matrix, zoo: str, has: bool) -> None:
+    assert lookup.unsloth_has_cache_fallback(matrix, zoo) is has
+
+
+def test_unsloth_has_cache_fallback_unknown(matrix: Matrix) -> None:
+    for g in GARBAGE:
+        assert lookup.unsloth_has_cache_fallback(matrix, g) is None
+    assert lookup.unsloth_has_cache_fallback(matrix._replace(unsloth_cache_fallback=None), "2026.1.1") is None
