@@ -1,0 +1,75 @@
+"""Every environment variable the doctor reads or sets, named once (as uv's `EnvVars` does).
+
+Code spells a variable through these constants, never as a string literal, so `grep` finds every
+reader and the README can be checked against one list. Grouped by who owns the variable.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+# --- the doctor's own ------------------------------------------------------------------------------
+DOCTOR_PREFIX = "DOCTOR_"  # every variable the doctor owns starts so; all are shown in the report's facts
+DOCTOR_GPUS = "DOCTOR_GPUS"  # simulated GPUs, NAME@CC[@MEM_MIB],... or "none": replaces detection
+DOCTOR_DRIVER_VERSION = "DOCTOR_DRIVER_VERSION"  # simulated NVIDIA driver version (replaces detection)
+DOCTOR_CUDA_DRIVER_VERSION = "DOCTOR_CUDA_DRIVER_VERSION"  # simulated highest CUDA the driver supports
+DOCTOR_CACHE_DIR = "DOCTOR_CACHE_DIR"  # the doctor's own cache (probe verdicts, compiled checks)
+DOCTOR_MATRIX_DIR = "DOCTOR_MATRIX_DIR"  # another copy of the compatibility data (compat_matrix/data)
+DOCTOR_BACKEND_PREFIX = "DOCTOR_BACKEND_"  # DOCTOR_BACKEND_<OP>=<backend> forces the dispatcher's choice
+DOCTOR_PROBE_FD = "DOCTOR_PROBE_FD"  # set for a probe child: the fd of its JSON-lines event channel
+
+# --- output (read by rich, named here so the README and tests use one spelling) ----------------------
+NO_COLOR = "NO_COLOR"  # any value: no colour (https://no-color.org)
+COLUMNS = "COLUMNS"  # terminal width rich uses when it cannot ask the terminal
+
+# --- GPUs --------------------------------------------------------------------------------------------
+CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"  # which GPUs CUDA shows; `doctor probe --gpu N` sets it for probes
+
+# --- compiled caches (each read the way its owner reads it) ------------------------------------------
+UNSLOTH_COMPILE_LOCATION = "UNSLOTH_COMPILE_LOCATION"  # unsloth_zoo's compiled cache (default: cwd-relative)
+UNSLOTH_LOCK_TIMEOUT = "UNSLOTH_LOCK_TIMEOUT"  # how long unsloth waits for its compile lock
+TRITON_CACHE_DIR = "TRITON_CACHE_DIR"  # Triton's kernel cache
+TRITON_HOME = "TRITON_HOME"  # Triton's home; the cache is $TRITON_HOME/.triton/cache
+TRITON_INTERPRET = "TRITON_INTERPRET"  # "1": Triton's CPU interpreter (probe bodies read it)
+TORCHINDUCTOR_CACHE_DIR = "TORCHINDUCTOR_CACHE_DIR"  # torch.compile's Inductor cache
+XDG_CACHE_HOME = "XDG_CACHE_HOME"  # the user cache base directory (platformdirs)
+HOME = "HOME"
+
+# --- which Python environment is active (it may not be the one the doctor runs in) -------------------
+VIRTUAL_ENV = "VIRTUAL_ENV"  # set by a venv's activate script
+CONDA_PREFIX = "CONDA_PREFIX"  # set by `conda activate`
+ACTIVE_ENV_VARS: Tuple[str, ...] = (VIRTUAL_ENV, CONDA_PREFIX)  # in the order activation stacks them: venv on top
+
+# --- what kind of machine (environment kinds) --------------------------------------------------------
+COLAB_RELEASE_TAG = "COLAB_RELEASE_TAG"  # Google Colab
+COLAB_GPU = "COLAB_GPU"  # Google Colab with a GPU runtime
+KAGGLE_KERNEL_RUN_TYPE = "KAGGLE_KERNEL_RUN_TYPE"  # Kaggle notebooks
+KAGGLE_URL_BASE = "KAGGLE_URL_BASE"  # Kaggle notebooks
+KUBERNETES_SERVICE_HOST = "KUBERNETES_SERVICE_HOST"  # a Kubernetes pod (container)
+
+# --- reported in the facts because they change how the stack behaves ---------------------------------
+PYTORCH_CUDA_ALLOC_CONF = "PYTORCH_CUDA_ALLOC_CONF"
+HF_HOME = "HF_HOME"
+PIP_CONSTRAINT = "PIP_CONSTRAINT"  # pip's constraints file (a pin hook writes it)
+LD_LIBRARY_PATH = "LD_LIBRARY_PATH"
+CUDA_HOME = "CUDA_HOME"
+PATH = "PATH"  # where nvidia-smi is looked up
+
+# --- user name, as getpass.getuser() reads it (per-user cache directories) ---------------------------
+USER_NAME_VARS: Tuple[str, ...] = ("LOGNAME", "USER", "LNAME", "USERNAME")
+
+# --- set for child processes (probes, cache verify) --------------------------------------------------
+PYTHONDONTWRITEBYTECODE = "PYTHONDONTWRITEBYTECODE"  # never leave __pycache__ in someone's cache
+PYTHONFAULTHANDLER = "PYTHONFAULTHANDLER"  # a segfault prints the Python stack: evidence
+PYTHONSTARTUP = "PYTHONSTARTUP"  # removed for children: a user's startup file must not run there
+PYTHONUNBUFFERED = "PYTHONUNBUFFERED"  # children's output arrives line by line
+
+
+def backend_var(op: str) -> str:
+    """DOCTOR_BACKEND_ATTENTION for the op 'attention'."""
+    return DOCTOR_BACKEND_PREFIX + op.upper()
+
+
+def backend_op(name: str) -> str:
+    """'cross_entropy' for DOCTOR_BACKEND_CROSS_ENTROPY (the inverse of backend_var)."""
+    return name[len(DOCTOR_BACKEND_PREFIX):].lower()
