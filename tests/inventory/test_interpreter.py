@@ -88,7 +88,7 @@ def test_not_executable(tmp_path: Path) -> None:
 @pytest.mark.parametrize("body, message", [
     ("echo hello; echo '{\"not\": \"ours\"}'", "not a working Python 3 interpreter"),
     ("echo 'SyntaxError: invalid syntax' >&2; exit 1", "exit 1: SyntaxError: invalid syntax"),
-    ("echo '{\"tune_doctor_interpreter\": 1, \"path\": [], \"markers\": {}}'", "lacks 'executable'"),
+    ("echo '{\"tune_doctor_interpreter\": 1, \"path\": [], \"markers\": {}}'", "lacks 'version'"),
     ("echo '{\"tune_doctor_interpreter\": 1, \"executable\": \"x\", \"prefix\": \"/\", \"base_prefix\": \"/\", "
      "\"version\": \"3.11.0\", \"implementation\": \"CPython\", \"path\": [1], \"markers\": {}}'", "lacks 'path'"),
 ])
