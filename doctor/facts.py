@@ -119,6 +119,7 @@ class Facts(NamedTuple):
     env: Mapping[str, str] = _EMPTY  # relevant environment variables that are set
     cwd: str = "."
     notes: Tuple[str, ...] = ()  # non-fatal problems met while gathering (broken METADATA, ...)
+    markers: Mapping[str, str] = _EMPTY  # PEP 508 marker environment of the checked interpreter; empty: this one
 
     def dist(self, name: str) -> Optional[Distribution]:
         """The installed distribution called `name` (any spelling), or None."""
