@@ -1,8 +1,8 @@
 """The child side of a probe run: `python -m doctor.probes.child JOB_JSON`.
 
-Events go out as JSON lines on the file descriptor named by DOCTOR_PROBE_FD (never stdout: a library
-printing there cannot corrupt the protocol): start, ready (after importing torch), begin <id>,
-result <id>, done. Everything the child prints lands in its log, whose tail the runner keeps.
+Events go out on the channel of doctor._util.events (JSON lines on an inherited descriptor, never
+stdout: a library printing there cannot corrupt the protocol): start, ready (after importing torch),
+begin <id>, result <id>, done. Everything the child prints lands in its log, whose tail the runner keeps.
 """
 
 from __future__ import annotations
@@ -13,15 +13,9 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, Callable, Dict, Optional, TextIO
+from typing import Any, Callable, Dict, Optional
 
-FD_ENV = "DOCTOR_PROBE_FD"
-
-
-def emit(out: TextIO, **event: Any) -> None:
-    """One protocol line, flushed at once so the runner sees progress as it happens."""
-    out.write(json.dumps(event, default=str) + "\n")
-    out.flush()
+from doctor._util.events import open_channel
 
 
 def resolve(target: str) -> Callable[..., Any]:
@@ -71,9 +65,9 @@ def main(argv: Optional[list] = None) -> int:
     """Run the probes of one job, reporting each on the event channel."""
     args = sys.argv[1:] if argv is None else argv
     job = json.loads(args[0])
-    out = os.fdopen(int(os.environ[FD_ENV]), "w", buffering=1, encoding="utf-8")
-    os.dup2(2, 1)  # stdout joins stderr in the log: nothing a library prints reaches the channel
-    emit(out, event="start", pid=os.getpid())
+    channel = open_channel()  # from here on stdout joins stderr in the log
+    emit = channel.emit
+    emit(event="start", pid=os.getpid())
     device = "cpu"
     if job.get("needs_torch"):
         t0 = time.perf_counter()
@@ -82,19 +76,19 @@ def main(argv: Optional[list] = None) -> int:
         if job.get("cuda") and torch.cuda.is_available():
             device = "cuda"
             torch.cuda.init()
-        emit(out, event="ready", torch=torch.__version__, cuda=torch.version.cuda, device=device,
+        emit(event="ready", torch=torch.__version__, cuda=torch.version.cuda, device=device,
              import_s=round(time.perf_counter() - t0, 2))
     else:
-        emit(out, event="ready", device=device)
+        emit(event="ready", device=device)
     for spec in job["probes"]:
-        emit(out, event="begin", id=spec["id"])
+        emit(event="begin", id=spec["id"])
         if spec.get("needs_cuda") and device != "cuda":
             # metadata said CUDA; the runtime disagrees (driver too old, no device visible): that is the verdict
-            emit(out, event="result", id=spec["id"], status="error",
+            emit(event="result", id=spec["id"], status="error",
                  detail="torch.cuda.is_available() is False in the probe process")
             continue
-        emit(out, event="result", id=spec["id"], **run_one(spec, device))
-    emit(out, event="done")
+        emit(event="result", id=spec["id"], **run_one(spec, device))
+    emit(event="done")
     return 0
 
 

@@ -9,15 +9,11 @@ fresh child. The doctor itself never imports torch.
 from __future__ import annotations
 
 import json
-import os
-import selectors
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from doctor._util.proc import EventChild, signal_name
 from doctor.facts import Facts
 from doctor.probes.spec import ProbeSpec
 from doctor.verdicts import ProbeResult
@@ -48,103 +44,12 @@ def unmet_requirement(spec: ProbeSpec, facts: Facts, gpu_cc: Optional[Tuple[int,
     return None
 
 
-def _tail(log: "tempfile._TemporaryFileWrapper[bytes]") -> str:
-    """The last TAIL_CHARS characters the child printed."""
-    try:
-        log.flush()
-        size = os.fstat(log.fileno()).st_size
-        log.seek(max(0, size - TAIL_CHARS * 4))
-        return log.read().decode("utf-8", "replace")[-TAIL_CHARS:]
-    except OSError:
-        return ""
-
-
 def _cuda_hint(tail: str) -> str:
     """The first line of the log that names a CUDA failure, for the verdict's detail."""
     for line in tail.splitlines():
         if any(m in line for m in CUDA_MARKERS):
             return line.strip()[:300]
     return ""
-
-
-def _kill(proc: "subprocess.Popen[bytes]") -> None:
-    """Kill the child's whole process group (it may have spawned compilers) and reap it."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def _signal_name(code: int) -> str:
-    """'SIGSEGV' for -11."""
-    try:
-        return signal.Signals(-code).name
-    except (ValueError, AttributeError):
-        return f"signal {-code}"
-
-
-class _Child:
-    """One child process running a list of probes, read event by event."""
-
-    def __init__(self, specs: Sequence[ProbeSpec], env: Mapping[str, str], cuda: bool, seed: int) -> None:
-        job = {"needs_torch": any(s.needs_torch for s in specs), "cuda": cuda,
-               "probes": [{"id": s.id, "target": s.target, "params": dict(s.params), "seed": seed,
-                           "needs_cuda": s.needs_cuda} for s in specs]}
-        rfd, wfd = os.pipe()
-        self.log = tempfile.TemporaryFile()
-        child_env = dict(env)
-        child_env["DOCTOR_PROBE_FD"] = str(wfd)
-        child_env.setdefault("PYTHONUNBUFFERED", "1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "doctor.probes.child", json.dumps(job)],
-            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, env=child_env,
-            pass_fds=(wfd,), start_new_session=True,  # own group: a timeout kills compilers it spawned too
-        )
-        os.close(wfd)
-        self.rfd = rfd
-        self.buf = b""
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(rfd, selectors.EVENT_READ)
-        self.eof = False
-
-    def next_event(self, deadline: float) -> Tuple[str, Optional[dict]]:
-        """('event', dict) | ('garbage', {'line': ...}) | ('timeout', None) | ('eof', None)."""
-        while True:
-            if b"\n" in self.buf:
-                line, self.buf = self.buf.split(b"\n", 1)
-                try:
-                    ev = json.loads(line.decode("utf-8"))
-                    if not isinstance(ev, dict) or "event" not in ev:
-                        raise ValueError
-                except ValueError:
-                    return "garbage", {"line": line[:200].decode("utf-8", "replace")}
-                return "event", ev
-            if self.eof:
-                return "eof", None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return "timeout", None
-            if not self.sel.select(timeout=min(remaining, 1.0)):
-                continue
-            chunk = os.read(self.rfd, 65536)
-            if not chunk:
-                self.eof = True
-            self.buf += chunk
-
-    def close(self) -> None:
-        """Kill if still running, release the pipe and the log."""
-        if self.proc.poll() is None:
-            _kill(self.proc)
-        self.sel.close()
-        try:
-            os.close(self.rfd)
-        except OSError:
-            pass
-        self.log.close()
 
 
 def _verdict(spec: ProbeSpec, ev: Mapping[str, object], tail: str) -> ProbeResult:
@@ -168,17 +73,31 @@ def _verdict(spec: ProbeSpec, ev: Mapping[str, object], tail: str) -> ProbeResul
     )
 
 
+def _start_child(specs: Sequence[ProbeSpec], env: Mapping[str, str], cuda: bool, seed: int, python: str) -> EventChild:
+    """One child process that runs `specs` in turn (`python -m doctor.probes.child JOB_JSON`)."""
+    job = {"needs_torch": any(s.needs_torch for s in specs), "cuda": cuda,
+           "probes": [{"id": s.id, "target": s.target, "params": dict(s.params), "seed": seed,
+                       "needs_cuda": s.needs_cuda} for s in specs]}
+    return EventChild([python, "-m", "doctor.probes.child", json.dumps(job)], env)
+
+
 def run_group(specs: Sequence[ProbeSpec], env: Mapping[str, str], cuda: bool, timeout: Optional[float] = None,
-              seed: int = 0, progress: Optional[Progress] = None) -> List[ProbeResult]:
-    """Run probes in as few children as possible; a child's death costs only the probe in flight."""
+              seed: int = 0, progress: Optional[Progress] = None, python: Optional[str] = None) -> List[ProbeResult]:
+    """Run probes in as few children as possible (with `python`, default this interpreter); a child's death costs only the probe in flight."""
     results: Dict[str, ProbeResult] = {}
     pending = list(specs)
     while pending:
-        child = _Child(pending, env, cuda, seed)
+        try:
+            child = _start_child(pending, env, cuda, seed, python or sys.executable)
+        except OSError as exc:  # the interpreter is gone or not executable: every probe left shares the verdict
+            for v in pending:
+                results[v.id] = ProbeResult(v.id, v.backend, "error", op=v.op,
+                                            detail=f"cannot start the probe process: {exc.strerror or exc}")
+            break
         current: Optional[ProbeSpec] = None
         ready = False
         deadline = time.monotonic() + IMPORT_TIMEOUT
-        try:
+        with child:
             while True:
                 kind, ev = child.next_event(deadline)
                 if kind == "event" and ev is not None:
@@ -192,7 +111,7 @@ def run_group(specs: Sequence[ProbeSpec], env: Mapping[str, str], cuda: bool, ti
                             if progress:
                                 progress(current.id, None)
                     elif name == "result" and current is not None and ev.get("id") == current.id:
-                        r = _verdict(current, ev, _tail(child.log))
+                        r = _verdict(current, ev, child.tail(TAIL_CHARS))
                         results[current.id] = r
                         pending.remove(current)
                         if progress:
@@ -214,32 +133,27 @@ def run_group(specs: Sequence[ProbeSpec], env: Mapping[str, str], cuda: bool, ti
                     if progress:
                         progress(v.id, rv)
                 break
-        finally:
-            child.close()
     return [results[s.id] for s in specs]
 
 
-def _failure(child: _Child, kind: str, ev: Optional[dict], current: Optional[ProbeSpec], ready: bool,
+def _failure(child: EventChild, kind: str, ev: Optional[dict], current: Optional[ProbeSpec], ready: bool,
              timeout: Optional[float]) -> ProbeResult:
     """The verdict for the probe in flight when the child garbled its channel, hung or died."""
     name = current.id if current else "?"
     if kind == "garbage":
-        _kill(child.proc)
+        child.kill()
         line = ev["line"] if ev else ""
-        return _failed_status(name, "error", f"unreadable result from the probe process: {line!r}", _tail(child.log))
+        return _failed_status(name, "error", f"unreadable result from the probe process: {line!r}", child.tail(TAIL_CHARS))
     if kind == "timeout":
         limit = (timeout if timeout is not None else current.timeout) if current else IMPORT_TIMEOUT
         phase = "probe" if current else ("between probes" if ready else "startup (import torch)")
-        _kill(child.proc)
-        return _failed_status(name, "timeout", f"no result within {limit:g} s ({phase}); the process was killed", _tail(child.log))
-    try:  # eof: the child is gone
-        code = child.proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        _kill(child.proc)
-        code = child.proc.returncode if child.proc.returncode is not None else -9
-    tail = _tail(child.log)
+        child.kill()
+        return _failed_status(name, "timeout", f"no result within {limit:g} s ({phase}); the process was killed",
+                              child.tail(TAIL_CHARS))
+    code = child.exit_code()  # eof: the child is gone
+    tail = child.tail(TAIL_CHARS)
     if code < 0:
-        return _failed_status(name, "crash", f"probe process killed by {_signal_name(code)}", tail)
+        return _failed_status(name, "crash", f"probe process killed by {signal_name(code)}", tail)
     if not ready:
         return _failed_status(name, "error", f"probe process failed to start (exit code {code})", tail)
     return _failed_status(name, "crash", f"probe process exited with code {code} mid-probe", tail)

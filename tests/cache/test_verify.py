@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from doctor.cache.diagnose import diagnose
 from doctor.cache.verify import verify_modules
 from doctor.findings import Severity
 from tests.cache.conftest import by_id, header, make_facts, module
@@ -22,8 +22,23 @@ def write(d: Path, name: str, text: str) -> str:
     return str(d / name)
 
 
+def installed_lib_missing_a_dependency(site: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An installed package (on the children's PYTHONPATH) whose own import needs a module that is not installed."""
+    write(site / "tune_doctor_fake_lib", "__init__.py", "import tune_doctor_missing_dependency_xyz\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    return "tune_doctor_fake_lib"
+
+
+def fake_unsloth(site: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
+    """A package named unsloth on the children's PYTHONPATH whose import runs `body` (cwd: the training directory)."""
+    write(site / "unsloth", "__init__.py", "import os\nCACHE = os.path.join(os.getcwd(), 'unsloth_compiled_cache')\n"
+          "def rewrite(name, text):\n    with open(os.path.join(CACHE, name), 'w') as fh:\n        fh.write(text)\n"
+          + body)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+
+
 def test_each_failure_is_classified(tmp_path: Path) -> None:
-    """Good, syntax error, truncated (cut mid-statement), import error, exec error, missing dependency: one child."""
+    """Good, syntax error, truncated (cut mid-statement), import error, exec error, import of what nothing provides."""
     d = tmp_path / "c"
     good = write(d, "UnslothSFTTrainer.py", module("UnslothSFTTrainer"))
     full = module("UnslothDPOTrainer", body="def f(x):\n    return x + 1\n")
@@ -34,10 +49,12 @@ def test_each_failure_is_classified(tmp_path: Path) -> None:
     dep = write(d, "GroupNorm.py", "import tune_doctor_missing_dependency_xyz\n")
     res, note = verify_modules(str(d), [good, cut, syn, imp, exe, dep], timeout=20)
     assert [r.status for r in res] == ["ok", "syntax-error", "syntax-error", "import-error", "exec-error",
-                                       "missing-dependency"], res
+                                       "import-error"], res
     assert note == ""
     assert res[3].where == "LayerNorm.py:1" and "no_such_name" in res[3].error
-    assert res[5].dependency == "tune_doctor_missing_dependency_xyz" and not res[5].broken
+    # no installed package provides it and it is not part of the training stack: the module is broken
+    # (quarantined, so unsloth regenerates it), not "unverified"
+    assert res[5].broken and res[5].where == "GroupNorm.py:1" and "tune_doctor_missing_dependency_xyz" in res[5].error
     assert not (d / "__pycache__").exists()  # the check never writes bytecode into the cache
 
 
@@ -75,13 +92,15 @@ def test_preload_failure_leaves_modules_unverified(tmp_path: Path) -> None:
     assert r.status == "not-run" and not r.broken and "tune_doctor_no_such_preload" in note
 
 
-def test_verify_findings_replace_the_cheap_ones(caches) -> None:  # type: ignore[no-untyped-def]
+def test_verify_findings_replace_the_cheap_ones(caches, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     """verify: one ERROR per broken module (with the error), INFO for unverifiable ones, summary counts clean ones."""
+    from doctor.cache.diagnose import diagnose
+
     d = caches.unsloth
     write(d, "UnslothSFTTrainer.py", module("UnslothSFTTrainer"))
     write(d, "UnslothDPOTrainer.py", header()[:30])  # truncated header: cheap finding AND syntax error
     write(d, "Conv3d.py", header() + "from json import nope\n")
-    write(d, "moe_utils.py", "import tune_doctor_missing_dependency_xyz\n")
+    write(d, "moe_utils.py", f"import {installed_lib_missing_a_dependency(caches.cwd.parent / 'site', monkeypatch)}\n")
     diag = diagnose(make_facts(caches.cwd), ("unsloth",), mode="verify", import_timeout=20, preload=[])
     broken = by_id(diag.findings, "cache.unsloth-broken-module")
     assert sorted(f.subject for f in broken) == [str(d / "Conv3d.py"), str(d / "UnslothDPOTrainer.py")]
@@ -119,3 +138,72 @@ def test_doctor_check_catches_truncated_modules_by_compiling(tmp_path: Path, mon
     assert [(r.path, r.status, r.where) for r in again] == [(bad, "syntax-error", "Conv3d.py:3")]
     Path(bad).write_text("x = 1\n")  # rewritten (size changes): checked again
     assert syntax_checked([good, bad]) == []
+
+
+def test_missing_stack_package_is_unverified_not_broken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A training-stack package that is not installed, or an installed package's missing dependency: install it."""
+    d = tmp_path / "c"
+    stack = write(d, "Linear4bit.py", "import tune_doctor_stack_pkg_xyz\n")
+    lib = write(d, "moe_utils.py", f"import {installed_lib_missing_a_dependency(tmp_path / 'site', monkeypatch)}\n")
+    sub = write(d, "Conv1d.py", "import json.tune_doctor_no_such_submodule\n")  # json is installed: broken
+    res, note = verify_modules(str(d), [stack, lib, sub], timeout=20, stack=("tune_doctor_stack_pkg_xyz",))
+    assert [r.status for r in res] == ["missing-dependency", "missing-dependency", "import-error"], res
+    assert res[0].dependency == "tune_doctor_stack_pkg_xyz" and not res[0].broken
+    assert "install tune_doctor_stack_pkg_xyz" in res[0].error
+    assert res[1].dependency == "tune_doctor_missing_dependency_xyz" and not res[1].broken  # the env lacks it
+    assert res[2].broken and note == ""
+
+
+def test_the_default_stack_names_import_names(tmp_path: Path) -> None:
+    """unsloth_zoo, not unsloth-zoo: the child compares what a ModuleNotFoundError names."""
+    from doctor.cache.verify import STACK_IMPORTS
+
+    assert {"torch", "transformers", "trl", "peft", "accelerate", "unsloth", "unsloth_zoo", "flash_attn"} <= set(STACK_IMPORTS)
+
+
+def test_modules_the_preload_rewrites_are_judged_as_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`import unsloth` regenerates broken and stale trainer modules: each is reported rewritten, with its verdict before."""
+    work = tmp_path / "work"
+    d = work / "unsloth_compiled_cache"
+    grpo_full = module("UnslothGRPOTrainer", body="def f(x):\n    return x + 1\n")
+    grpo = write(d, "UnslothGRPOTrainer.py", grpo_full[: grpo_full.index("x + 1") + 3])  # truncated mid-statement
+    dpo = write(d, "UnslothDPOTrainer.py", module("UnslothDPOTrainer", unsloth="2025.1.1"))  # stale, compiles
+    sft_text = module("UnslothSFTTrainer")
+    sft = write(d, "UnslothSFTTrainer.py", sft_text)  # written again with the same bytes: not a rewrite
+    orpo = write(d, "UnslothORPOTrainer.py", module("UnslothORPOTrainer"))  # fine, rewritten into a broken file
+    kto_text = module("UnslothKTOTrainer", body="A = 1\n")
+    kto = write(d, "UnslothKTOTrainer.py", kto_text[: kto_text.index("class ")])  # incomplete, left alone
+    os.utime(sft, ns=(1, 1))  # so the identical rewrite changes the mtime
+    fake_unsloth(tmp_path / "site", monkeypatch,
+                 f"rewrite('UnslothGRPOTrainer.py', {grpo_full!r})\nrewrite('UnslothDPOTrainer.py', {module('UnslothDPOTrainer')!r})\n"
+                 f"rewrite('UnslothSFTTrainer.py', {sft_text!r})\nrewrite('UnslothORPOTrainer.py', 'def broken(:\\n')\n")
+    res, note = verify_modules(str(d), [grpo, dpo, sft, orpo, kto], cwd=str(work), timeout=20, preload=["unsloth"])
+    assert note == ""
+    by = {Path(r.path).stem: r for r in res}
+    assert Path(grpo).read_text() == grpo_full  # the preload really did regenerate it
+    g = by["UnslothGRPOTrainer"]
+    assert (g.status, g.before, g.rewritten, g.broken) == ("rewritten", "syntax-error", True, False), g
+    assert "SyntaxError" in g.error and "import unsloth" in g.error and g.where.startswith("UnslothGRPOTrainer.py:")
+    assert (by["UnslothDPOTrainer"].status, by["UnslothDPOTrainer"].before) == ("rewritten", "ok")
+    assert "stale" in by["UnslothDPOTrainer"].error
+    assert (by["UnslothSFTTrainer"].status, by["UnslothSFTTrainer"].before) == ("ok", "")
+    o = by["UnslothORPOTrainer"]
+    assert (o.status, o.before, o.broken) == ("syntax-error", "ok", True)  # broken now: quarantine it
+    assert (by["UnslothKTOTrainer"].status, by["UnslothKTOTrainer"].before) == ("incomplete", "")
+
+
+def test_rewrites_count_even_when_the_preload_then_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The preload rewrites a module and then raises: the rewrite is still reported; the compile verdicts stand."""
+    work = tmp_path / "work"
+    d = work / "unsloth_compiled_cache"
+    full = module("UnslothGRPOTrainer")
+    grpo = write(d, "UnslothGRPOTrainer.py", full[:-12])  # "class Unsl" ... cut mid-statement
+    kto_text = module("UnslothKTOTrainer", body="A = 1\n")
+    kto = write(d, "UnslothKTOTrainer.py", kto_text[: kto_text.index("class ")])  # cut at a statement boundary
+    good = write(d, "Conv3d.py", "x = 1\n")
+    fake_unsloth(tmp_path / "site", monkeypatch,
+                 f"rewrite('UnslothGRPOTrainer.py', {full!r})\nraise ImportError('unsloth_zoo is too old')\n")
+    res, note = verify_modules(str(d), [grpo, kto, good], cwd=str(work), timeout=20, preload=["unsloth"])
+    assert "unsloth_zoo is too old" in note
+    assert [(r.status, r.before) for r in res] == [("rewritten", "syntax-error"), ("incomplete", ""), ("not-run", "")]
+    assert res[1].broken and "UnslothKTOTrainer" in res[1].error

@@ -7,6 +7,8 @@ import os
 import sys
 import time
 
+from doctor._util.events import FD_ENV
+
 
 def ok(ctx):  # type: ignore[no-untyped-def]
     """A healthy probe."""
@@ -48,7 +50,7 @@ def raises(ctx):  # type: ignore[no-untyped-def]
 
 def garbage_channel(ctx):  # type: ignore[no-untyped-def]
     """Writes garbage straight onto the result channel."""
-    os.write(int(os.environ["DOCTOR_PROBE_FD"]), b"\x00garbage, not a result\n")
+    os.write(int(os.environ[FD_ENV]), b"\x00garbage, not a result\n")
     return ok(ctx)
 
 
