@@ -1,14 +1,55 @@
-"""tune-doctor: make a GPU fine-tuning environment known-good before training starts."""
+"""tune-doctor: make a GPU fine-tuning environment known-good before training starts.
+
+The typed public face:
+
+    import doctor
+    report = doctor.check()            # the environment of this interpreter: a doctor.Report
+    report.exit_code, report.findings  # 0 healthy, 1 warnings, 2 errors; the doctor.Finding records
+    print(report)                      # the text report; in Jupyter the report displays as rich HTML
+    report.to_json()                   # the same document as `doctor check --json`
+    doctor.check_imports()             # this process's import order (a notebook cell), also a Report
+
+Importing the package imports nothing but its version: every public name is loaded on first use
+(PEP 562), so `import doctor.backends.attention` (or the runtime) in a training process never pays for
+rich, the rules or the inventory.
+"""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any, Dict, List
 
-__all__ = ["__version__", "check_imports"]
+from doctor._version import __version__
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
+    from doctor.checkup import Report, check, check_imports
+    from doctor.errors import DoctorError
+    from doctor.findings import Category, Finding, Severity
+
+# public name -> the module that defines it (imported on first access)
+_LAZY: Dict[str, str] = {
+    "check": "doctor.checkup",
+    "check_imports": "doctor.checkup",
+    "Report": "doctor.checkup",
+    "Finding": "doctor.findings",
+    "Severity": "doctor.findings",
+    "Category": "doctor.findings",
+    "DoctorError": "doctor.errors",
+}
+
+__all__ = ["__version__", *_LAZY]
 
 
-def check_imports(modules=None):  # type: ignore[no-untyped-def]
-    """Import-order findings for this process (call it from a notebook cell); see doctor.rules.imports."""
-    from doctor.rules.imports import check_imports as _check
+def __getattr__(name: str) -> Any:
+    """Load a public name on first access; anything else is an AttributeError."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later accesses skip this function
+    return value
 
-    return _check(modules)
+
+def __dir__() -> List[str]:
+    """The public names (loaded or not) and what the module already holds."""
+    return sorted(set(globals()) | set(__all__))
