@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, List, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
+from doctor._util.timeouts import Background, TimedOut
 from doctor.facts import Facts, Hardware
 
 
@@ -24,7 +25,8 @@ def gather(
     from doctor.inventory.builds import torch_build, xformers_build
     from doctor.inventory.distributions import scan_distributions
     from doctor.inventory.environment import relevant_env
-    from doctor.inventory.gpu import detect_hardware, hardware_from_override
+    from doctor.inventory.gpu.detect import detect_hardware
+    from doctor.inventory.gpu.override import hardware_from_override
     from doctor.inventory.platform_info import env_kinds, platform_info, python_info
 
     if isinstance(paths, str):  # a lone path, not a sequence of one-character entries
@@ -46,9 +48,9 @@ def gather(
         hardware = detect_hardware(environ, timeout=gpu_timeout)
         scan = scan_distributions(paths)
     else:
-        probe = _Background(lambda: detect_hardware(environ, timeout=gpu_timeout))
+        detection = Background(lambda: detect_hardware(environ, timeout=gpu_timeout), name="doctor-gpu")
         scan = scan_distributions(paths)
-        hardware = probe.result(gpu_timeout + 1.5)
+        hardware = hardware_of(detection, gpu_timeout + 1.5)
     notes.extend(scan.notes)
     dists = scan.distributions
     return Facts(
@@ -65,30 +67,11 @@ def gather(
     )
 
 
-class _Background:
-    """Hardware detection running in a daemon thread; result() never raises and never waits past its timeout."""
-
-    def __init__(self, fn: Callable[[], Hardware]) -> None:
-        import threading
-
-        self._fn = fn
-        self._value: Optional[Hardware] = None
-        self._error: Optional[str] = None
-        self._thread = threading.Thread(target=self._run, name="doctor-gpu", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._value = self._fn()
-        except BaseException as exc:  # surfaced as a note by result()
-            self._error = f"{exc.__class__.__name__}: {exc}"
-
-    def result(self, timeout: float) -> Hardware:
-        """The detected Hardware, or an empty one with a note when detection failed or overran."""
-        self._thread.join(max(timeout, 0.0))
-        if self._value is not None:
-            return self._value
-        if self._thread.is_alive():
-            return Hardware(notes=(f"GPU detection did not finish within {timeout:g} s",))
-        return Hardware(notes=(f"GPU detection failed: {self._error}",))
-
+def hardware_of(detection: "Background[Hardware]", timeout: float) -> Hardware:
+    """The detected Hardware, or an empty one with a note when detection failed or overran; never raises."""
+    try:
+        return detection.result(timeout)
+    except TimedOut:
+        return Hardware(notes=(f"GPU detection did not finish within {timeout:g} s",))
+    except (Exception, SystemExit) as exc:  # a bug or a driver surprise in detection: a note, never a crash
+        return Hardware(notes=(f"GPU detection failed: {exc.__class__.__name__}: {exc}",))

@@ -215,15 +215,16 @@ def test_real_xformers_wheel(xformers_site: Path) -> None:
 
 
 def test_background_detection_failures_become_notes() -> None:
-    from doctor.inventory.gather import _Background
+    from doctor._util.timeouts import Background
+    from doctor.inventory.gather import hardware_of
 
     def boom():  # type: ignore[no-untyped-def]
         raise RuntimeError("driver exploded")
 
-    assert _Background(boom).result(2.0).notes == ("GPU detection failed: RuntimeError: driver exploded",)
+    assert hardware_of(Background(boom), 2.0).notes == ("GPU detection failed: RuntimeError: driver exploded",)
     start = time.monotonic()
-    slow = _Background(lambda: time.sleep(5))  # type: ignore[arg-type,return-value]
-    assert slow.result(0.2).notes == ("GPU detection did not finish within 0.2 s",)
+    slow = Background(lambda: time.sleep(5))  # type: ignore[arg-type,return-value]
+    assert hardware_of(slow, 0.2).notes == ("GPU detection did not finish within 0.2 s",)
     assert time.monotonic() - start < 1.0
 
 

@@ -11,18 +11,13 @@ from pathlib import Path
 import pytest
 
 from doctor.errors import DoctorError
-from doctor.inventory.gpu import (
-    Probe,
-    combine,
-    detect_hardware,
-    format_cuda_version,
-    hardware_from_override,
-    nvml_via_pynvml,
-    probe_nvml,
-    query_nvidia_smi,
-    read_procfs,
-    read_sysfs,
-)
+from doctor.inventory.gpu.detect import combine, detect_hardware
+from doctor.inventory.gpu.detection import Detection
+from doctor.inventory.gpu.nvidia_smi import query_nvidia_smi
+from doctor.inventory.gpu.nvml import detect_nvml, format_cuda_version, nvml_via_pynvml
+from doctor.inventory.gpu.override import hardware_from_override
+from doctor.inventory.gpu.procfs import read_procfs
+from doctor.inventory.gpu.sysfs import read_sysfs
 from doctor.facts import GPU
 from tests.inventory.builders import write_executable
 
@@ -189,9 +184,9 @@ def test_nvml_init_failure_is_a_note(tmp_path: Path, fake_nvml) -> None:
 
 def test_nvml_hang_is_abandoned_after_the_timeout(fake_nvml) -> None:
     start = time.monotonic()
-    probe = probe_nvml(1.0, library=fake_nvml["HANG"], use_pynvml=False)
+    found = detect_nvml(1.0, library=fake_nvml["HANG"], use_pynvml=False)
     assert time.monotonic() - start < 2.0
-    assert probe.driver_version is None and "no answer within 1 s" in probe.notes[0]
+    assert found.driver_version is None and "no answer within 1 s" in found.notes[0]
 
 
 def test_incomplete_nvml_is_completed_by_nvidia_smi(tmp_path: Path, fake_nvml) -> None:
@@ -234,9 +229,9 @@ def test_nvml_via_a_pynvml_like_module() -> None:
         nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(total=15360 << 20),
         nvmlDeviceGetUUID=not_supported,
     )
-    probe = nvml_via_pynvml(fake)
-    assert probe.driver_version == "535.104.05" and probe.cuda_driver_version == "12.2"
-    assert probe.gpus == [GPU(index=0, name="Tesla T4", compute_capability=(7, 5), memory_mib=15360, uuid=None)]
+    found = nvml_via_pynvml(fake)
+    assert found.driver_version == "535.104.05" and found.cuda_driver_version == "12.2"
+    assert found.gpus == [GPU(index=0, name="Tesla T4", compute_capability=(7, 5), memory_mib=15360, uuid=None)]
 
 
 @pytest.mark.parametrize("value, expected", [(12020, "12.2"), (13000, "13.0"), (11080, "11.8"), (12090, "12.9")])
@@ -255,9 +250,9 @@ def test_sysfs_driver(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("text, version", [(PROC_VERSION, "580.159.04"), (PROC_VERSION_OPEN, "570.86.15")])
 def test_procfs_driver_and_gpus(tmp_path: Path, text: str, version: str) -> None:
-    probe = read_procfs(str(make_proc(tmp_path / "proc", text)))
-    assert probe.driver_version == version
-    assert [(g.index, g.name, g.uuid, g.compute_capability) for g in probe.gpus] == [
+    found = read_procfs(str(make_proc(tmp_path / "proc", text)))
+    assert found.driver_version == version
+    assert [(g.index, g.name, g.uuid, g.compute_capability) for g in found.gpus] == [
         (0, "NVIDIA H100 80GB HBM3", "GPU-aaaa", None),
         (1, "NVIDIA H100 80GB HBM3", "GPU-bbbb", None),
     ]
@@ -268,10 +263,10 @@ def test_procfs_garbage(tmp_path: Path) -> None:
     gpu_dir = root / "driver" / "nvidia" / "gpus" / "0000:01:00.0"
     gpu_dir.mkdir(parents=True)
     (gpu_dir / "information").mkdir()  # not a file
-    probe = read_procfs(str(root))
-    assert probe.driver_version is None
-    assert any("no driver version" in n for n in probe.notes)
-    assert probe.gpus == [GPU(index=0, name="unknown")]
+    found = read_procfs(str(root))
+    assert found.driver_version is None
+    assert any("no driver version" in n for n in found.notes)
+    assert found.gpus == [GPU(index=0, name="unknown")]
 
 
 def test_sysfs_source_wins_and_procfs_names_are_used(tmp_path: Path) -> None:
@@ -364,8 +359,8 @@ def test_nvidia_smi_missing(tmp_path: Path) -> None:
 def test_nvidia_smi_not_executable_via_argv(tmp_path: Path) -> None:
     script = tmp_path / "nvidia-smi"
     script.write_text("#!/bin/sh\necho hi\n")  # no x bit; an argv list is run as given
-    probe = query_nvidia_smi([str(script)], timeout=2)
-    assert probe.gpus == [] and any("cannot run" in n for n in probe.notes)
+    found = query_nvidia_smi([str(script)], timeout=2)
+    assert found.gpus == [] and any("cannot run" in n for n in found.notes)
 
 
 def test_nvidia_smi_hang_is_killed_in_time(tmp_path: Path) -> None:
@@ -402,7 +397,7 @@ def test_cuda_visible_devices_is_only_a_note(tmp_path: Path) -> None:
 
 
 def test_disagreeing_drivers_are_noted() -> None:
-    hw = combine([Probe("sysfs", driver_version="580.159.04"), Probe("nvidia-smi", driver_version="575.51.03")])
+    hw = combine([Detection("sysfs", driver_version="580.159.04"), Detection("nvidia-smi", driver_version="575.51.03")])
     assert hw.driver_version == "580.159.04" and hw.source == "sysfs"
     assert any("disagree" in n for n in hw.notes)
 
@@ -438,12 +433,12 @@ def test_pynvml_is_the_fallback_when_the_library_cannot_be_loaded(tmp_path: Path
     (tmp_path / "pynvml.py").write_text(FAKE_PYNVML)
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
-        probe = probe_nvml(3.0, library=str(tmp_path / "libnvidia-ml.so.1"))
+        found = detect_nvml(3.0, library=str(tmp_path / "libnvidia-ml.so.1"))
     finally:
         sys.modules.pop("pynvml", None)
-    assert probe.driver_version == "550.54.14" and probe.cuda_driver_version == "12.4"
-    assert probe.gpus == [GPU(index=0, name="NVIDIA L4", compute_capability=(8, 9), memory_mib=24576, uuid="GPU-l4")]
-    assert "used pynvml instead" in probe.notes[0]
+    assert found.driver_version == "550.54.14" and found.cuda_driver_version == "12.4"
+    assert found.gpus == [GPU(index=0, name="NVIDIA L4", compute_capability=(8, 9), memory_mib=24576, uuid="GPU-l4")]
+    assert "used pynvml instead" in found.notes[0]
 
 
 def test_ctypes_comes_first_even_when_pynvml_is_there(tmp_path: Path, fake_nvml, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -451,5 +446,5 @@ def test_ctypes_comes_first_even_when_pynvml_is_there(tmp_path: Path, fake_nvml,
 
     (tmp_path / "pynvml.py").write_text("raise SystemExit('pynvml must not be imported when ctypes works')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    probe = probe_nvml(3.0, library=fake_nvml["OK"])
-    assert probe.driver_version == "580.159.04" and "pynvml" not in sys.modules
+    found = detect_nvml(3.0, library=fake_nvml["OK"])
+    assert found.driver_version == "580.159.04" and "pynvml" not in sys.modules
