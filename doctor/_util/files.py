@@ -1,18 +1,21 @@
-"""Small, bounded file reads shared by the inventory modules (no module here raises on bad data)."""
+"""Small, bounded, non-blocking file reads: the one reader of metadata, version files and cache entries."""
 
 from __future__ import annotations
 
 import os
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 # Metadata files are small; a cap keeps a giant or endless file (a FIFO, /dev/zero) from stalling us.
 DEFAULT_LIMIT = 4 * 1024 * 1024
 
 
-def read_bytes(path: str, limit: int = DEFAULT_LIMIT, nofollow: bool = False) -> bytes:
+def read_bytes(path: str, limit: int = DEFAULT_LIMIT, nofollow: bool = False,
+               until: Optional[Callable[[bytearray, int], int]] = None, chunk: int = 1024 * 1024) -> bytes:
     """Read at most `limit` bytes of a regular file; raises OSError like open() does.
 
     nofollow refuses a symlink as the last component (caches: a link must not lead reads outside a root).
+    until(buf, start), when given, is asked after each chunk for the offset where the wanted part ends
+    (searching from `start`, where the new bytes begin), or -1 to read on: a header is read without its body.
     """
     # O_NONBLOCK so a FIFO planted where a file should be cannot block the open.
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -22,15 +25,18 @@ def read_bytes(path: str, limit: int = DEFAULT_LIMIT, nofollow: bool = False) ->
     try:
         if not _is_regular(fd):
             raise IsADirectoryError(21, "not a regular file", path)
-        chunks = []
-        left = limit
-        while left > 0:
-            chunk = os.read(fd, min(left, 1024 * 1024))
-            if not chunk:
+        buf = bytearray()
+        while len(buf) < limit:
+            data = os.read(fd, min(limit - len(buf), chunk))
+            if not data:
                 break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+            start = len(buf)
+            buf += data
+            if until is not None:
+                end = until(buf, start)
+                if end >= 0:
+                    return bytes(buf[:end])
+        return bytes(buf)
     finally:
         os.close(fd)
 

@@ -22,7 +22,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from doctor.facts import Distribution
-from doctor._util.files import describe_os_error, read_text
+from doctor._util.files import describe_os_error, read_bytes, read_text
 
 # METADATA headers are a few KiB; the long description after them can be MiBs and is never read.
 _HEADER_CHUNK = 8 * 1024
@@ -236,30 +236,15 @@ def name_version_from_dirname(base: str) -> Tuple[Optional[str], Optional[str]]:
 
 def _read_header_bytes(path: str) -> Tuple[Optional[bytes], Optional[str]]:
     """The bytes of a metadata file up to and including its header block: (bytes, None) or (None, reason)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:  # the body (long description) is never read past the chunk that ends the header, never decoded
+        return read_bytes(path, _HEADER_LIMIT, until=_header_end_from, chunk=_HEADER_CHUNK), None
     except OSError as exc:
         return None, describe_os_error(exc)
-    try:
-        import stat
 
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None, "not a regular file"
-        buf = bytearray()
-        while len(buf) < _HEADER_LIMIT:
-            chunk = os.read(fd, _HEADER_CHUNK)
-            if not chunk:
-                break
-            searched = max(0, len(buf) - 2)  # only look at what is new (and the 2 bytes before it)
-            buf += chunk
-            end = _header_end(buf, searched)
-            if end >= 0:
-                return bytes(buf[:end]), None  # the body (long description) is never decoded
-        return bytes(buf), None
-    except OSError as exc:
-        return None, describe_os_error(exc)
-    finally:
-        os.close(fd)
+
+def _header_end_from(buf: bytearray, start: int) -> int:
+    """_header_end over the bytes new since `start` (and the 2 before them: an end split across chunks)."""
+    return _header_end(buf, max(0, start - 2))
 
 
 def _header_end(buf: bytearray, start: int = 0) -> int:
