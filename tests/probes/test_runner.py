@@ -185,3 +185,16 @@ def test_simulated_hardware_never_runs_gpu_probes(tmp_path: Path) -> None:
     r = run_probes(facts, only=["cuda", "sdpa"], cache=DoctorCache(tmp_path / "c"))
     assert {x.status for x in r.results} == {"skipped"} and r.ran == ()
     assert all("simulated" in x.detail or "not installed" in x.detail for x in r.results)
+
+
+def test_the_interpreter_is_a_parameter_and_a_missing_one_is_a_verdict(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """run_group takes the interpreter to run probes with; one that cannot start fails each probe, not the doctor."""
+    import sys
+
+    from doctor.probes.runner import run_group
+
+    specs = [spec("a.ok", "ok"), spec("b.ok", "whoami")]
+    assert [r.status for r in run_group(specs, env, cuda=False, python=sys.executable)] == ["pass", "pass"]
+    res = run_group(specs, env, cuda=False, python=str(tmp_path / "no-such-python"))
+    assert [(r.id, r.status) for r in res] == [("a.ok", "error"), ("b.ok", "error")]
+    assert all("cannot start the probe process" in r.detail for r in res)
