@@ -17,6 +17,7 @@ rich, the rules or the inventory.
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Dict, List
 
 from doctor._version import __version__
@@ -51,5 +52,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> List[str]:
-    """The public names (loaded or not) and what the module already holds."""
-    return sorted(set(globals()) | set(__all__))
+    """The public names (loaded or not), the submodules already imported and the module's dunders; not the
+    helpers this file imports for itself (typing names, importlib)."""
+    submodules = {n for n, v in globals().items() if isinstance(v, ModuleType) and v.__name__.startswith(__name__ + ".")}
+    return sorted(set(__all__) | submodules | {n for n in globals() if n.startswith("__")})

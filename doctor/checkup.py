@@ -75,6 +75,13 @@ class Report(ReportData):
         text = _plain(con.export_text(clear=False, styles=False))
         return {"text/plain": text, "text/html": con.export_html(inline_styles=True, code_format=_HTML)}
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's text/plain (a terminal IPython, a notebook's plain view): the text report, not the repr.
+
+        IPython's own printer for tuples would otherwise win over the bundle's text/plain (a Report is a tuple).
+        """
+        printer.text(str(self).rstrip("\n"))
+
 
 def _recorded(report: ReportData) -> "Console":
     """A rich Console that recorded the text report (printed to a string, never to the terminal)."""

@@ -33,14 +33,14 @@ class ReportData(NamedTuple):
     @property
     def exit_code(self) -> int:
         """0 healthy, 1 warnings, 2 errors (doctor.exits)."""
-        return int(exit_code_for(self.findings))
+        return exit_code_for(self.findings)
 
 
-def exit_code_for(findings: Iterable[Finding]) -> ExitCode:
+def exit_code_for(findings: Iterable[Finding]) -> int:
     """Map the worst severity to the documented exit code."""
     w = worst(findings)
     if w >= Severity.ERROR:
-        return ExitCode.ERRORS
+        return int(ExitCode.ERRORS)
     if w >= Severity.WARN:
-        return ExitCode.WARNINGS
-    return ExitCode.HEALTHY
+        return int(ExitCode.WARNINGS)
+    return int(ExitCode.HEALTHY)

@@ -91,3 +91,19 @@ def test_notebook_syntax_error_names_cell(tmp_path: Path) -> None:
     with pytest.raises(DoctorError, match=r"^cannot parse .*nb\.ipynb: cell 3, line 2: "):
         check_script(path)
 
+
+
+def test_notebook_nested_too_deeply(tmp_path: Path) -> None:
+    """A .ipynb of 100 000 nested brackets: one-line DoctorError, not a RecursionError traceback."""
+    p = tmp_path / "nb.ipynb"
+    p.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DoctorError, match=r"^cannot parse .*nb\.ipynb: not a notebook \(JSON nested too deeply\)$"):
+        check_script(str(p))
+
+
+def test_notebook_top_level_not_an_object(tmp_path: Path) -> None:
+    """Valid JSON that is not a notebook (a list): DoctorError naming why."""
+    p = tmp_path / "nb.ipynb"
+    p.write_text("[1, 2]")
+    with pytest.raises(DoctorError, match=r"^cannot parse .*: not a notebook \(top level is not an object\)$"):
+        check_script(str(p))

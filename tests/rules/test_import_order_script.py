@@ -209,3 +209,14 @@ def test_patcher_only_inside_a_function_runs_after_module_level_imports(tmp_path
     [f] = [x for x in check_script(str(p)) if x.id == "imports.script-order"]
     assert f.severity.name == "WARN" and "trl" in f.title and "module level" in f.fix[0].description
 
+
+
+def test_script_larger_than_the_cap_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the size cap the file is refused with one line, never parsed truncated."""
+    from doctor.rules.import_order import script as script_module
+
+    monkeypatch.setattr(script_module, "_MAX_BYTES", 64)
+    p = tmp_path / "train.py"
+    p.write_text("import transformers\n" * 10)
+    with pytest.raises(DoctorError, match=r"^cannot read script .*train\.py: larger than "):
+        check_script(str(p))
