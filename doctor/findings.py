@@ -6,6 +6,8 @@ import shlex
 from enum import Enum, IntEnum
 from typing import Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
 
+from doctor.actions import Action as TypedAction
+
 
 class Severity(IntEnum):
     """How bad a finding is; ordered so max() gives the worst."""
@@ -109,7 +111,7 @@ class Finding(NamedTuple):
     title: str  # one line
     evidence: Tuple[Tuple[str, str], ...] = ()  # ordered (label, value) pairs
     explanation: str = ""
-    fix: Tuple[Action, ...] = ()
+    fix: Tuple[TypedAction, ...] = ()  # doctor.actions: the preferred step first, then alternatives
     subject: str = ""  # what it is about when one id repeats (a GPU index, a package)
 
     def to_dict(self) -> Dict[str, object]:
@@ -133,7 +135,7 @@ def finding(
     title: str,
     evidence: Optional[Mapping[str, object]] = None,
     explanation: str = "",
-    fix: Iterable[Action] = (),
+    fix: Iterable[TypedAction] = (),
     subject: str = "",
 ) -> Finding:
     """Build a Finding, turning evidence values into strings in the given order."""
@@ -144,10 +146,3 @@ def finding(
 def worst(findings: Iterable[Finding]) -> Severity:
     """The highest severity among findings (OK when there are none)."""
     return max((f.severity for f in findings), default=Severity.OK)
-
-
-class CheckResult(NamedTuple):
-    """All findings of one `doctor check`, plus what was checked."""
-
-    findings: Tuple[Finding, ...] = ()
-    checks_run: Tuple[str, ...] = ()

@@ -8,17 +8,21 @@ without being printed first; destructive steps need confirmation (a terminal pro
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
 import sys
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Sequence, Tuple, Union
 
+from doctor.actions import Action, MoveToQuarantine, PipInstall, PipUninstall, RemoveStaleLock, SetEnv, TightenMode
 from doctor.errors import DoctorError
-from doctor.findings import Action, ActionKind, Finding, Severity
+from doctor.findings import Finding, Severity
 
-AUTOMATIC = {ActionKind.PIP_INSTALL, ActionKind.PIP_UNINSTALL, ActionKind.CACHE_REPAIR}
 PIP_TIMEOUT = 1800.0  # a CUDA torch download is GBs
+# Cache steps, applied by doctor.cache (it checks every path against the cache roots first).
+CACHE_ACTIONS = (MoveToQuarantine, RemoveStaleLock, TightenMode)
+_PROSE = ("description", "no_deps_why", "force_reinstall_why")  # fields that explain an action, not what it does
 
 
 class Step(NamedTuple):
@@ -26,89 +30,67 @@ class Step(NamedTuple):
 
     action: Action
     finding_id: str
-    automatic: bool
+    automatic: bool  # run by --fix (else shown for a person to do)
     note: str = ""  # why it is skipped, or that it is an alternative
-
-
-def _package(spec: str) -> Optional[str]:
-    """Canonical package name of a pip argument ('xformers==0.0.27.post2' -> 'xformers'); None for flags/URLs."""
-    if spec.startswith("-") or "://" in spec:
-        return None
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.utils import canonicalize_name
-
-    try:
-        return canonicalize_name(Requirement(spec).name)
-    except InvalidRequirement:
-        return None
-
-
-def _packages(action: Action) -> Tuple[str, ...]:
-    """Packages a pip action touches."""
-    if action.kind not in (ActionKind.PIP_INSTALL, ActionKind.PIP_UNINSTALL):
-        return ()
-    skip_next = False
-    names = []
-    for a in action.args:
-        if skip_next:
-            skip_next = False
-            continue
-        if a in ("--index-url", "--extra-index-url", "-i", "--find-links", "-f"):
-            skip_next = True
-            continue
-        n = _package(a)
-        if n:
-            names.append(n)
-    return tuple(names)
 
 
 def plan(findings: Iterable[Finding]) -> List[Step]:
     """The ordered plan for every finding at warn or worse (worst first)."""
     steps: List[Step] = []
-    seen_cmd: Dict[str, str] = {}
-    claimed: Dict[str, Tuple[str, str]] = {}  # package -> (command, finding id) that decides it
+    seen: Dict[Action, str] = {}  # effect of an action -> the finding it was planned for
+    claimed: Dict[str, Tuple[Action, str]] = {}  # package -> (action, finding id) that decides it
     for f in sorted((f for f in findings if f.severity >= Severity.WARN), key=lambda f: -f.severity):
         chosen = False
         for a in f.fix:
-            auto = a.kind in AUTOMATIC
-            key = a.command() or " ".join((a.kind.value,) + a.args) or a.description
+            auto = a.automatic
             if auto and chosen:
                 steps.append(Step(a, f.id, False, "alternative"))
                 continue
-            if key in seen_cmd:
+            if _effect(a) in seen:
                 chosen = chosen or auto
                 continue  # the same step already planned for another finding
-            clash = next(((p, claimed[p]) for p in _packages(a) if p in claimed), None)
+            clash = next(((p, claimed[p]) for p in a.packages() if p in claimed), None)
             if auto and clash:
-                steps.append(Step(a, f.id, False, f"conflicts with `{clash[1][0]}` (for {clash[1][1]}); not run"))
+                other, other_id = clash[1]
+                steps.append(Step(a, f.id, False, f"conflicts with `{other.command() or other.description}` (for {other_id}); not run"))
                 continue
             steps.append(Step(a, f.id, auto))
-            seen_cmd[key] = f.id
+            seen[_effect(a)] = f.id
             if auto:
                 chosen = True
-                for p in _packages(a):
-                    claimed[p] = (key, f.id)
+                for p in a.packages():
+                    claimed[p] = (a, f.id)
     return steps
 
 
-def pip_command(args: Sequence[str], uninstall: bool) -> List[str]:
+def _effect(action: Action) -> Action:
+    """The action without its prose (description, the why of a flag): two findings offering one step in other
+    words plan it once. Actions are frozen dataclasses, so the rest compares as data."""
+    prose = {f.name: "" for f in dataclasses.fields(action) if f.name in _PROSE}  # type: ignore[arg-type]
+    return dataclasses.replace(action, **prose) if prose else action  # type: ignore[type-var]
+
+
+def pip_command(action: Union[PipInstall, PipUninstall]) -> List[str]:
     """pip for THIS interpreter (the environment being checked); uv's pip where the env has no pip."""
     import importlib.util
 
-    verb = ["uninstall", "-y"] if uninstall else ["install"]
+    verb = "uninstall" if isinstance(action, PipUninstall) else "install"
+    args = list(action.argv())
     if importlib.util.find_spec("pip") is not None:
-        return [sys.executable, "-m", "pip", *verb, *args]
+        return [sys.executable, "-m", "pip", verb, *args]
     uv = shutil.which("uv")
     if uv:
-        return [uv, "pip", *(["uninstall"] if uninstall else ["install"]), "--python", sys.executable, *args]
+        if isinstance(action, PipUninstall):
+            args = [a for a in args if a != "-y"]  # uv pip uninstall does not ask, and has no -y
+        return [uv, "pip", verb, "--python", sys.executable, *args]
     raise DoctorError("neither pip nor uv is available for this interpreter: install one, or run the commands by hand")
 
 
 def apply_step(step: Step, dry_run: bool = False, echo: Callable[[str], None] = print) -> bool:
     """Run one automatic step; True when it succeeded (or would, in a dry run)."""
     a = step.action
-    if a.kind in (ActionKind.PIP_INSTALL, ActionKind.PIP_UNINSTALL):
-        cmd = pip_command(a.args, a.kind is ActionKind.PIP_UNINSTALL)
+    if isinstance(a, (PipInstall, PipUninstall)):
+        cmd = pip_command(a)
         echo("$ " + " ".join(cmd))
         if dry_run:
             return True
@@ -119,8 +101,8 @@ def apply_step(step: Step, dry_run: bool = False, echo: Callable[[str], None] = 
             echo(f"  timed out after {PIP_TIMEOUT:g} s")
             return False
         return proc.returncode == 0
-    if a.kind is ActionKind.CACHE_REPAIR:
-        from doctor.cache import apply_cache_action
+    if isinstance(a, CACHE_ACTIONS) or (isinstance(a, SetEnv) and a.directory):
+        from doctor.cache import apply_cache_action  # lazy: the cache package is only needed when a cache step runs
 
         echo(apply_cache_action(a, dry_run=dry_run))
         return True
@@ -149,5 +131,5 @@ def render_plan(steps: Sequence[Step], echo: Callable[[str], None] = print) -> N
         for s in rest:
             text = s.action.command() or s.action.description
             echo(f"  - {text}    # {s.finding_id}" + (f" ({s.note})" if s.note else ""))
-    if os.environ.get("CONDA_PREFIX") and any(s.action.kind is ActionKind.PIP_INSTALL for s in runs):
+    if os.environ.get("CONDA_PREFIX") and any(isinstance(s.action, PipInstall) for s in runs):
         echo("note: this is a conda environment; pip installs go into it beside conda's packages")

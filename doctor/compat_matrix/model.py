@@ -13,6 +13,9 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 
+# PyTorch's download index; a variant's index is <url>/<cuXYZ> (torch_cuda.toml [index] overrides it).
+TORCH_INDEX_URL = "https://download.pytorch.org/whl"
+
 # Shared read-only default for mapping fields (records are immutable; a dict default would be shared and mutable).
 _EMPTY: Mapping = MappingProxyType({})
 
@@ -127,5 +130,5 @@ class Matrix(NamedTuple):
     notes: Mapping[str, str] = _EMPTY  # free-text facts by key (flash_attn.prebuilt, unsloth_runtime.*)
     torch_cuda_variants_uncertain: FrozenSet[str] = frozenset()  # torch minors whose variant list is uncertain
     unsloth_requires: Mapping[str, Tuple[Requirement, ...]] = _EMPTY  # package -> (unsloth version -> spec)
-    torch_index_url: str = "https://download.pytorch.org/whl"  # PyTorch download index; a variant's index is <url>/<cuXYZ>
+    torch_index_url: str = TORCH_INDEX_URL  # PyTorch download index; a variant's index is <url>/<cuXYZ>
     unsloth_cache_fallback: Optional[CacheFallback] = None  # unsloth_zoo's temp-directory fallback (unsloth_runtime.toml)

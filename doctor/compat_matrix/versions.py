@@ -17,6 +17,12 @@ VersionLike = Union[Version, str]
 _CC_RE = re.compile(r"^(\d+)\.(\d+)$")
 _CUDA_RE = re.compile(r"^(\d+)\.(\d+)(?:\.\d+)*$")
 _TAG_RE = re.compile(r"^cu(\d+)$")
+# Local labels of PyTorch's own wheels, each the name of its index variant: +cu128, +cpu, +rocm6.2, +xpu,
+# and the old +cpu.cxx11.abi (index 'cpu-cxx11-abi').
+_TORCH_VARIANT_RE = re.compile(r"^(cu\d{2,4}|cpu|cpu\.cxx11\.abi|rocm\d+(\.\d+)*|xpu)$")
+# A label that starts like a variant claims to be one ('cu121.post3' is not): anything else is a
+# source or vendor build (+git1234, NGC's +40ec155e58.nv24.03) and is read as its release.
+_VARIANT_LIKE_RE = re.compile(r"^(cu\d|cpu|rocm|xpu)")
 
 
 def parse_version(raw: object) -> Optional[Version]:
@@ -30,6 +36,24 @@ def parse_version(raw: object) -> Optional[Version]:
         return Version(raw.strip())
     except InvalidVersion:
         return None
+
+
+def parse_torch_version(raw: object) -> Optional[Version]:
+    """A torch version the rules can use: PEP 440, and a local label that is a PyTorch variant or not
+    variant-shaped at all; None for garbage ('abc') and for a label posing as a variant ('2.3.1+cu121.post3')."""
+    v = parse_version(raw)
+    if v is None or (v.local and _VARIANT_LIKE_RE.match(v.local) and not _TORCH_VARIANT_RE.match(v.local)):
+        return None
+    return v
+
+
+def torch_variant(v: object) -> Optional[str]:
+    """The PyTorch index variant a torch version's local label names ('cu128', 'cpu', 'rocm6.2'), else None."""
+    parsed = parse_torch_version(v)
+    local = parsed.local if parsed is not None else None
+    if not local or not _TORCH_VARIANT_RE.match(local):
+        return None
+    return local.replace(".", "-") if local.startswith("cpu.") else local
 
 
 def _as_version(v: VersionLike) -> Version:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
+from doctor.actions import Action, Manual
+from doctor.compat_matrix.model import TORCH_INDEX_URL, Matrix
 from doctor.facts import Facts
-from doctor.findings import Action, Category, Finding, Severity, finding, manual, pip_install, pip_uninstall
+from doctor.findings import Category, Finding, Severity, finding
+from doctor.remedies import drop_flash_attn, drop_xformers, rebuild_flash_attn, reinstall, torch_version, xformers_cuda_arg, xformers_install
 from doctor.verdicts import ProbeResult
 
 # (id prefix, severity when it fails, report section): what a failure means for a training run.
@@ -22,7 +25,7 @@ IMPACT = (
 )
 
 
-def _impact(probe_id: str):  # type: ignore[no-untyped-def]
+def _impact(probe_id: str) -> Tuple[Severity, Category]:
     """(severity, category) for a failing probe."""
     for prefix, sev, cat in IMPACT:
         if probe_id.startswith(prefix):
@@ -30,42 +33,51 @@ def _impact(probe_id: str):  # type: ignore[no-untyped-def]
     return Severity.WARN, Category.KERNELS
 
 
-def _fix(r: ProbeResult, facts: Facts, results: Sequence[ProbeResult], matrix) -> List[Action]:  # type: ignore[no-untyped-def]
+def _fix(r: ProbeResult, facts: Facts, results: Sequence[ProbeResult], matrix: Optional[Matrix]) -> List[Action]:
     """The fix for a failed probe, where one is known."""
     sdpa_ok = [x.backend for x in results if x.id.startswith("sdpa.") and x.passed]
     if r.id.startswith("xformers."):
         acts: List[Action] = []
-        if matrix is not None:
-            from doctor.rules._common import torch_version
-            from doctor.rules.xformers import _cuda_arg, xformers_fix
-
-            tv = torch_version(facts)
-            if tv is not None:
-                acts = [a for a in xformers_fix(matrix, tv, facts.version_of("xformers"), _cuda_arg(facts))
-                        if a.kind.value == "pip-install"]
+        tv = torch_version(facts)
+        if matrix is not None and tv is not None:
+            install = xformers_install(matrix, tv, facts.version_of("xformers"), xformers_cuda_arg(facts))
+            acts = [install] if install is not None else []
         why = f"uninstall xformers; SDPA passed ({', '.join(sdpa_ok)}) and is used instead" if sdpa_ok else "uninstall xformers"
-        return acts + [pip_uninstall("xformers", why=why)]
+        return acts + [drop_xformers(why)]
     if r.id.startswith("flash_attn."):
-        return [pip_uninstall("flash-attn", why="remove flash-attn; attn_implementation='sdpa' works" + (f" ({', '.join(sdpa_ok)} passed)" if sdpa_ok else "")),
-                pip_install("flash-attn", "--no-build-isolation", why="or rebuild it against the installed torch")]
+        return [drop_flash_attn("remove flash-attn; attn_implementation='sdpa' works" + (f" ({', '.join(sdpa_ok)} passed)" if sdpa_ok else "")),
+                rebuild_flash_attn("or rebuild it against the installed torch")]
     if r.id.startswith("bnb."):
-        from doctor.rules._common import reinstall
-
-        return [reinstall("bitsandbytes", facts.version_of("bitsandbytes"), getattr(matrix, "torch_index_url", "")),
-                manual("if it still fails: bitsandbytes 0.50 bundles CUDA 11.8-13.2 libraries; check that torch's CUDA is one "
+        return [reinstall("bitsandbytes", facts.version_of("bitsandbytes"), matrix.torch_index_url if matrix else TORCH_INDEX_URL),
+                Manual("if it still fails: bitsandbytes 0.50 bundles CUDA 11.8-13.2 libraries; check that torch's CUDA is one "
                        "of them (BNB_CUDA_VERSION overrides the pick)")]
     if r.id.startswith("triton."):
-        return [manual("check that the triton version matches torch's pin (see the matrix findings) and that the "
+        return [Manual("check that the triton version matches torch's pin (see the matrix findings) and that the "
                        "Triton cache dir is writable (doctor cache status)")]
     if r.id.startswith("sdpa."):
-        return [manual(f"`doctor run` dispatches attention to a backend that passed ({', '.join(sdpa_ok) or 'the torch reference'}); "
-                       f"elsewhere, pin it with torch.nn.attention.sdpa_kernel")]
+        return [_pin_sdpa(sdpa_ok)]
     if r.id.startswith(("cuda.", "matmul.")):
-        return [manual("the GPU/driver/torch combination is broken: see the GPU & driver findings; reinstall torch for this driver")]
+        return [Manual("the GPU/driver/torch combination is broken: see the GPU & driver findings; reinstall torch for this driver")]
     return []
 
 
-def probe_findings(results: Sequence[ProbeResult], facts: Facts, matrix=None, dispatch_table=None) -> List[Finding]:  # type: ignore[no-untyped-def]
+# SDPA probe backends -> the torch.nn.attention.SDPBackend member that selects them.
+_SDP_BACKENDS = {"sdpa-flash": "FLASH_ATTENTION", "sdpa-efficient": "EFFICIENT_ATTENTION",
+                 "sdpa-cudnn": "CUDNN_ATTENTION", "sdpa-math": "MATH"}
+
+
+def _pin_sdpa(passed: Sequence[str]) -> Manual:
+    """What a user can do today when one SDPA backend fails: pin one that passed (torch would pick the failing one)."""
+    pinnable = [b for b in passed if b in _SDP_BACKENDS]
+    if not pinnable:
+        return Manual("no SDPA backend passed on this GPU: load the model with attn_implementation='eager'")
+    return Manual(f"pin attention to a backend that passed ({', '.join(passed)}): run training inside "
+                  f"`with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.{_SDP_BACKENDS[pinnable[0]]}):`, "
+                  "or load the model with attn_implementation='eager'")
+
+
+def probe_findings(results: Sequence[ProbeResult], facts: Facts, matrix: Optional[Matrix] = None,
+                   dispatch_table: Sequence = ()) -> List[Finding]:  # type: ignore[type-arg]
     """Findings for a probe run: one per failed probe, one summary, one per dispatch decision."""
     out: List[Finding] = []
     ran = [r for r in results if r.status != "skipped"]

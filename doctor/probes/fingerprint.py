@@ -7,11 +7,11 @@ import json
 from typing import Any, Dict, Optional
 
 from doctor._version import __version__
+from doctor.compat_matrix.stack import TRAINING_STACK
 from doctor.facts import Facts
 
 # Distributions whose version changes what a probe proves (plus every nvidia-* runtime library).
-RELEVANT = ("torch", "triton", "pytorch-triton", "xformers", "flash-attn", "bitsandbytes", "transformers", "accelerate",
-            "peft", "trl", "unsloth", "unsloth-zoo", "liger-kernel", "numpy")
+RELEVANT = TRAINING_STACK + ("pytorch-triton", "numpy")
 
 
 def fingerprint_inputs(facts: Facts, gpu: Optional[str] = None, catalogue_version: int = 0) -> Dict[str, Any]:

@@ -6,16 +6,18 @@ from typing import List, Optional
 
 from packaging.version import Version
 
+from doctor.actions import Action, Manual, PipInstall
 from doctor.compat_matrix import lookup
 from doctor.compat_matrix.model import Matrix
-from doctor.rules._common import minor, release, torch_build_action, torch_cuda, torch_version, version
 from doctor.facts import Facts
-from doctor.findings import Action, Category, Finding, Severity, finding, manual, pip_install
+from doctor.findings import Category, Finding, Severity, finding
+from doctor.remedies import torch_build_action
+from doctor.rules._common import minor, release, torch_cuda, torch_installed, torch_version, version
 
 CAT = Category.GPU
 
 
-def torch_install_for(matrix: Matrix, torch_v: Version, driver: Optional[Version]) -> Optional[Action]:
+def torch_install_for(matrix: Matrix, torch_v: Version, driver: Optional[Version]) -> Optional[PipInstall]:
     """pip command reinstalling the same torch release from the newest CUDA variant this driver fully supports."""
     variants = matrix.torch_cuda_variants.get(minor(torch_v), ())
     best = None
@@ -60,6 +62,8 @@ def check_driver(facts: Facts, matrix: Matrix) -> List[Finding]:
         "detected by": hw.source,
     }
     if facts.torch is None or tv is None:
+        if torch_installed(facts):
+            return []  # torch is there but unreadable: the torch_build rule says what was read and where
         if hw.gpus:
             return [finding("torch.missing", Severity.INFO, Category.TORCH, "torch is not installed", ev_hw,
                             "Nothing to compare the driver with yet; install torch built for a CUDA this driver supports.",
@@ -81,7 +85,7 @@ def check_driver(facts: Facts, matrix: Matrix) -> List[Finding]:
                 "CPU-only torch on a machine with an NVIDIA GPU", ev,
                 "This torch build has no CUDA support, so training runs on the CPU (torch.cuda.is_available() is False). "
                 "pip picked the CPU wheel, or another package's requirement replaced the CUDA build.",
-                fix or [manual("install a CUDA build of torch that this driver supports")],
+                fix or [Manual("install a CUDA build of torch that this driver supports")],
             )]
         return []  # CPU torch, no GPU: check_gpus already said so
     if not hw.gpus and driver is None:
@@ -89,7 +93,7 @@ def check_driver(facts: Facts, matrix: Matrix) -> List[Finding]:
             "gpu.none", Severity.WARN, CAT, f"CUDA build of torch ({cuda}) but no NVIDIA GPU or driver found", ev,
             "Training would run on the CPU. On Colab/Kaggle, switch the runtime to a GPU; in a container, pass the GPU "
             "through (--gpus all) so the driver is visible.",
-            [manual("attach a GPU (Colab: Runtime > Change runtime type > GPU; docker: --gpus all)")],
+            [Manual("attach a GPU (Colab: Runtime > Change runtime type > GPU; docker: --gpus all)")],
         )]
     floor = lookup.driver_floor(matrix, cuda)
     if driver is None:
@@ -105,9 +109,9 @@ def check_driver(facts: Facts, matrix: Matrix) -> List[Finding]:
     if driver >= floor.toolkit:
         return [finding("driver.cuda-support", Severity.OK, CAT,
                         f"Driver {hw.driver_version} fully supports torch's CUDA {cuda}", ev)]
-    fix: List[Action] = [manual(f"upgrade the NVIDIA driver to >= {floor.toolkit_text or floor.toolkit} (CUDA {cuda} full support)")]
+    fix: List[Action] = [Manual(f"upgrade the NVIDIA driver to >= {floor.toolkit_text or floor.toolkit} (CUDA {cuda} full support)")]
     alt = torch_install_for(matrix, tv, driver)
-    if alt and not alt.args[-1].endswith(lookup.cuda_tag(cuda)):
+    if alt and alt.index_url != f"{matrix.torch_index_url}/{lookup.cuda_tag(cuda)}":
         fix.insert(0, alt)
     if driver >= floor.minor_compat:
         return [finding(
@@ -133,5 +137,6 @@ def _fresh_torch_hint(matrix: Matrix, driver: Optional[Version]) -> Optional[Act
     for tminor in sorted(matrix.torch_default_cuda, key=lambda s: Version(s), reverse=True):
         floor = lookup.driver_floor(matrix, matrix.torch_default_cuda[tminor])
         if floor and driver >= floor.toolkit:
-            return pip_install(f"torch=={tminor}.*", why=f"torch {tminor} (CUDA {matrix.torch_default_cuda[tminor]} wheel) runs on this driver")
+            return PipInstall((f"torch=={tminor}.*",),
+                              description=f"torch {tminor} (CUDA {matrix.torch_default_cuda[tminor]} wheel) runs on this driver")
     return None

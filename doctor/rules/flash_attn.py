@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Tuple
 
+from doctor.compat_matrix import lookup
 from doctor.compat_matrix.model import Matrix
-from doctor.rules._common import cc_of, fmt_cc, gpu_label, minor, torch_version, version
 from doctor.facts import Distribution, Facts
-from doctor.findings import Category, Finding, Severity, finding, pip_install, pip_uninstall
+from doctor.findings import Category, Finding, Severity, finding
+from doctor.remedies import drop_flash_attn, rebuild_flash_attn
+from doctor.rules._common import cc_of, fmt_cc, gpu_label, minor, torch_version, version
 
 CAT = Category.KERNELS
 # Release wheels are named per torch/CUDA/ABI: flash_attn-2.6.3+cu123torch2.4cxx11abiFALSE-cp310-...whl
@@ -29,7 +31,7 @@ def built_for(dist: Distribution) -> Optional[Tuple[str, str, str]]:
 
 
 def check_flash_attn(facts: Facts, matrix: Matrix) -> List[Finding]:
-    """FA2 needs cc >= 8.0 and a binary built for the installed torch minor."""
+    """FA2 needs the GPU floor of gpu_features.toml (cc 8.0) and a binary built for the installed torch minor."""
     dist = facts.dist("flash-attn")
     if dist is None:
         return []
@@ -37,16 +39,18 @@ def check_flash_attn(facts: Facts, matrix: Matrix) -> List[Finding]:
     fv = version(dist.version)
     tv = torch_version(facts)
     if fv is not None and fv.release[0] == 2:
+        fa2 = lookup.feature(matrix, "flash_attn_2")
         for gpu in facts.hardware.gpus:
             cc = cc_of(gpu, matrix)
-            if cc is not None and cc < (8, 0):
+            if cc is not None and not lookup.feature_supported(matrix, fa2.name, cc):
                 out.append(finding(
                     "flash-attn.arch", Severity.ERROR, CAT,
-                    f"flash-attn {dist.version} needs cc >= 8.0; {gpu_label(gpu)} is cc {fmt_cc(cc)}",
-                    {"GPU": gpu_label(gpu), "compute capability": fmt_cc(cc), "flash-attn": dist.version},
+                    f"flash-attn {dist.version} needs cc >= {fmt_cc(fa2.min_cc)}; {gpu_label(gpu)} is cc {fmt_cc(cc)}",
+                    {"GPU": gpu_label(gpu), "compute capability": fmt_cc(cc), "flash-attn": dist.version,
+                     "needs": f"cc >= {fmt_cc(fa2.min_cc)} ({fa2.source})"},
                     "FlashAttention-2 supports Ampere and newer only (Turing needs a separate fork): "
                     "attn_implementation='flash_attention_2' fails on this GPU.",
-                    [pip_uninstall("flash-attn", why="remove flash-attn and use attn_implementation='sdpa'")],
+                    [drop_flash_attn()],
                     subject=str(gpu.index)))
     tag = built_for(dist)
     if tag and tv is not None:
@@ -60,8 +64,7 @@ def check_flash_attn(facts: Facts, matrix: Matrix) -> List[Finding]:
                 "flash-attn.torch-mismatch", Severity.ERROR, CAT,
                 f"flash-attn {dist.version} was built for torch {tminor} / cu{cuda}, torch {tv} is installed", ev,
                 "Its extension links against one torch's C++ ABI: importing it fails with 'undefined symbol'.",
-                [pip_uninstall("flash-attn"),
-                 pip_install("flash-attn", "--no-build-isolation", why="rebuild against the installed torch (slow), or use a wheel for this torch/CUDA")]))
+                [drop_flash_attn("uninstall flash-attn"), rebuild_flash_attn()]))
         else:
             out.append(finding("flash-attn.torch", Severity.OK, CAT, f"flash-attn {dist.version} was built for torch {tminor}", ev))
     return out

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
 
+from packaging.version import Version
+
+from doctor.actions import Manual, PipInstall
 from doctor.compat_matrix import lookup
 from doctor.compat_matrix.model import Matrix
-from doctor.rules._common import cc_of, fmt_cc, gpu_label, minor, release, torch_build_action, torch_cuda, torch_version, version
-from doctor.facts import Facts
-from doctor.findings import Category, Finding, Severity, finding, manual
+from doctor.facts import GPU, Facts
+from doctor.findings import Category, Finding, Severity, finding
+from doctor.remedies import torch_build_action
+from doctor.rules._common import cc_of, fmt_cc, gpu_label, minor, release, torch_cuda, torch_version, version
 
 CAT = Category.GPU
 CC = Tuple[int, int]
@@ -77,7 +81,7 @@ def check_gpu_arch(facts: Facts, matrix: Matrix) -> List[Finding]:
                 f"{gpu_label(gpu)} sm_{cc[0]}{cc[1]} runs torch only through PTX JIT (from sm_{hit[0]}{hit[1]})", ev,
                 "No compiled kernels for this architecture: the driver JIT-compiles PTX at first use (slow start, and it "
                 "fails if the driver only has minor-version compatibility with this CUDA).",
-                [a for a in [_better_build(matrix, tv, cc, version(facts.hardware.driver_version))] if a] or [manual("use a torch build whose arch list includes this GPU")],
+                [a for a in [_better_build(matrix, tv, cc, version(facts.hardware.driver_version))] if a] or [Manual("use a torch build whose arch list includes this GPU")],
                 subject=str(gpu.index)))
         else:
             fix = _better_build(matrix, tv, cc, version(facts.hardware.driver_version))
@@ -86,27 +90,30 @@ def check_gpu_arch(facts: Facts, matrix: Matrix) -> List[Finding]:
                 f"{gpu_label(gpu)} sm_{cc[0]}{cc[1]} is not supported by torch {release(tv)} {tag}", ev,
                 "torch will fail with 'no kernel image is available for execution on the device' (or warn that the GPU "
                 "is not compatible with this PyTorch installation).",
-                [fix] if fix else [manual(f"no torch {minor(tv)} build in the matrix supports sm_{cc[0]}{cc[1]}: change torch version or GPU")],
+                [fix] if fix else [Manual(f"no torch {minor(tv)} build in the matrix supports sm_{cc[0]}{cc[1]}: change torch version or GPU")],
                 subject=str(gpu.index)))
-        out.extend(_bf16(gpu, cc, ev, matrix))
+        out.extend(_bf16(gpu, cc, matrix))
     return out
 
 
-def _bf16(gpu, cc: CC, ev: dict, matrix: Matrix) -> List[Finding]:  # type: ignore[no-untyped-def]
-    """bf16 needs cc >= 8.0: say so before a run dies on `bf16=True`."""
+def _bf16(gpu: GPU, cc: CC, matrix: Matrix) -> List[Finding]:
+    """No bf16 below the matrix floor (cc 8.0): a fact of the GPU, not a fault, so info with what to use.
+
+    Nothing is wrong until a script asks for bf16; a warning would fail a healthy T4 setup.
+    """
     feat = lookup.feature(matrix, "bf16")
-    if cc >= feat.min_cc:
+    if lookup.feature_supported(matrix, feat.name, cc):
         return []
     return [finding(
-        "gpu.no-bf16", Severity.WARN, CAT, f"{gpu_label(gpu)} (cc {fmt_cc(cc)}) has no bf16: train in fp16",
-        {"GPU": gpu_label(gpu), "compute capability": fmt_cc(cc), "bf16 needs": fmt_cc(feat.min_cc)},
+        "gpu.no-bf16", Severity.INFO, CAT, f"{gpu_label(gpu)} (cc {fmt_cc(cc)}) has no bf16: train in fp16",
+        {"GPU": gpu_label(gpu), "compute capability": fmt_cc(cc), "bf16 needs": f"cc >= {fmt_cc(feat.min_cc)} ({feat.source})"},
         "bf16=True fails ('Your setup doesn't support bf16/gpu') or runs emulated and slow. Use torch_dtype=torch.float16 "
-        "and fp16=True (TrainingArguments), or let Unsloth pick dtype=None.",
-        [manual("set fp16=True, bf16=False in TrainingArguments; load the model with torch_dtype=torch.float16")],
+        "and fp16=True (TrainingArguments), or let Unsloth pick dtype=None (it picks fp16 here).",
+        [Manual("use fp16: set fp16=True, bf16=False in TrainingArguments; load the model with torch_dtype=torch.float16")],
         subject=str(gpu.index))]
 
 
-def _better_build(matrix: Matrix, tv, cc: CC, driver=None):  # type: ignore[no-untyped-def]
+def _better_build(matrix: Matrix, tv: Version, cc: CC, driver: Optional[Version] = None) -> Optional[PipInstall]:
     """A pip action for the same torch release from a CUDA variant that has cubins for `cc`, if the matrix knows one."""
     for tag in reversed(matrix.torch_cuda_variants.get(minor(tv), ())):
         aset = lookup.archs_for(matrix, tv, tag)

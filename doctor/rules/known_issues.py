@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import List
 
+from doctor.actions import PipInstall
 from doctor.compat_matrix.model import Matrix
-from doctor.rules._common import satisfies, version
 from doctor.facts import Facts
-from doctor.findings import Category, Finding, Severity, finding, pip_install
+from doctor.findings import Category, Finding, Severity, finding
+from doctor.rules._common import satisfies, version
 
 KERNEL_PACKAGES = {"xformers", "flash-attn", "triton", "bitsandbytes", "liger-kernel"}
 
@@ -29,5 +30,5 @@ def check_known_issues(facts: Facts, matrix: Matrix) -> List[Finding]:
             Category.KERNELS if issue.package in KERNEL_PACKAGES else Category.PACKAGES,
             f"{issue.package} {pv}: {issue.title}", ev, issue.cause,
             # --no-deps: known-good pins must not drag in another torch
-            [pip_install(s, no_deps=True, why=f"known-good: {s}") for s in issue.fix]))
+            [PipInstall((s,), description=f"known-good: {s}", no_deps=True) for s in issue.fix]))
     return out

@@ -8,17 +8,16 @@ from typing import Dict, List, Optional, Tuple
 from packaging.markers import Marker, UndefinedComparison, UndefinedEnvironmentName, default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
-from packaging.version import Version
 
+from doctor.actions import Action, Manual, PipInstall
 from doctor.compat_matrix.model import Matrix
-from doctor.rules._common import reinstall, satisfies, version
+from doctor.compat_matrix.stack import TRAINING_STACK
 from doctor.facts import Distribution, Facts
-from doctor.findings import Action, ActionKind, Category, Finding, Severity, finding, manual, pip_install
+from doctor.findings import Category, Finding, Severity, finding
+from doctor.remedies import reinstall, unsloth_zoo_pin, xformers_built_for, xformers_cuda_arg, xformers_install
+from doctor.rules._common import satisfies, torch_version, version
 
 CAT = Category.PACKAGES
-# The packages a fine-tuning run imports together; their own requirements are checked.
-STACK = ("torch", "xformers", "triton", "bitsandbytes", "transformers", "trl", "peft", "accelerate",
-         "unsloth", "unsloth-zoo", "flash-attn", "liger-kernel")
 # Pairs a dedicated rule reports with more evidence; not repeated here.
 COVERED = {("xformers", "torch"), ("torch", "triton"), ("torch", "pytorch-triton"), ("bitsandbytes", "torch")}
 # Compiled against one torch release: "any version meeting the spec" is the wrong fix for these.
@@ -70,7 +69,7 @@ def requirement_on(dist: Distribution, name: str, facts: Optional[Facts] = None)
 def check_requirements(facts: Facts, matrix: Matrix) -> List[Finding]:
     """Each stack package's requirements against what is installed; unsloth vs unsloth_zoo gets its own id."""
     out: List[Finding] = []
-    for name in STACK:
+    for name in TRAINING_STACK:
         dist = facts.dist(name)
         if dist is None:
             continue
@@ -81,7 +80,7 @@ def check_requirements(facts: Facts, matrix: Matrix) -> List[Finding]:
                                [reinstall(name, dist.version, matrix.torch_index_url)],
                                subject=name))
             continue
-        if version(dist.version) is None:
+        if version(dist.version) is None and name != "torch":  # torch's: the torch_build rule, beside version.py
             out.append(finding("package.bad-version", Severity.WARN, CAT, f"{name} has an unreadable version '{dist.version}'",
                                {"package": name, "version": dist.version, "location": dist.location or "?"},
                                "Requirements on it cannot be checked; reinstall a released version.", subject=name))
@@ -92,13 +91,13 @@ def check_requirements(facts: Facts, matrix: Matrix) -> List[Finding]:
                                 **{f"hidden {i + 1}": f"{v} at {loc}" for i, (v, loc) in enumerate(dist.shadowed)}},
                                "Two copies on sys.path (user site vs venv, conda vs pip): what pip reports and what "
                                "imports can differ.", [], subject=name))
-        missing: List[str] = []
+        missing: List[Tuple[str, str]] = []  # (canonical name, specifier)
         for line, req in parsed_requires(dist):
             dep = canonicalize_name(req.name)
             if (name, dep) in COVERED:
                 continue
             if facts.dist(dep) is None and (name, dep) not in LOCKSTEP:
-                missing.append(f"{dep}{req.specifier}")
+                missing.append((dep, str(req.specifier)))
                 continue
             out.extend(_one(facts, matrix, dist, line, req, dep))
         if missing:
@@ -108,44 +107,30 @@ def check_requirements(facts: Facts, matrix: Matrix) -> List[Finding]:
 
 def _coupled_fix(facts: Facts, matrix: Matrix, dep: str, spec: str) -> List[Action]:
     """Fix for a torch-coupled requirement: the build for the installed torch, never just 'the newest'."""
-    from doctor.rules._common import torch_version
-
     tv = torch_version(facts)
     if dep == "xformers" and tv is not None:
-        from doctor.rules.xformers import xformers_fix
-
-        from doctor.rules.xformers import _cuda_arg
-
-        acts = [a for a in xformers_fix(matrix, tv, facts.version_of("xformers"), _cuda_arg(facts)) if a.kind is ActionKind.PIP_INSTALL]
-        if acts and all(satisfies(Version(a.args[0].split("==")[1]), spec) for a in acts if "==" in a.args[0]):
-            return acts
-    return [manual(f"install the {dep} release built for torch {tv or '(not installed)'} that also meets '{dep}{spec}' "
+        pick = version(xformers_built_for(matrix, tv))
+        install = xformers_install(matrix, tv, facts.version_of("xformers"), xformers_cuda_arg(facts))
+        if install is not None and pick is not None and satisfies(pick, spec):
+            return [install]
+    return [Manual(f"install the {dep} release built for torch {tv or '(not installed)'} that also meets '{dep}{spec}' "
                    f"(its release notes pair it with a torch version)")]
 
 
-def _missing(dist: Distribution, missing: List[str], facts: Facts, matrix: Matrix) -> Finding:
+def _missing(dist: Distribution, missing: List[Tuple[str, str]], facts: Facts, matrix: Matrix) -> Finding:
     """One finding listing every requirement of `dist` that is not installed, with one install command."""
-    plain = [m for m in missing if not _is_coupled(m)]
-    coupled = [m for m in missing if _is_coupled(m)]
-    fix: List[Action] = [pip_install(*plain, no_deps=True, why="install the missing requirements")] if plain else []
-    for m in coupled:
-        req = Requirement(m)
-        fix.extend(_coupled_fix(facts, matrix, canonicalize_name(req.name), str(req.specifier)))
+    plain = tuple(f"{dep}{spec}" for dep, spec in missing if dep not in TORCH_COUPLED)
+    # --no-deps: add exactly what is missing without letting pip re-resolve torch
+    fix: List[Action] = [PipInstall(plain, description="install the missing requirements", no_deps=True)] if plain else []
+    for dep, spec in missing:
+        if dep in TORCH_COUPLED:
+            fix.extend(_coupled_fix(facts, matrix, dep, spec))
     return finding(
         "requires.missing", Severity.WARN, CAT,
         f"{dist.name} {dist.version}: {len(missing)} required package{'s' if len(missing) != 1 else ''} not installed",
-        {"missing": ", ".join(missing), "location": dist.location or "?"},
+        {"missing": ", ".join(dep + spec for dep, spec in missing), "location": dist.location or "?"},
         "Something was installed with --no-deps or uninstalled later; importing it fails or loses features.",
-        # --no-deps: add exactly what is missing without letting pip re-resolve torch
         fix, subject=dist.name)
-
-
-def _is_coupled(req_text: str) -> bool:
-    """Whether a requirement string names a torch-coupled package."""
-    try:
-        return canonicalize_name(Requirement(req_text).name) in TORCH_COUPLED
-    except InvalidRequirement:
-        return False
 
 
 def _one(facts: Facts, matrix: Matrix, dist: Distribution, line: str, req: Requirement, dep: str) -> List[Finding]:
@@ -158,7 +143,7 @@ def _one(facts: Facts, matrix: Matrix, dist: Distribution, line: str, req: Requi
         sev = Severity.ERROR if lockstep else Severity.WARN
         return [finding("requires.missing", sev, CAT, f"{dist.name} {dist.version} requires {dep}{spec}, which is not installed",
                         ev, "Something was installed with --no-deps or uninstalled later; the import fails or loses features.",
-                        _coupled_fix(facts, matrix, dep, spec) if dep in TORCH_COUPLED else [pip_install(f"{dep}{spec}", no_deps=True)],
+                        _coupled_fix(facts, matrix, dep, spec) if dep in TORCH_COUPLED else [_install(dep, spec)],
         subject=f"{dist.name}->{dep}")]
     ov = version(other.version)
     if ov is None or not spec or satisfies(ov, req.specifier):
@@ -170,21 +155,17 @@ def _one(facts: Facts, matrix: Matrix, dist: Distribution, line: str, req: Requi
             "unsloth and unsloth_zoo release together: a newer unsloth reads patch tables that only the matching zoo "
             "has, so `from unsloth import ...` dies with errors like KeyError: 'grpo_compute_loss_slow' (unsloth "
             "#2015, after installing unsloth from git with --no-deps).",
-            [pip_install(_zoo_pin(spec), no_deps=True, why="the unsloth_zoo release unsloth names as its floor (released with it)")],
+            [unsloth_zoo_pin(spec)],
             subject=f"{dist.name}->{dep}")]
     return [finding(
         "requires.unmet", Severity.ERROR, CAT,
         f"{dist.name} {dist.version} requires {dep}{spec}, {other.version} is installed", ev,
         "pip accepted this state (a later install, --no-deps, or a forced pin) but the package declares it does not "
         "work with this version: expect import errors or wrong behaviour.",
-        _coupled_fix(facts, matrix, dep, spec) if dep in TORCH_COUPLED else [pip_install(f"{dep}{spec}", no_deps=True)],
+        _coupled_fix(facts, matrix, dep, spec) if dep in TORCH_COUPLED else [_install(dep, spec)],
         subject=f"{dist.name}->{dep}")]
 
 
-def _zoo_pin(spec: str) -> str:
-    """'unsloth_zoo==2025.3.11' for unsloth's '>=2025.3.11': the floor is the zoo released with that unsloth;
-    the newest zoo may already expect a newer unsloth."""
-    from packaging.specifiers import SpecifierSet
-
-    floors = [s.version for s in SpecifierSet(spec) if s.operator == ">="]
-    return f"unsloth_zoo=={floors[0]}" if len(floors) == 1 else f"unsloth_zoo{spec}"
+def _install(dep: str, spec: str) -> PipInstall:
+    """pip install of one requirement as it is declared, --no-deps so pip does not re-resolve torch."""
+    return PipInstall((f"{dep}{spec}",), no_deps=True)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
+from doctor.actions import PipInstall
 from doctor.compat_matrix import lookup
 from doctor.compat_matrix.model import Matrix
+from doctor.facts import Facts
+from doctor.findings import Category, Finding, Severity, finding
 from doctor.rules._common import release, satisfies, torch_version, version
 from doctor.rules.requirements import requirement_on
-from doctor.facts import Facts
-from doctor.findings import Category, Finding, Severity, finding, pip_install
 
 CAT = Category.KERNELS
 # Nightly/index builds of torch depend on pytorch-triton instead of triton.
@@ -43,7 +44,7 @@ def check_triton(facts: Facts, matrix: Matrix) -> List[Finding]:
         return []
     ev = {"torch": str(tv), f"torch requires {name}": spec, "from": src,
           "installed": f"{installed.name} {installed.version}" if installed else "none"}
-    fix = [pip_install(f"{name}{spec}", no_deps=True, why=f"the {name} torch {release(tv)} was released with")]
+    fix = [PipInstall((f"{name}{spec}",), description=f"the {name} torch {release(tv)} was released with", no_deps=True)]
     if installed is None:
         return [finding("triton.missing", Severity.WARN, CAT, f"torch {tv} needs {name}{spec}, which is not installed", ev,
                         "torch.compile, Unsloth and Liger kernels need Triton.", fix)]

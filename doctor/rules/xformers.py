@@ -8,56 +8,17 @@ from packaging.version import Version
 
 from doctor.compat_matrix import lookup
 from doctor.compat_matrix.model import Matrix
+from doctor.facts import Facts
+from doctor.findings import Category, Finding, Severity, finding
+from doctor.remedies import drop_xformers, xformers_cuda_arg, xformers_fix
+from doctor.rules._common import cc_of, fmt_cc, gpu_label, release, satisfies, torch_installed, torch_version, version
 from doctor.rules._common import torch_cuda as torch_cuda_of
-from doctor.rules._common import cc_of, fmt_cc, gpu_label, minor, release, satisfies, torch_version, version
 from doctor.rules.gpu_arch import arch_verdict
 from doctor.rules.requirements import requirement_on
-from doctor.facts import Facts
-from doctor.findings import Action, Category, Finding, Severity, finding, pip_install, pip_uninstall
 
 CAT = Category.KERNELS
 # From 0.0.31 xformers ships one cp39-abi3 wheel: the build's Python no longer has to match (compat-facts WHEEL).
 ABI3_SINCE = Version("0.0.31")
-
-
-def xformers_fix(matrix: Matrix, tv: Version, installed: Optional[str] = None, cuda: Optional[str] = "") -> List[Action]:
-    """Install the xformers built for this torch release and CUDA variant, or drop xformers for SDPA.
-
-    `cuda` is torch's CUDA ("12.6"), None for a CPU build, "" when unknown. Wheels for a CUDA that is
-    not the index default come from the PyTorch index of that variant (it hosts xformers per variant).
-    """
-    fix: List[Action] = []
-    pick = _built_for(matrix, tv)
-    if pick and cuda is not None:
-        args = [f"xformers=={pick}"]
-        if cuda:
-            tag = lookup.cuda_tag(cuda)
-            if matrix.torch_default_cuda.get(minor(tv)) != cuda:
-                args += ["--index-url", f"{matrix.torch_index_url}/{tag}"]
-        if pick == installed:
-            args.append("--force-reinstall")  # same version, other build: pip would call it satisfied
-        # --no-deps: xformers pins torch exactly; letting pip resolve would replace the torch you have.
-        fix.append(pip_install(*args, no_deps=True, why=f"xformers {pick} is built for torch {release(tv)}"
-                               + (f" / CUDA {cuda}" if cuda else "")))
-    fix.append(pip_uninstall("xformers", why="or remove xformers: torch SDPA covers attention for transformers and Unsloth"))
-    return fix
-
-
-def _built_for(matrix: Matrix, tv: Version) -> Optional[str]:
-    """Newest xformers pinned exactly (==) to this torch release and free of known issues; else the known-good pair."""
-    rel = release(tv)
-    exact = []
-    for row in matrix.xformers_torch:
-        specs = list(row.spec)
-        if len(specs) == 1 and specs[0].operator == "==" and satisfies(rel, row.spec):
-            exact.append(Version(row.version))
-    for cand in sorted(exact, reverse=True):
-        if not any(i.package == "xformers" and satisfies(cand, i.affected)
-                   and all(satisfies(rel, s) for o, s in i.requires.items() if o == "torch")
-                   for i in matrix.known_issues):
-            return str(cand)
-    pair = matrix.torch_xformers_pairs.get(str(rel)) or matrix.torch_xformers_pairs.get(minor(tv))
-    return pair or None
 
 
 def check_xformers(facts: Facts, matrix: Matrix) -> List[Finding]:
@@ -72,8 +33,10 @@ def check_xformers(facts: Facts, matrix: Matrix) -> List[Finding]:
     if xv is None:
         return [finding("xformers.bad-version", Severity.WARN, CAT, f"xformers has an unreadable version '{dist.version}'", ev)]
     if tv is None:
+        if torch_installed(facts):
+            return []  # torch is there but its version is unreadable: the torch_build rule says so
         return [finding("xformers.no-torch", Severity.ERROR, CAT, "xformers is installed but torch is not", ev,
-                        "xformers cannot import without torch.", [pip_uninstall("xformers")])]
+                        "xformers cannot import without torch.", [drop_xformers("uninstall xformers")])]
 
     # 1. what pip sees: the wheel's own torch requirement (the matrix when metadata lacks it, e.g. conda)
     spec = requirement_on(dist, "torch")
@@ -90,7 +53,7 @@ def check_xformers(facts: Facts, matrix: Matrix) -> List[Finding]:
                 "xformers wheels are compiled against one torch release. Importing xformers.ops gives 'xFormers can't "
                 "load C++/CUDA extensions' and memory_efficient_attention fails ('No operator found'); a later pip "
                 "install may also replace your torch to satisfy the pin.",
-                xformers_fix(matrix, tv, dist.version, _cuda_arg(facts))))
+                xformers_fix(matrix, tv, dist.version, xformers_cuda_arg(facts))))
         else:
             out.append(finding("xformers.torch-metadata", Severity.OK, CAT,
                                f"xformers {dist.version} metadata accepts torch {release(tv)}", ev_meta))
@@ -153,7 +116,7 @@ def _binary(facts: Facts, matrix: Matrix, raw: str, xv: Version, tv: Version) ->
             "Package metadata can be satisfied while the compiled extension is not: xformers then prints 'xFormers "
             "can't load C++/CUDA extensions. xFormers was built for: ...' and its attention ops raise "
             "NotImplementedError('No operator found'); xformers.info still lists ops as available.",
-            xformers_fix(matrix, tv, raw, _cuda_arg(facts))))
+            xformers_fix(matrix, tv, raw, xformers_cuda_arg(facts))))
     else:
         out.append(finding("xformers.binary", Severity.OK, CAT,
                            f"xformers {raw} extension matches torch {release(tv)} / CUDA {torch_cuda}", ev))
@@ -190,12 +153,5 @@ def _arch(facts: Facts, matrix: Matrix, arch_list: Optional[str], raw: str) -> L
             + (" (PTX JIT only)" if kind == "ptx" else ""),
             {"GPU": gpu_label(gpu), "compute capability": fmt_cc(cc), "xformers arch list": arch_list},
             "Its fused attention kernels will fall back, JIT-compile slowly, or fail with 'no kernel image'.",
-            [pip_uninstall("xformers", why="remove xformers; torch SDPA covers attention")], subject=str(gpu.index)))
+            [drop_xformers()], subject=str(gpu.index)))
     return out
-
-
-
-def _cuda_arg(facts: Facts) -> Optional[str]:
-    """torch's CUDA for xformers_fix: the version, None for a CPU build, "" when unknown."""
-    cuda, known = torch_cuda_of(facts)
-    return cuda if known else ""

@@ -1,0 +1,215 @@
+"""Remedies: the typed Actions that fix what the rules and the probes find, built from the matrix.
+
+One home for every fix that more than one finding offers (an xformers build for this torch, the exact
+reinstall of what is there, a torch build from one CUDA variant's index, unsloth_zoo's floor, the
+bitsandbytes range for this torch), so a rule and a probe verdict about the same problem offer the
+same step. It reads the matrix, the Facts and the action types only: never rules/ or probes/.
+
+Every torch-coupled fix is built for the installed torch, so the reading of that torch (its version
+and CUDA, from torch/version.py first) lives here too; the rules read it through rules._common.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import List, Optional, Tuple
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import Version
+
+from doctor.actions import Action, Manual, PipInstall, PipUninstall
+from doctor.compat_matrix import lookup
+from doctor.compat_matrix.model import Matrix
+from doctor.compat_matrix.versions import minor_of, parse_torch_version, parse_version, release_of, torch_variant
+from doctor.facts import Facts
+
+# Distributions PyTorch publishes per variant (+cu128/+cpu): their builds live on its index, not the default one.
+TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
+
+_CU_LOCAL = re.compile(r"\+cu(\d{2,3})\b")
+
+
+# -- the installed torch, which every torch-coupled fix is built for ----------------------------------------
+
+
+def torch_installed(facts: Facts) -> bool:
+    """Whether there is a torch at all (a dist-info or a torch/version.py), readable or not."""
+    return facts.dist("torch") is not None or facts.torch is not None
+
+
+def torch_version(facts: Facts) -> Optional[Version]:
+    """Installed torch version: the build file first (it has the local label), then the distribution.
+
+    None when neither is a version torch could have (see versions.parse_torch_version): a rule
+    then says nothing about torch rather than reasoning from garbage; the torch_build rule reports it.
+    """
+    if facts.torch and facts.torch.version:
+        v = parse_torch_version(facts.torch.version)
+        if v:
+            return v
+    return parse_torch_version(facts.version_of("torch"))
+
+
+def torch_cuda(facts: Facts) -> Tuple[Optional[str], bool]:
+    """(CUDA version of the torch build, whether it is known).
+
+    version.py's `cuda` is the truth; when that file could not be read literally, the wheel's local
+    label (+cu128) still tells; otherwise the build is unknown, which is never the same as a CPU build.
+    """
+    t = facts.torch
+    if t is None:
+        return None, False
+    if t.cuda:
+        return t.cuda, True
+    if t.error:
+        m = _CU_LOCAL.search(t.version or facts.version_of("torch") or "")
+        if m:
+            digits = m.group(1)
+            return f"{digits[:-1]}.{digits[-1]}", True
+        return None, False
+    return None, True
+
+
+def xformers_cuda_arg(facts: Facts) -> Optional[str]:
+    """torch's CUDA as xformers_fix takes it: the version, None for a CPU build, "" when unknown."""
+    cuda, known = torch_cuda(facts)
+    return cuda if known else ""
+
+
+# -- torch ------------------------------------------------------------------------------------------------
+
+
+def torch_build_action(index_url: str, v: Version, tag: str, why: str) -> PipInstall:
+    """pip install of the same torch release built for `tag`, from that variant's PyTorch index.
+
+    The local label ('torch==2.8.0+cu128') makes pip replace a 2.8.0+cpu/+cu129 it would call satisfied.
+    """
+    return PipInstall((f"torch=={release_of(v)}+{tag}",), index_url=f"{index_url}/{tag}", description=why)
+
+
+def reinstall(name: str, raw_version: Optional[str], index_url: str) -> Action:
+    """The exact reinstall of what is there: same version, same build (a +cuXYZ/+cpu torch from its PyTorch index).
+
+    An unreadable version gets no pip command: an unpinned reinstall would pull the newest release,
+    built for another torch; nor does a torch whose local label poses as a variant ('+cu121.post3'):
+    there is no index of that name.
+    """
+    torch_family = name in TORCH_FAMILY
+    v = parse_torch_version(raw_version) if torch_family else parse_version(raw_version)
+    if v is None:
+        return Manual(f"reinstall {name} at the version you meant to have (its version '{raw_version}' is unreadable)")
+    variant = torch_variant(v) if torch_family else None
+    if torch_family and v.local and variant is None:
+        return Manual(f"reinstall {name} {v} the way it was built (a local build '+{v.local}' is on no package index)")
+    return PipInstall((f"{name}=={v}",), description=f"reinstall {name} {v} in place",
+                      index_url=f"{index_url}/{variant}" if variant else None,  # local builds live only on the PyTorch index
+                      force_reinstall=True, force_reinstall_why="the installed files are damaged; the version stays",
+                      no_deps=True)
+
+
+# -- xformers ---------------------------------------------------------------------------------------------
+
+
+def xformers_install(matrix: Matrix, tv: Version, installed: Optional[str] = None, cuda: Optional[str] = "") -> Optional[PipInstall]:
+    """The xformers built for this torch release and CUDA variant, or None when the matrix knows none.
+
+    `cuda` is torch's CUDA ("12.6"), None for a CPU build, "" when unknown. Wheels for a CUDA that is
+    not the index default come from the PyTorch index of that variant (it hosts xformers per variant).
+    """
+    pick = xformers_built_for(matrix, tv)
+    if not pick or cuda is None:
+        return None
+    index_url = None
+    if cuda:
+        tag = lookup.cuda_tag(cuda)
+        if matrix.torch_default_cuda.get(minor_of(tv)) != cuda:
+            index_url = f"{matrix.torch_index_url}/{tag}"
+    return PipInstall(
+        (f"xformers=={pick}",),
+        description=f"xformers {pick} is built for torch {release_of(tv)}" + (f" / CUDA {cuda}" if cuda else ""),
+        index_url=index_url,
+        no_deps=True, no_deps_why="xformers pins torch exactly; letting pip resolve would replace the torch you have",
+        force_reinstall=pick == installed,
+        force_reinstall_why="same version, other build: pip would call it satisfied" if pick == installed else "",
+    )
+
+
+def xformers_fix(matrix: Matrix, tv: Version, installed: Optional[str] = None, cuda: Optional[str] = "") -> List[Action]:
+    """Install the xformers built for this torch release and CUDA variant, or drop xformers for SDPA."""
+    fix: List[Action] = []
+    install = xformers_install(matrix, tv, installed, cuda)
+    if install is not None:
+        fix.append(install)
+    fix.append(drop_xformers("or remove xformers: torch SDPA covers attention for transformers and Unsloth"))
+    return fix
+
+
+def drop_xformers(why: str = "remove xformers; torch SDPA covers attention") -> PipUninstall:
+    """Uninstall xformers: transformers and Unsloth fall back to torch SDPA."""
+    return PipUninstall(("xformers",), description=why)
+
+
+def xformers_built_for(matrix: Matrix, tv: Version) -> Optional[str]:
+    """Newest xformers pinned exactly (==) to this torch release and free of known issues; else the known-good pair."""
+    rel = release_of(tv)
+    exact = []
+    for row in matrix.xformers_torch:
+        specs = list(row.spec)
+        if len(specs) == 1 and specs[0].operator == "==" and row.spec.contains(rel, prereleases=True):
+            exact.append(Version(row.version))
+    for cand in sorted(exact, reverse=True):
+        if not any(i.package == "xformers" and i.affected.contains(cand, prereleases=True)
+                   and all(s.contains(rel, prereleases=True) for o, s in i.requires.items() if o == "torch")
+                   for i in matrix.known_issues):
+            return str(cand)
+    pair = matrix.torch_xformers_pairs.get(str(rel)) or matrix.torch_xformers_pairs.get(minor_of(tv))
+    return pair or None
+
+
+# -- flash-attn -------------------------------------------------------------------------------------------
+
+
+def drop_flash_attn(why: str = "remove flash-attn and use attn_implementation='sdpa'") -> PipUninstall:
+    """Uninstall flash-attn: transformers' SDPA attention needs nothing extra."""
+    return PipUninstall(("flash-attn",), description=why)
+
+
+def rebuild_flash_attn(why: str = "rebuild flash-attn against the installed torch") -> Manual:
+    """A source build of flash-attn: slow and needs the CUDA toolkit, so it is a step for a person."""
+    return Manual(f"{why}: pip install flash-attn --no-build-isolation (needs nvcc; can take an hour), "
+                  "or install a release wheel built for this torch/CUDA")
+
+
+# -- unsloth ----------------------------------------------------------------------------------------------
+
+
+def unsloth_zoo_pin(spec: str) -> PipInstall:
+    """unsloth_zoo at the floor unsloth names ('>=2025.3.11' -> ==2025.3.11): the zoo released with that
+    unsloth; the newest zoo may already expect a newer unsloth."""
+    try:
+        floors = [s.version for s in SpecifierSet(spec) if s.operator == ">="]
+    except InvalidSpecifier:
+        floors = []
+    req = f"unsloth_zoo=={floors[0]}" if len(floors) == 1 else f"unsloth_zoo{spec}"
+    return PipInstall((req,), description="the unsloth_zoo release unsloth names as its floor (released with it)",
+                      no_deps=True)
+
+
+# -- bitsandbytes -----------------------------------------------------------------------------------------
+
+
+def bitsandbytes_fix(matrix: Matrix, facts: Facts, tv: Version) -> List[Action]:
+    """The newest bitsandbytes range (matrix) whose torch and Python requirements this environment meets."""
+    py = parse_version(facts.python.version) or parse_version(".".join(map(str, sys.version_info[:3])))
+    fits = [r for r in matrix.bitsandbytes_torch
+            if r.spec.contains(tv, prereleases=True) and (r.python is None or py is None or r.python.contains(py, prereleases=True))]
+    fix: List[Action] = []
+    if fits:
+        best = max(fits, key=lambda r: max((Version(s.version) for s in r.versions if parse_version(s.version)), default=Version("0")))
+        fix.append(PipInstall((f"bitsandbytes{best.versions}",), description=f"releases {best.versions} support torch{best.spec} ({best.source})",
+                              no_deps=True, no_deps_why="bitsandbytes requires torch; pip must not replace the torch you have"))
+    else:
+        fix.append(Manual(f"no bitsandbytes release in the matrix supports torch {tv}: upgrade torch or remove bitsandbytes"))
+    fix.append(PipUninstall(("bitsandbytes",), description="or remove it if you do not quantize"))
+    return fix
