@@ -298,6 +298,7 @@ def test_readme_commands_work_as_written_on_a_pep668_python(system_python: Dict[
     assert proc.returncode in (0, 1, 2), out  # 3 bad input, 4 internal error, anything else: the line broke
     assert "Traceback" not in proc.stderr, out
     venv = project_copy / ".venv"
+    assert (venv / "pyvenv.cfg").is_file(), out
     cfg = (venv / "pyvenv.cfg").read_text(encoding="utf-8")
     assert f"home = {Path(system_python['PATH'].split(os.pathsep)[0])}" in cfg  # made from the system python3
     assert (venv / "bin" / "python").exists() and (venv / "bin" / "doctor").exists()
