@@ -23,6 +23,7 @@ from typing import Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from doctor._util.events import FD_ENV
 from doctor._util.timeouts import TimedOut
+from doctor.envvars import PYTHONUNBUFFERED
 
 GARBAGE_CHARS = 200  # of an unreadable event line, kept for the verdict
 
@@ -98,7 +99,7 @@ class EventChild:
         self.log = tempfile.TemporaryFile(prefix="tune-doctor-child-")
         child_env = dict(env)
         child_env[FD_ENV] = str(wfd)
-        child_env.setdefault("PYTHONUNBUFFERED", "1")
+        child_env.setdefault(PYTHONUNBUFFERED, "1")
         try:
             self.proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
                                          env=child_env, cwd=cwd, pass_fds=(wfd,), start_new_session=True)

@@ -28,6 +28,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 from doctor._util.files import read_bytes
 from doctor._util.proc import EventChild, exit_reason
 from doctor.compat_matrix.stack import TRAINING_STACK
+from doctor.envvars import PYTHONDONTWRITEBYTECODE, PYTHONFAULTHANDLER, PYTHONSTARTUP
 
 CHILD = Path(__file__).with_name("_verify_child.py")
 MODULE_TIMEOUT = 60.0
@@ -84,9 +85,9 @@ def verify_modules(root: str, modules: Sequence[str], python: Optional[str] = No
     pending: List[Tuple[int, str]] = list(enumerate(modules))
     results: Dict[int, ModuleResult] = {}
     env = dict(os.environ)
-    env["PYTHONDONTWRITEBYTECODE"] = "1"  # never leave __pycache__ in someone's cache
-    env["PYTHONFAULTHANDLER"] = "1"  # a segfault prints the Python stack to stderr: evidence
-    env.pop("PYTHONSTARTUP", None)
+    env[PYTHONDONTWRITEBYTECODE] = "1"  # never leave __pycache__ in someone's cache
+    env[PYTHONFAULTHANDLER] = "1"  # a segfault prints the Python stack to stderr: evidence
+    env.pop(PYTHONSTARTUP, None)
     cfg = {"root": root, "preload": list(preload), "stack": list(STACK_IMPORTS if stack is None else stack)}
     stop = ""
     while pending and not stop:

@@ -6,7 +6,7 @@ in seconds on any GPU and large enough to take the real kernels' code paths.
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 from doctor.probes.spec import ProbeSpec
 
@@ -54,11 +54,6 @@ CATALOGUE: Tuple[ProbeSpec, ...] = (
     probe("dispatch.attention", "the dispatcher's attention pick, run and verified", "dispatch_probe:attention",
           group="dispatch", params=ATTN),
 )
-
-
-def by_id() -> Dict[str, ProbeSpec]:
-    """Catalogue keyed by probe id."""
-    return {p.id: p for p in CATALOGUE}
 
 
 def select(only: List[str]) -> Tuple[ProbeSpec, ...]:

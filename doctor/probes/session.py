@@ -10,11 +10,11 @@ import os
 import time
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from doctor.envvars import CUDA_VISIBLE_DEVICES
 from doctor.facts import Facts
 from doctor.probes.spec import ProbeSpec
 from doctor.verdicts import ProbeResult
 
-CUDA_VISIBLE = "CUDA_VISIBLE_DEVICES"
 
 
 class ProbeRun(NamedTuple):
@@ -34,7 +34,7 @@ def selected_gpu_cc(facts: Facts, gpu: Optional[int]) -> Optional[Tuple[int, int
         return None
     index = gpu
     if index is None:
-        first = (facts.env.get(CUDA_VISIBLE) or "").split(",")[0].strip()
+        first = (facts.env.get(CUDA_VISIBLE_DEVICES) or "").split(",")[0].strip()
         index = int(first) if first.isdigit() else 0
     match = [g for g in gpus if g.index == index] or list(gpus[:1])
     return match[0].compute_capability
@@ -70,8 +70,8 @@ def run_probes(
         specs = tuple(p for p in specs if any(p.id == o or p.id.startswith(o.rstrip(".") + ".") for o in only))
     env = dict(os.environ if environ is None else environ)
     if gpu is not None:
-        env[CUDA_VISIBLE] = str(gpu)
-    gpu_key = str(gpu) if gpu is not None else env.get(CUDA_VISIBLE)
+        env[CUDA_VISIBLE_DEVICES] = str(gpu)
+    gpu_key = str(gpu) if gpu is not None else env.get(CUDA_VISIBLE_DEVICES)
     fp = fingerprint(facts, gpu_key, CATALOGUE_VERSION)
     cached = {} if refresh else store.load(fp, cache)
     cc = selected_gpu_cc(facts, gpu)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, Optional
 
 from doctor.cache.own import DoctorCache
 from doctor.verdicts import ProbeResult
@@ -34,8 +34,3 @@ def save(fp: str, results: Iterable[ProbeResult], inputs: Dict[str, Any], cache:
         merged[r.id] = r
     c.write_json(KIND, fp, {"fingerprint": fp, "inputs": inputs, "saved": time.time(),
                             "results": [r.to_dict() for r in merged.values()]})
-
-
-def results_list(d: Dict[str, ProbeResult]) -> List[ProbeResult]:
-    """Verdicts in insertion order."""
-    return list(d.values())
