@@ -2,8 +2,9 @@
 
 `gather()` is the entry point. Modules, one job each:
 platform_info (interpreter, OS, libc, env kinds), distributions (installed packages),
-builds (torch/version.py and xformers/cpp_lib.json read as files), gpu (override, NVML,
-sysfs/procfs, nvidia-smi), environment (relevant env vars), files (bounded reads).
+builds (torch/version.py and xformers/cpp_lib.json read as files), gpu/ (one module per
+source: override, NVML, sysfs, procfs, nvidia-smi; detect holds the order), environment
+(relevant env vars). Files are read through doctor._util.files (bounded, non-blocking).
 """
 
 from __future__ import annotations
