@@ -10,6 +10,7 @@ import os
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 from doctor.backends.attention import BACKENDS as ATTENTION_BACKENDS
+from doctor.envvars import DOCTOR_BACKEND_PREFIX, backend_op, backend_var
 from doctor.errors import DoctorError
 from doctor.verdicts import ProbeResult
 
@@ -37,7 +38,26 @@ class Choice(NamedTuple):
 
 def env_var(op: str) -> str:
     """DOCTOR_BACKEND_ATTENTION for 'attention'."""
-    return f"DOCTOR_BACKEND_{op.upper()}"
+    return backend_var(op)
+
+
+def validate_overrides(environ: Optional[Mapping[str, str]] = None) -> None:
+    """DoctorError (one line) for a DOCTOR_BACKEND_<OP> naming no op, or a backend the op does not have.
+
+    Checked by `doctor check` and `doctor probe` before any work, so a typo is bad input (exit 3) in
+    both, whether or not probes run; a backend that failed its probe is only known later (choose()).
+    """
+    env = os.environ if environ is None else environ
+    for name in sorted(k for k in env if k.startswith(DOCTOR_BACKEND_PREFIX)):
+        value = (env.get(name) or "").strip()
+        if not value:  # empty means "not forced", as choose() reads it
+            continue
+        op = backend_op(name)
+        if op not in OPS:
+            raise DoctorError(f"{name}={value}: no op called {op!r} (variables: "
+                              f"{', '.join(env_var(o) for o in OPS)})")
+        if value not in OPS[op]:
+            raise DoctorError(f"{name}={value}: unknown backend for {op} (choose from {', '.join(OPS[op])})")
 
 
 def choose(op: str, verdicts: Mapping[str, ProbeResult], environ: Optional[Mapping[str, str]] = None) -> Choice:

@@ -29,7 +29,7 @@ def test_json_report_has_schema_and_exit_code() -> None:
     proc = run_doctor("check", "--json", env={"DOCTOR_GPUS": "none"})
     assert proc.returncode in (0, 1, 2), proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["schema_version"] == 1 and doc["exit_code"] == proc.returncode
+    assert doc["schema_version"] == 2 and doc["exit_code"] == proc.returncode
     assert {"facts", "findings", "summary", "matrix_version", "doctor_version"} <= set(doc)
     assert doc["facts"]["python"] == ".".join(map(str, sys.version_info[:3]))
     for f in doc["findings"]:
@@ -187,3 +187,101 @@ def test_closed_stdout_is_not_an_error() -> None:
     p.stdout.close()  # type: ignore[union-attr]
     err = p.stderr.read().decode()  # type: ignore[union-attr]
     assert p.wait(timeout=60) in (0, 1, 2) and "internal error" not in err, err
+
+
+# --- exit codes: usage errors are bad input (3), a bug is 4, each command documents its codes ---------
+
+USAGE_ERRORS = [
+    ["--frob"],  # unknown flag of the top-level parser
+    ["frobnicate"],  # unknown command
+    ["check", "--frob"],  # unknown flag of a subcommand
+    ["check", "--json", "--markdown"],  # conflicting flags
+    ["check", "--probe-timeout", "abc"],  # not a number
+    ["check", "--probe-timeout", "-1"],
+    ["check", "--probe-timeout", "nan"],
+    ["check", "--probe-timeout", "0"],
+    ["check", "--probe-timeout", "inf"],
+    ["check", "--probe-timeout"],  # missing value
+    ["check", "--gpu-timeout", "-1"],
+    ["check", "--dry-run"],  # only with --fix
+    ["check", "--yes"],
+    ["check", "--yes", "--dry-run", "--json"],
+    ["probe", "--jobs", "two"],
+    ["probe", "--gpu", "-1"],
+    ["probe", "--timeout", "0"],
+    ["cache", "status", "--yes"],  # --yes/--dry-run are for repair and clear
+    ["cache", "verify", "--dry-run"],
+    ["cache", "status", "--import-timeout", "abc"],
+    ["cache", "status", "--lock-age", "-3"],
+]
+
+
+@pytest.mark.parametrize("args", USAGE_ERRORS, ids=[" ".join(a) for a in USAGE_ERRORS])
+def test_usage_errors_exit_3_in_one_line(args) -> None:  # type: ignore[no-untyped-def]
+    """argparse's exit 2 would read as "errors found" in CI: every usage error is bad input, exit 3, one line."""
+    proc = run_doctor(*args, env={"DOCTOR_GPUS": "none"})
+    assert proc.returncode == 3, (proc.returncode, proc.stderr)
+    no_traceback(proc)
+    assert proc.stderr.startswith("doctor: error:") and proc.stdout == ""
+
+
+@pytest.mark.parametrize("command", [["check", "--json", "--no-probes"], ["probe", "--json"]])
+@pytest.mark.parametrize("var,value,named", [
+    ("DOCTOR_BACKEND_FOO", "sdpa-flash", "DOCTOR_BACKEND_FOO"),  # no op called foo
+    ("DOCTOR_BACKEND_ATTENTION", "flashy", "flashy"),  # no such backend for attention
+    ("DOCTOR_BACKEND_RMS_NORM", "sdpa-flash", "rms_norm"),  # a backend of another op
+])
+def test_backend_override_is_validated_by_check_and_probe(command, var, value, named) -> None:  # type: ignore[no-untyped-def]
+    """DOCTOR_BACKEND_* naming no op or no backend: exit 3 and one line, in both commands, before any output."""
+    proc = run_doctor(*command, env={"DOCTOR_GPUS": "none", var: value})
+    assert proc.returncode == 3, (proc.returncode, proc.stderr)
+    no_traceback(proc)
+    assert named in proc.stderr and proc.stdout == ""
+
+
+def test_valid_backend_override_is_accepted() -> None:
+    """A backend the op has is not bad input (whether it passed its probe is known only after probing)."""
+    proc = run_doctor("check", "--json", "--no-probes", env={"DOCTOR_GPUS": "none", "DOCTOR_BACKEND_ATTENTION": "sdpa-flash",
+                                                             "DOCTOR_BACKEND_ROPE": ""})
+    assert proc.returncode in (0, 1, 2), proc.stderr
+    json.loads(proc.stdout)
+
+
+def test_internal_error_is_exit_4_not_bad_input() -> None:
+    """A bug (an unexpected exception) exits 4 in one line, distinct from bad input; --debug shows the traceback."""
+    import subprocess
+
+    plant = ("import sys, doctor.commands.check as c\n"
+             "def _bug(args):\n    raise ZeroDivisionError('planted\\nbug')\n"
+             "c._run = _bug\nfrom doctor.cli import main\nraise SystemExit(main(sys.argv[1:]))\n")
+    e = {**os.environ, "DOCTOR_GPUS": "none"}
+    proc = subprocess.run([sys.executable, "-c", plant, "check"], capture_output=True, text=True, timeout=60, env=e)
+    assert proc.returncode == 4, proc.stderr
+    no_traceback(proc)
+    assert proc.stderr.startswith("doctor: internal error: ZeroDivisionError: planted bug")
+    debug = subprocess.run([sys.executable, "-c", plant, "--debug", "check"], capture_output=True, text=True, timeout=60, env=e)
+    assert "Traceback" in debug.stderr and debug.returncode not in (0, 3, 4)
+
+
+@pytest.mark.parametrize("command", [[], ["check"], ["probe"], ["cache"]])
+def test_every_command_documents_its_exit_codes(command) -> None:  # type: ignore[no-untyped-def]
+    """Each --help lists its codes from doctor.exits, each code once; cache adds 5 (a change failed)."""
+    from doctor.exits import ExitCode
+
+    proc = run_doctor(*command, "--help")
+    assert proc.returncode == 0
+    block = proc.stdout.split("exit codes:\n", 1)[1]
+    codes = [int(line.split()[0]) for line in block.splitlines() if line.strip()[:1].isdigit()]
+    assert len(codes) == len(set(codes)), codes
+    for code in (ExitCode.HEALTHY, ExitCode.WARNINGS, ExitCode.ERRORS, ExitCode.BAD_INPUT, ExitCode.INTERNAL):
+        assert f"{int(code)}  {code.meaning}" in block
+    assert (ExitCode.CHANGE_FAILED in codes) == (command in ([], ["cache"]))
+
+
+def test_readme_exit_code_table_matches_the_code() -> None:
+    """README's exit-code table has one row per ExitCode, with its meaning."""
+    from doctor.exits import ExitCode
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for code in ExitCode:
+        assert f"| {int(code)} | {code.meaning} |" in readme, code

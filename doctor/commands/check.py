@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from doctor.commands import EXIT_CODES, add_common
+from doctor.commands import add_common, seconds
+from doctor.errors import DoctorError
+from doctor.exits import COMMON, epilog
 from doctor.report.console import console
+
+EXIT_CODES = epilog(COMMON, notes=("with --fix: the code of the re-check after the changes",))
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -24,14 +28,15 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     c.add_argument("--dry-run", action="store_true", help="with --fix: print the plan only")
     c.add_argument("--no-probes", action="store_true", help="metadata only: do not run probes on the GPU")
     c.add_argument("--refresh", action="store_true", help="re-run probes instead of reusing cached verdicts")
-    c.add_argument("--probe-timeout", type=float, default=None, metavar="S", help="limit per probe")
-    c.add_argument("--gpu-timeout", type=float, default=3.0, metavar="S", help="limit for nvidia-smi (default 3 s)")
+    c.add_argument("--probe-timeout", type=seconds, default=None, metavar="S", help="limit per probe")
+    c.add_argument("--gpu-timeout", type=seconds, default=3.0, metavar="S", help="limit for nvidia-smi (default 3 s)")
     add_common(c)
     c.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run `doctor check`, print the report, and with --fix apply the plan and re-check."""
+    _validate(args)
     report = _run(args)
     _render(report, args)
     if not args.fix:
@@ -39,9 +44,18 @@ def run(args: argparse.Namespace) -> int:
     return _fix(report, args)
 
 
+def _validate(args: argparse.Namespace) -> None:
+    """DoctorError (exit 3) for options that make no sense together or overrides that name nothing, before any work."""
+    from doctor.dispatch import validate_overrides
+
+    if not args.fix and (args.dry_run or args.yes):
+        raise DoctorError(f"--{'dry-run' if args.dry_run else 'yes'} only applies with --fix")
+    validate_overrides()
+
+
 def _run(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """run_check with the CLI's options (and a progress display for text output)."""
-    from doctor.check import run_check
+    from doctor.checkup import run_check
 
     progress = stop = None
     if not (args.json or args.markdown):

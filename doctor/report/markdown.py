@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING
 
 from doctor._version import __version__
 from doctor.findings import Severity
-from doctor.report.summary import EMPTY_SECTION, facts_summary, grouped, summary_line
+from doctor.report.summary import EMPTY_SECTION, environment_line, facts_summary, grouped, summary_line
 
 if TYPE_CHECKING:
-    from doctor.check import Report
+    from doctor.report_data import ReportData as Report
 
 
 def to_markdown(report: "Report") -> str:
@@ -18,8 +18,9 @@ def to_markdown(report: "Report") -> str:
     lines = [f"## tune-doctor {__version__} report", "",
              f"**Status:** {summary_line(report)}", "",
              "| fact | value |", "|---|---|"]
-    rows = [("Python", f"{s['python']} ({s['executable']})"), ("Platform", s["platform"]), ("libc", s["libc"]),
-            ("Environment", ", ".join(s["environment"]) or "system"),
+    rows = [("Python", s["python"]), ("Environment checked", environment_line(report)),
+            ("Platform", s["platform"]), ("libc", s["libc"]),
+            ("Environment kind", ", ".join(s["environment"]) or "system"),
             ("GPUs", ", ".join(f"{g['name']} (cc {g['compute_capability']})" for g in s["gpus"]) or "none"),
             ("Driver", s["driver"] or "none"),
             ("torch build", f"{s['torch_build']['version']} CUDA {s['torch_build']['cuda']}" if s["torch_build"] else "not installed")]

@@ -8,9 +8,14 @@ def live_progress(console, total: int):  # type: ignore[no-untyped-def]
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     if not console.is_terminal:
+        from rich.text import Text
+
+        from doctor.report.tables import short_detail
+
         def line(pid: str, result) -> None:  # type: ignore[no-untyped-def]
-            if result is not None:
-                console.print(f"probe {pid}: {result.status}" + (f" ({result.detail[:100]})" if result.status != "pass" else ""))
+            if result is not None:  # one line per verdict: the first line of its detail, cut
+                detail = short_detail(result.detail, 100) if result.status != "pass" else ""
+                console.print(Text(f"probe {pid}: {result.status}" + (f" ({detail})" if detail else "")))
         return line, lambda: None
     prog = Progress(SpinnerColumn(), TextColumn("[bold]probing[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=console, transient=True)

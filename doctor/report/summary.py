@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List
 
+from doctor.compat_matrix.stack import TRAINING_STACK
+from doctor.exits import status_of
 from doctor.findings import Category, Finding, Severity
+from doctor.rules.environment import active_environment
 
 if TYPE_CHECKING:
-    from doctor.check import Report
+    from doctor.report_data import ReportData as Report
 
 ICONS = {Severity.OK: "✓", Severity.INFO: "i", Severity.WARN: "!", Severity.ERROR: "✗"}
 STYLES = {Severity.OK: "green", Severity.INFO: "cyan", Severity.WARN: "yellow", Severity.ERROR: "bold red"}
-EXIT_MEANING = {0: "healthy", 1: "warnings", 2: "errors"}
 EMPTY_SECTION = {
     Category.IMPORTS: "not checked: pass --script train.py, or run doctor.check_imports() in the notebook",
 }
@@ -20,11 +22,12 @@ EMPTY_SECTION = {
 def facts_summary(report: "Report") -> Dict[str, Any]:
     """The facts a reader of a report needs, as plain JSON-ready data."""
     f = report.facts
-    stack = ("torch", "triton", "xformers", "flash-attn", "bitsandbytes", "transformers", "trl", "peft",
-             "accelerate", "unsloth", "unsloth-zoo", "liger-kernel")
+    active = active_environment(f)
     return {
         "python": f.python.version,
-        "executable": f.python.executable,
+        "executable": f.python.executable,  # the interpreter whose environment was checked
+        "prefix": f.python.prefix,  # its sys.prefix
+        "active_environment": None if active is None else active._asdict(),  # VIRTUAL_ENV / CONDA_PREFIX, if set
         "platform": f"{f.platform.system} {f.platform.machine} {f.platform.release}",
         "libc": f"{f.platform.libc or '?'} {f.platform.libc_version or ''}".strip(),
         "environment": list(f.env_kinds),
@@ -37,7 +40,7 @@ def facts_summary(report: "Report") -> Dict[str, Any]:
         "gpus": [{"index": g.index, "name": g.name, "compute_capability": g.cc, "memory_mib": g.memory_mib}
                  for g in f.hardware.gpus],
         "gpu_source": f.hardware.source,
-        "packages": {n: f.version_of(n) for n in stack if f.version_of(n) is not None},
+        "packages": {n: f.version_of(n) for n in TRAINING_STACK if f.version_of(n) is not None},
         "env": dict(f.env),
         "distributions": len(f.distributions),
     }
@@ -68,4 +71,14 @@ def summary_line(report: "Report") -> str:
     for label, n in (("error", c["error"]), ("warning", c["warn"]), ("note", c["info"]), ("ok", c["ok"])):
         if n or label == "ok":
             parts.append(f"{n} {label}" + ("s" if n != 1 and label != "ok" else ""))
-    return ", ".join(parts) + f"  (exit {report.exit_code}: {EXIT_MEANING.get(report.exit_code, '?')})"
+    return ", ".join(parts) + f"  (exit {report.exit_code}: {status_of(report.exit_code)})"
+
+
+def environment_line(report: "Report") -> str:
+    """'/venv/bin/python (prefix /venv)', and the activated environment when it is another one."""
+    f = report.facts
+    text = f"{f.python.executable or '?'} (prefix {f.python.prefix})"
+    active = active_environment(f)
+    if active is not None and not active.is_checked:
+        text += f"; NOT the active {active.variable}={active.path}"
+    return text

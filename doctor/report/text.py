@@ -6,28 +6,30 @@ from typing import TYPE_CHECKING, Optional
 
 from doctor._version import __version__
 from doctor.findings import Severity
-from doctor.report.summary import EMPTY_SECTION, ICONS, STYLES, grouped, summary_line
+from doctor.report.console import console as default_console
+from doctor.report.console import print_command
+from doctor.report.summary import EMPTY_SECTION, ICONS, STYLES, environment_line, grouped, summary_line
 
 if TYPE_CHECKING:  # rich is imported lazily: the --json path never pays for it
     from rich.console import Console
 
-    from doctor.check import Report
+    from doctor.report_data import ReportData as Report
 
 
 def render_text(report: "Report", console: Optional["Console"] = None, verbose: bool = False) -> None:
     """Print the doctor's report: sections, one line per finding, evidence and fix under problems."""
-    from rich.console import Console
     from rich.markup import escape
     from rich.padding import Padding
     from rich.text import Text
 
-    console = console or Console()
+    console = console or default_console()
     f = report.facts
     gpus = ", ".join(f"{g.name} (cc {g.cc})" for g in f.hardware.gpus) or "no NVIDIA GPU"
     head = Text.assemble(("tune-doctor ", "bold"), f"{__version__}  ·  matrix {report.matrix_version}  ·  Python {f.python.version}"
                          f"  ·  {', '.join(f.env_kinds) or 'system python'}\n",
                          f"GPU: {gpus}  ·  driver {f.hardware.driver_version or 'none'}  ·  "
-                         f"torch {(f.torch.version if f.torch else None) or 'not installed'}")
+                         f"torch {(f.torch.version if f.torch else None) or 'not installed'}\n",
+                         f"Environment: {environment_line(report)}")
     console.print(head)
     for cat, items in grouped(list(report.findings)).items():
         console.print()
@@ -50,13 +52,14 @@ def render_text(report: "Report", console: Optional["Console"] = None, verbose: 
             for a in fd.fix:
                 cmd = a.command()
                 line = f"fix: {escape(cmd)}" if cmd else f"fix: {escape(a.description)}"
-                console.print(Padding(Text.from_markup(f"[bold]{line}[/bold]" + (f"  [dim]# {escape(a.description)}[/dim]" if cmd else "")),
-                                      (0, 0, 0, 6), expand=False))
+                # one line even on a narrow terminal: a wrapped command pastes as a partial one
+                print_command(console, Text.from_markup(f"[bold]{line}[/bold]" + (f"  [dim]# {escape(a.description)}[/dim]" if cmd else "")), 6)
     if report.probes and verbose:
-        from doctor.report.tables import dispatch_table_view, verdict_table
+        from doctor.report.tables import dispatch_table_view, render_verdict_details, verdict_table
 
         console.print()
         console.print(verdict_table(report.probes))
+        render_verdict_details(console, report.probes)
         console.print(dispatch_table_view(report.dispatch))
     if report.probe_note:
         console.print()

@@ -53,7 +53,7 @@ class Env:
         proc = self.run(*args, "--json")
         assert proc.returncode == code, proc.stdout[-2000:] + proc.stderr[-2000:]
         doc = json.loads(proc.stdout)
-        assert doc["exit_code"] == code and doc["schema_version"] == 1
+        assert doc["exit_code"] == code and doc["schema_version"] == 2
         return doc
 
 
@@ -117,9 +117,9 @@ def test_verify_repair_dry_run_repair(env: Env) -> None:
     before = tree(env.tmp)
     doc = env.json("cache", "repair", "--which", "unsloth", "--dry-run", code=2)
     assert tree(env.tmp) == before and doc["dry_run"] is True
-    assert sorted(a["action"]["args"][0] for a in doc["applied"]) == ["chmod", "quarantine", "quarantine"]
+    assert sorted(a["action"]["kind"] for a in doc["applied"]) == ["chmod", "quarantine", "quarantine"]
     assert all(a["ok"] and a["result"].startswith("would ") for a in doc["applied"])
-    doc = env.json("cache", "repair", "--which", "unsloth", code=0)
+    doc = env.json("cache", "repair", "--which", "unsloth", "--yes", code=0)
     assert all(a["ok"] for a in doc["applied"])
     assert sorted(p.name for p in env.unsloth.iterdir()) == ["UnslothSFTTrainer.py", "moe_utils.py"]
     [stamp] = os.listdir(env.tmp / "uc.quarantine")
@@ -133,7 +133,7 @@ def test_repair_relative_location_prints_how_to_persist(env: Env) -> None:
     env.install_unsloth()
     del env.vars["UNSLOTH_COMPILE_LOCATION"]
     (env.cwd / "unsloth_compiled_cache").mkdir()
-    proc = env.run("cache", "repair", "--which", "unsloth")
+    proc = env.run("cache", "repair", "--which", "unsloth", "--yes")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     target = env.cwd / "unsloth_compiled_cache"
     assert f"export UNSLOTH_COMPILE_LOCATION={target}" in proc.stdout
