@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from typing import Dict, Mapping, NamedTuple, Optional, Tuple
 
 from doctor.errors import DoctorError
@@ -69,16 +68,18 @@ def ask_interpreter(python: str, timeout: float = TIMEOUT, environ: Optional[Map
     exe = _executable(python)
     env = dict(os.environ if environ is None else environ)
     env.pop("PYTHONSTARTUP", None)  # an interactive startup file has no business in a probe of sys.path
-    try:
-        proc = subprocess.run([exe, "-c", _CHILD], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, env=env, cwd=os.path.dirname(exe) or None, timeout=timeout)
-    except subprocess.TimeoutExpired:
+    from doctor._util.proc import run  # lazy: subprocess is not needed without --python
+    from doctor._util.timeouts import TimedOut
+
+    try:  # its own process group: a wrapper script's children die with it at the timeout
+        proc = run([exe, "-c", _CHILD], timeout, env=env, cwd=os.path.dirname(exe) or None)
+    except TimedOut:
         raise DoctorError(f"--python {python}: no answer within {timeout:g} s") from None
     except OSError as exc:  # not executable, a bad ELF, ...
         raise DoctorError(f"--python {python}: cannot run it: {exc.strerror or exc}") from None
     doc = _parse(proc.stdout)
     if doc is None:
-        err = (proc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
+        err = proc.stderr.strip().splitlines()
         why = f"exit {proc.returncode}" + (f": {err[-1][:200]}" if err else "")
         raise DoctorError(f"--python {python}: not a working Python 3 interpreter ({why})")
     return _interpreter(doc, python)
@@ -105,9 +106,9 @@ def _executable(python: str) -> str:
     return path
 
 
-def _parse(stdout: bytes) -> Optional[Dict[str, object]]:
+def _parse(stdout: str) -> Optional[Dict[str, object]]:
     """The child's JSON object (the last line that is one), or None."""
-    for line in reversed((stdout or b"").decode("utf-8", "replace").splitlines()):
+    for line in reversed(stdout.splitlines()):
         try:
             doc = json.loads(line)
         except ValueError:

@@ -105,3 +105,22 @@ def test_a_hung_interpreter_is_abandoned_in_time(tmp_path: Path) -> None:
     with pytest.raises(DoctorError, match="no answer within 0.5 s"):
         ask_interpreter(_script(tmp_path, "exec sleep 30"), timeout=0.5)
     assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="shell scripts")
+def test_a_wrapper_that_leaves_a_child_behind_is_killed_with_it(tmp_path: Path) -> None:
+    """A wrapper script whose background child holds the output pipe: the whole group goes at the timeout."""
+    pid_file = tmp_path / "child.pid"
+    t0 = time.monotonic()
+    with pytest.raises(DoctorError, match="no answer within 0.5 s"):
+        ask_interpreter(_script(tmp_path, f"sleep 30 &\necho $! > {pid_file}\nwait"), timeout=0.5)
+    assert time.monotonic() - t0 < 5
+    child = int(pid_file.read_text())
+    for _ in range(100):  # killed with its group; give init a moment to reap it
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the wrapper's child survived the timeout")
