@@ -3,10 +3,14 @@
 Modules, one job each (imported lazily: `doctor check` pays only for what it uses):
   roots      where each cache lives, resolved the way its owner resolves it
   fsinfo     the filesystem under a path (network filesystems flagged), from /proc/self/mountinfo
-  scan       cheap, bounded, non-blocking inspection of one root (threads with time limits)
+  location   unsloth's compiled-cache location rule, and the write check (try_write) every root uses
+  scan       cheap, bounded, non-blocking inspection of the roots (threads with time limits); one module per
+             owner (scan.unsloth, scan.triton, scan.inductor, scan.own) over the shared walk (scan.walk)
+  problems   what each problem kind a scan found means, as a Finding with its repair
   verify     import unsloth's compiled modules in child processes, attributing hangs and crashes
-  diagnose   scans + verify results -> Findings with CACHE_REPAIR actions; the `doctor check` rule
-  repair     apply_cache_action: quarantine, remove-lock, chmod, set-location, clear (with refusals)
+  diagnose   scans + verify results -> Findings with typed repair actions; the `doctor check` rule
+  repair     apply_cache_action: MoveToQuarantine, RemoveStaleLock, TightenMode, a cache-location SetEnv
+             (with refusals); the builders of those actions
   own        the doctor's own cache: atomic, locked, stamped JSON entries and generated modules
 """
 
@@ -15,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from doctor.findings import Action
+    from doctor.actions import Action
 
 
 def apply_cache_action(action: "Action", dry_run: bool = False) -> str:

@@ -1,4 +1,4 @@
-"""Cache scans (and import verdicts) -> Findings with CACHE_REPAIR actions; the `doctor check` rule.
+"""Cache scans (and import verdicts) -> Findings with typed repair actions; the `doctor check` rule.
 
 Three depths:
   check   (inside `doctor check`): only caches that exist or whose owner is installed; a 0.15 s walk
@@ -10,21 +10,27 @@ Three depths:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import TYPE_CHECKING, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from doctor.cache.roots import KINDS, resolve_roots
-from doctor.cache.scan import HEADER_FIELDS, LOCK_AGE, Expect, Problem, RootScan, scan_roots
+from doctor.actions import Action, SetEnv
+from doctor.cache.problems import names as _names
+from doctor.cache.problems import problem_findings
+from doctor.cache.repair import REPAIRS, is_location, quarantine_action, set_location_action
+from doctor.cache.roots import KINDS, resolve_roots, suggest_location
+from doctor.cache.scan import Expect, RootScan, scan_roots
+from doctor.cache.scan.walk import HEADER_FIELDS, LOCK_AGE
 from doctor.facts import Facts
-from doctor.findings import Action, ActionKind, Category, Finding, Severity, finding, manual
+from doctor.findings import Category, Finding, Severity, finding
 
 if TYPE_CHECKING:
     from doctor.cache.verify import ModuleResult
+    from doctor.compat_matrix.model import Matrix
 
 CHECK_BUDGET = 0.15  # seconds of walking inside `doctor check` (all roots, concurrently)
 FULL_BUDGET = 60.0
 TRITON_DISTS = ("triton", "pytorch-triton", "pytorch-triton-rocm", "pytorch-triton-xpu")
-SHOW = 8  # paths listed in one evidence line
 
 
 # What the metadata cannot tell, said once instead of guessed per entry.
@@ -87,13 +93,6 @@ def _env(facts: Facts) -> Dict[str, str]:
 # ----------------------------------------------------------------------------- evidence helpers
 
 
-def _names(root: str, paths: Sequence[str]) -> str:
-    """'a.py, b.py (+3 more)', relative to the root."""
-    rel = [os.path.relpath(p, root) if p.startswith(root) else p for p in paths]
-    more = f" (+{len(rel) - SHOW} more)" if len(rel) > SHOW else ""
-    return ", ".join(rel[:SHOW]) + more
-
-
 def _size(n: int) -> str:
     """Human-readable size."""
     f = float(n)
@@ -113,11 +112,8 @@ def _root_ev(s: RootScan) -> Dict[str, object]:
     return ev
 
 
-def _location_fix(s: RootScan, why: str) -> Action:
-    """Point the owner at a local, writable, absolute directory."""
-    from doctor.cache.repair import set_location_action
-    from doctor.cache.roots import suggest_location
-
+def _location_fix(s: RootScan, why: str) -> SetEnv:
+    """Point the owner at a local, writable, absolute, per-user directory."""
     return set_location_action(s.root.env_var, suggest_location(s.root.kind, avoid=s.root.path), why)
 
 
@@ -130,7 +126,7 @@ REPAIR_HINT = " `doctor cache repair` (or `doctor check --fix`) applies it; entr
 def _hinted(findings: List[Finding]) -> List[Finding]:
     """Say which command applies a cache repair, on the findings that have one."""
     return [f._replace(explanation=f.explanation + REPAIR_HINT)
-            if any(a.kind is ActionKind.CACHE_REPAIR and a.args[:1] != ("set-location",) for a in f.fix) else f
+            if any(isinstance(a, REPAIRS) for a in f.fix) else f
             for f in findings]
 
 
@@ -141,206 +137,84 @@ def root_findings(s: RootScan, facts: Facts, mode: str) -> List[Finding]:
 
 def _root_findings(s: RootScan, facts: Facts, mode: str) -> List[Finding]:
     """root_findings without the repair hint."""
-    out: List[Finding] = []
-    kind, root = s.root.kind, s.root.path
-    installed = _owner_installed(facts, kind)
-    covered = mode == "check" and kind == "unsloth" and s.root.role == "primary"  # the location rule reports these
+    installed = _owner_installed(facts, s.root.kind)
+    covered = mode == "check" and s.root.kind == "unsloth" and s.root.role == "primary"  # the location rule reports these
     ev = _root_ev(s)
     if s.status == "unresponsive":
-        if not covered:
-            out.append(finding("cache.unresponsive", Severity.ERROR, Category.CACHES,
-                               f"{s.root.label} at {root} did not answer", {**ev, "problem": s.detail},
-                               "Reading or writing there hangs (a stalled network mount, a dead FUSE daemon). The "
-                               "library that uses this cache would hang the same way, at import or at the first "
-                               "compile.", (_location_fix(s, "use a local directory instead"),), subject=root))
-        return out
+        return [] if covered else [_unresponsive(s, ev)]
     if s.status in ("not-a-directory", "error") and not covered:
-        out.append(finding("cache.unwritable", Severity.ERROR if installed else Severity.WARN, Category.CACHES,
-                           f"{s.root.label} at {root} cannot be used: {s.detail}", {**ev, "problem": s.detail},
-                           "Its owner creates files there; it fails at the first write.",
-                           (_location_fix(s, "use a writable directory instead"),), subject=root))
-        return out
-    pr = s.probe
-    if pr is not None and not pr.writable and not covered:
-        sev = Severity.ERROR if installed and kind != "doctor" else Severity.WARN
-        what = "is not writable" if s.status == "ok" else f"cannot be created in {pr.tested}"
-        expl = {"triton": "Triton writes every compiled kernel there; the first kernel compile fails "
-                          "(PermissionError / OSError), which is how read-only home directories break training.",
-                "inductor": "torch.compile writes generated code and kernels there; compilation fails.",
-                "doctor": "Probe verdicts cannot be cached: every check re-runs its probes.",
-                "unsloth": "unsloth falls back to a temp dir and recompiles on every run."}[kind]
-        out.append(finding("cache.unwritable", sev, Category.CACHES, f"{s.root.label} at {root} {what}",
-                           {**ev, "tested": pr.tested, "problem": pr.detail}, expl,
-                           (_location_fix(s, "use a writable absolute directory"),), subject=root))
+        return [_unusable(s, ev, installed)]
+    out: List[Finding] = []
+    wc = s.write_check
+    if wc is not None and not wc.writable and not covered:
+        out.append(_unwritable(s, ev, installed))
     if s.mount is not None and s.mount.network and (s.status == "ok" or installed):
-        out.append(finding("cache.network-fs", Severity.WARN, Category.CACHES,
-                           f"{s.root.label} is on a network filesystem ({s.mount.fs_type})", ev,
-                           "Compiled caches on NFS/SMB/Lustre/sshfs see stale file handles when another node "
-                           "rewrites a file, may show a half-written file as complete (attribute caching), and "
-                           "lock differently (flock is emulated or missing; filelock then falls back to lock files "
-                           "whose existence alone means 'held'). Keep compiled caches on a local disk; share "
-                           "nothing between nodes that they regenerate anyway.",
-                           (_location_fix(s, "use a local directory"),), subject=root))
+        out.append(_network_fs(s, ev))
     if s.status == "ok" and s.shared:
-        out.append(finding("cache.shared-directory", Severity.WARN, Category.CACHES,
-                           f"{s.root.label} is {s.shared}: {root}", {**ev, s.root.env_var: root},
-                           f"{s.root.env_var} points at a folder that also holds other files, so the cache mixes "
-                           "with them (and stale or broken entries cannot be told apart from your files). The doctor "
-                           "does not inspect, repair or clear such a folder. Give the cache its own directory.",
-                           (_location_fix(s, "use a dedicated directory"),), subject=root))
+        out.append(_shared_directory(s, ev))
         return out
-    if s.status != "ok" or not s.problems:
-        return out
-    from doctor.cache.repair import chmod_action, quarantine_action, remove_lock_action
-
-    by: Dict[str, List[Problem]] = {}
-    for p in s.problems:
-        by.setdefault(p.kind, []).append(p)
-    rr = s.real_path or root
-    ev = {"cache dir": root}  # problem findings: the root once; where it came from is in the root's own lines
-
-    if by.get("zero-byte"):
-        ps = [p.path for p in by["zero-byte"]]
-        out.append(finding("cache.zero-byte", Severity.WARN, Category.CACHES,
-                           f"{len(ps)} empty file{'s' if len(ps) != 1 else ''} in the {s.root.label}",
-                           {**ev, "files": _names(rr, ps)},
-                           "A zero-byte entry is what an interrupted in-place write leaves. An empty unsloth "
-                           "module imports as an empty module and fails later ('Cannot import ...'); an empty "
-                           "Triton binary or metadata file fails when the kernel loads. Moving it aside makes the "
-                           "owner regenerate it.", (quarantine_action(root, *ps),), subject=root))
-    if by.get("not-regular"):
-        for p in by["not-regular"]:
-            out.append(finding("cache.not-regular", Severity.ERROR, Category.CACHES,
-                               f"{os.path.basename(p.path)} in the {s.root.label} is {p.get('type')}",
-                               {**ev, "file": p.path},
-                               "The owner reads this path as a file: reading a FIFO blocks forever (a freeze at "
-                               "model load), a socket or device fails.", (quarantine_action(root, p.path),),
-                               subject=p.path))
-    if by.get("bad-header"):
-        for p in by["bad-header"]:
-            out.append(finding("cache.unsloth-broken-module", Severity.ERROR, Category.CACHES,
-                               f"unsloth compiled module {os.path.basename(p.path)} has a {p.get('header')} version header",
-                               {**ev, "module": p.path, "header": p.get("header"), "size": p.get("size")},
-                               "The version docstring unsloth writes first is cut off or garbled: the file was "
-                               "truncated (an in-place write interrupted, a full disk, a race between processes). "
-                               "Importing it fails with 'Cannot import ...'.", (quarantine_action(root, p.path),),
-                               subject=p.path))
-    if by.get("stale-header"):
-        ps = by["stale-header"]
-        want = ", ".join(f"{f} {s_}" for f, s_ in zip(HEADER_FIELDS, _installed(facts)))
-        detail = "; ".join(f"{os.path.basename(p.path)}: " + ", ".join(f"{k} {v}" for k, v in p.detail) for p in ps[:SHOW])
-        out.append(finding("cache.unsloth-stale-module", Severity.WARN, Category.CACHES,
-                           f"{len(ps)} unsloth compiled module{'s' if len(ps) != 1 else ''} built for other package versions",
-                           {**ev, "installed": want, "stale": detail + (f" (+{len(ps) - SHOW} more)" if len(ps) > SHOW else "")},
-                           "Each compiled module records the unsloth_zoo, unsloth, transformers and trl versions "
-                           "it was generated for. unsloth rewrites a stale one in place at the next load (racing "
-                           "any other process importing it), or keeps it when UNSLOTH_COMPILE_OVERWRITE=0, where "
-                           "it may not match the installed transformers/trl. Moving them aside regenerates them "
-                           "cleanly.", (quarantine_action(root, *[p.path for p in ps]),), subject=root))
-    if by.get("world-writable"):
-        ps = by["world-writable"]
-        ours = [p for p in ps if p.get("ours") == "yes"]
-        theirs = [p for p in ps if p.get("ours") != "yes"]
-        fixes: List[Action] = [chmod_action(root, *[(p.path, int(p.get("mode"), 8) & ~0o022) for p in ours])] if ours else []
-        if theirs:
-            fixes.append(manual(f"{len(theirs)} of them belong to another user: ask them, or as root run "
-                                "chmod go-w on: " + _names(rr, [p.path for p in theirs])))
-        out.append(finding("cache.world-writable", Severity.WARN, Category.CACHES,
-                           f"{len(ps)} file{'s' if len(ps) != 1 else ''} in the {s.root.label} writable by every user",
-                           {**ev, "files": "; ".join(f"{_names(rr, [p.path])} ({p.get('mode')}, uid {p.get('owner uid')})"
-                                                     for p in ps[:SHOW])},
-                           "The training process imports this code: anyone on the machine can change what it runs "
-                           "(unsloth 2026.10 writes moe_utils.py as 0666). Permissions are tightened only on files "
-                           "this user owns.", fixes, subject=root))
-    if by.get("stale-lock"):
-        ps = by["stale-lock"]
-        soft = [p for p in ps if p.get("flock") != "works"]
-        sev = Severity.WARN if soft else Severity.INFO
-        out.append(finding("cache.stale-lock", sev, Category.CACHES,
-                           f"{len(ps)} lock file{'s' if len(ps) != 1 else ''} in the {s.root.label} with no live holder",
-                           {**ev, "locks": _names(rr, [p.path for p in ps]),
-                            "oldest": max((p.get("age") for p in ps), key=lambda a: float(a.split()[0])),
-                            "flock on this filesystem": "not supported" if soft else "works"},
-                           ("flock does not work on this filesystem, so filelock falls back to lock files whose "
-                            "existence means 'held': each of these makes the next load wait UNSLOTH_LOCK_TIMEOUT "
-                            "(10 s) and then fail." if soft else
-                            "No process holds them (a non-blocking flock succeeded). filelock leaves its lock files "
-                            "behind by design and an unheld one blocks nobody here, so this is tidying, not a fault; "
-                            "removal happens while holding the lock, so it cannot race a new holder."),
-                           (remove_lock_action(root, *[p.path for p in ps]),), subject=root))
-    if by.get("triton-group"):
-        ps = by["triton-group"]
-        sev = Severity.ERROR if any(p.get("severity") == "error" for p in ps) else Severity.WARN
-        keys = sorted({os.path.dirname(p.path) for p in ps})
-        out.append(finding("cache.triton-broken-group", sev, Category.CACHES,
-                           f"{len(keys)} Triton kernel entr{'ies' if len(keys) != 1 else 'y'} in the {s.root.label} are broken",
-                           {**ev, "entries": "; ".join(f"{_names(rr, [p.path])}: {p.get('problem')}" for p in ps[:SHOW])
-                            + (f" (+{len(ps) - SHOW} more)" if len(ps) > SHOW else "")},
-                           "Triton finds a kernel through its __grp__<name>.json. A group that does not parse makes "
-                           "json.load raise inside the compile call (the training step crashes); a group whose "
-                           "metadata exists but whose binary is gone is taken as a cache hit and fails to load. "
-                           "Moving the whole kernel directory aside makes Triton recompile it.",
-                           (quarantine_action(root, *keys),), subject=root))
-    for pk, fid, what in (("foreign-arch", "cache.triton-foreign-arch", "another GPU architecture"),
-                          ("foreign-triton", "cache.triton-foreign-version", "another Triton version")):
-        if by.get(pk):
-            ps = by[pk]
-            counts: Dict[str, int] = {}
-            for p in ps:
-                v = p.get("arch") or p.get("triton")
-                counts[v] = counts.get(v, 0) + 1
-            here = (", ".join(f"sm_{a}" for a in sorted(_archs(facts))) if pk == "foreign-arch"
-                    else (expect_from(facts).triton or "?"))
-            out.append(finding(fid, Severity.INFO, Category.CACHES,
-                               f"{len(ps)} Triton kernel{'s' if len(ps) != 1 else ''} in the {s.root.label} built for {what}",
-                               {**ev, "built for": ", ".join(f"{k} ({n})" for k, n in sorted(counts.items())),
-                                "this machine": here},
-                               "Triton's cache key includes its own version and the target, so these are never "
-                               "loaded here: they only take disk space (a cache shared between machines or kept "
-                               "across upgrades). `doctor cache clear` moves the whole cache aside.",
-                               (manual(f"doctor cache clear --which {kind}  # optional: reclaims the space"),), subject=root))
-    if by.get("symlink"):
-        ps = by["symlink"]
-        out_ps = [p for p in ps if p.get("outside root") == "yes"]
-        out.append(finding("cache.symlink", Severity.WARN if out_ps else Severity.INFO, Category.CACHES,
-                           f"{len(ps)} symlink{'s' if len(ps) != 1 else ''} in the {s.root.label}"
-                           + (f", {len(out_ps)} pointing outside it" if out_ps else ""),
-                           {**ev, "links": "; ".join(f"{_names(rr, [p.path])} -> {p.get('resolves to')}" for p in ps[:SHOW])},
-                           "The owner follows these links (unsloth imports through them). The doctor never moves, "
-                           "changes or imports what a link points to outside the cache; remove the link yourself "
-                           "if it is not intended.", (manual("inspect and remove the links by hand"),), subject=root))
-    if by.get("unreadable"):
-        ps = by["unreadable"]
-        out.append(finding("cache.unreadable", Severity.WARN, Category.CACHES,
-                           f"{len(ps)} entr{'ies' if len(ps) != 1 else 'y'} in the {s.root.label} cannot be read",
-                           {**ev, "entries": "; ".join(f"{_names(rr, [p.path])}: {p.get('error')}" for p in ps[:SHOW])},
-                           "The owner would fail the same way when it reads them.",
-                           (quarantine_action(root, *[p.path for p in ps]),), subject=root))
-    if by.get("doctor-corrupt"):
-        ps = by["doctor-corrupt"]
-        out.append(finding("cache.doctor-corrupt-entry", Severity.INFO, Category.CACHES,
-                           f"{len(ps)} unusable entr{'ies' if len(ps) != 1 else 'y'} in the tune-doctor cache",
-                           {**ev, "entries": "; ".join(f"{_names(rr, [p.path])}: {p.get('problem')}" for p in ps[:SHOW])},
-                           "Reads treat them as misses and rewrite them, so nothing breaks; moving them aside keeps "
-                           "them for a bug report.", (quarantine_action(root, *[p.path for p in ps]),), subject=root))
-    if by.get("temp-leftover"):
-        ps = by["temp-leftover"]
-        out.append(finding("cache.temp-leftover", Severity.INFO, Category.CACHES,
-                           f"{len(ps)} temporary file{'s' if len(ps) != 1 else ''} left by interrupted writers "
-                           f"in the {s.root.label}",
-                           {**ev, "entries": _names(rr, [p.path for p in ps])},
-                           "A writer killed between writing its temp file and renaming it leaves these; they are "
-                           "never read.", (quarantine_action(root, *[p.path for p in ps]),), subject=root))
+    if s.status == "ok":
+        out.extend(problem_findings(s, expect_from(facts)))
     return out
 
 
-def _installed(facts: Facts) -> List[str]:
-    e = expect_from(facts)
-    return [e.versions.get(f, "0") for f in HEADER_FIELDS]
+def _unresponsive(s: RootScan, ev: Dict[str, object]) -> Finding:
+    """The root did not answer (a stalled mount): its owner would hang the same way."""
+    return finding("cache.unresponsive", Severity.ERROR, Category.CACHES,
+                   f"{s.root.label} at {s.root.path} did not answer", {**ev, "problem": s.detail},
+                   "Reading or writing there hangs (a stalled network mount, a dead FUSE daemon). The "
+                   "library that uses this cache would hang the same way, at import or at the first "
+                   "compile.", (_location_fix(s, "use a local directory instead"),), subject=s.root.path)
 
 
-def _archs(facts: Facts) -> List[int]:
-    return sorted(expect_from(facts).archs)
+def _unusable(s: RootScan, ev: Dict[str, object], installed: bool) -> Finding:
+    """The root is not a directory, or stat fails on it."""
+    return finding("cache.unwritable", Severity.ERROR if installed else Severity.WARN, Category.CACHES,
+                   f"{s.root.label} at {s.root.path} cannot be used: {s.detail}", {**ev, "problem": s.detail},
+                   "Its owner creates files there; it fails at the first write.",
+                   (_location_fix(s, "use a writable directory instead"),), subject=s.root.path)
+
+
+_UNWRITABLE_WHY = {
+    "triton": "Triton writes every compiled kernel there; the first kernel compile fails "
+              "(PermissionError / OSError), which is how read-only home directories break training.",
+    "inductor": "torch.compile writes generated code and kernels there; compilation fails.",
+    "doctor": "Probe verdicts cannot be cached: every check re-runs its probes.",
+    "unsloth": "unsloth falls back to a temp dir and recompiles on every run.",
+}
+
+
+def _unwritable(s: RootScan, ev: Dict[str, object], installed: bool) -> Finding:
+    """The write check failed: the owner cannot create its files there."""
+    wc = s.write_check
+    sev = Severity.ERROR if installed and s.root.kind != "doctor" else Severity.WARN
+    what = "is not writable" if s.status == "ok" else f"cannot be created in {wc.tested}"
+    return finding("cache.unwritable", sev, Category.CACHES, f"{s.root.label} at {s.root.path} {what}",
+                   {**ev, "tested": wc.tested, "problem": wc.detail}, _UNWRITABLE_WHY[s.root.kind],
+                   (_location_fix(s, "use a writable absolute directory"),), subject=s.root.path)
+
+
+def _network_fs(s: RootScan, ev: Dict[str, object]) -> Finding:
+    """The root is on NFS/SMB/Lustre/sshfs."""
+    assert s.mount is not None
+    return finding("cache.network-fs", Severity.WARN, Category.CACHES,
+                   f"{s.root.label} is on a network filesystem ({s.mount.fs_type})", ev,
+                   "Compiled caches on NFS/SMB/Lustre/sshfs see stale file handles when another node "
+                   "rewrites a file, may show a half-written file as complete (attribute caching), and "
+                   "lock differently (flock is emulated or missing; filelock then falls back to lock files "
+                   "whose existence alone means 'held'). Keep compiled caches on a local disk; share "
+                   "nothing between nodes that they regenerate anyway.",
+                   (_location_fix(s, "use a local directory"),), subject=s.root.path)
+
+
+def _shared_directory(s: RootScan, ev: Dict[str, object]) -> Finding:
+    """The variable points at a folder that also holds other files (cwd, home, /tmp)."""
+    return finding("cache.shared-directory", Severity.WARN, Category.CACHES,
+                   f"{s.root.label} is {s.shared}: {s.root.path}", {**ev, s.root.env_var: s.root.path},
+                   f"{s.root.env_var} points at a folder that also holds other files, so the cache mixes "
+                   "with them (and stale or broken entries cannot be told apart from your files). The doctor "
+                   "does not inspect, repair or clear such a folder. Give the cache its own directory.",
+                   (_location_fix(s, "use a dedicated directory"),), subject=s.root.path)
 
 
 def summary_finding(s: RootScan, mode: str, verified: Sequence["ModuleResult"] = ()) -> Optional[Finding]:
@@ -420,8 +294,6 @@ def syntax_checked(modules: Sequence[str], budget: float = SYNTAX_BUDGET) -> Lis
 
 def verify_findings(s: RootScan, results: Sequence["ModuleResult"], note: str, facts: Facts) -> List[Finding]:
     """Findings from the child-process imports of one unsloth root."""
-    from doctor.cache.repair import quarantine_action
-
     out: List[Finding] = []
     ev = _root_ev(s)
     unverified = []
@@ -462,22 +334,31 @@ def verify_findings(s: RootScan, results: Sequence["ModuleResult"], note: str, f
 
 def diagnose(facts: Facts, which: Sequence[str] = KINDS, mode: str = "status", timeout: float = 2.0,
              lock_age: float = LOCK_AGE, import_timeout: float = 60.0, preload: Optional[Sequence[str]] = None,
-             budget: Optional[float] = None) -> Diagnosis:
-    """Inspect the selected caches at the given depth (check | status | verify)."""
+             budget: Optional[float] = None, matrix: Optional["Matrix"] = None) -> Diagnosis:
+    """Inspect the selected caches at the given depth (check | status | verify).
+
+    `matrix` grades unsloth's location (its temp-directory fallback by release); loaded when needed.
+    """
     roots = resolve_roots(_env(facts), facts.cwd, which)
     if mode == "check":
-        probe = [k for k in which if k != "unsloth" and _owner_installed(facts, k)]
+        # unsloth's location has its own rule (doctor.cache.location), which tests its writability
+        write_check = [k for k in which if k != "unsloth" and _owner_installed(facts, k)]
         roots = [r for r in roots if r.kind != "unsloth" or _owner_installed(facts, "unsloth")]
     else:
-        probe = list(which)
+        write_check = list(which)
     scans = scan_roots(roots, expect_from(facts), budget=budget if budget is not None else
                        (CHECK_BUDGET if mode == "check" else FULL_BUDGET),
-                       timeout=timeout, full=mode != "check", lock_age=lock_age, probe=probe)
+                       timeout=timeout, full=mode != "check", lock_age=lock_age, write_check=write_check)
     findings: List[Finding] = []
     if mode != "check" and "unsloth" in which:
         from doctor.cache.location import check_unsloth_cache_location
 
-        findings.extend(f for f in check_unsloth_cache_location(facts, timeout) if f.id != "cache.unsloth-location")
+        if matrix is None and (facts.dist("unsloth") or facts.dist("unsloth-zoo")):
+            from doctor.compat_matrix.loader import load_matrix  # lazy: only to grade unsloth's fallback
+
+            matrix = load_matrix()
+        findings.extend(f for f in check_unsloth_cache_location(facts, matrix, timeout=timeout)
+                        if f.id != "cache.unsloth-location")
     located = {f.id for f in findings}
     verified: List["ModuleResult"] = []
     note = ""
@@ -519,18 +400,21 @@ def check_caches(facts: Facts) -> List[Finding]:
 
 
 def plan(findings: Iterable[Finding]) -> List[Action]:
-    """The repair plan: every cache-repair action (cache-location env fixes as set-location), each once."""
-    from doctor.cache.repair import LOCATION_VARS, set_location_action
+    """The repair plan: every cache repair and cache-location SetEnv (as a directory to create), each once.
 
+    One location per variable (the first finding's, the worst when findings come sorted); one repair per target.
+    """
     out: List[Action] = []
     seen = set()
     for f in findings:
         for a in f.fix:
-            if a.kind is ActionKind.SET_ENV and len(a.args) == 2 and a.args[0] in LOCATION_VARS:
-                a = set_location_action(a.args[0], a.args[1], a.description)
-            if a.kind is not ActionKind.CACHE_REPAIR:
+            if isinstance(a, SetEnv) and is_location(a):
+                a = a if a.directory else set_location_action(a.name, a.value, a.description)
+                key: object = ("set-location", a.name)
+            elif isinstance(a, REPAIRS):
+                key = dataclasses.replace(a, description="")  # the same targets, whatever the wording
+            else:
                 continue
-            key = ("set-location", a.args[1]) if a.args[0] == "set-location" else a.args
             if key in seen:
                 continue
             seen.add(key)

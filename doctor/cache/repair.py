@@ -13,18 +13,19 @@ Safety rules, checked for every action, dry run included:
   waiter that opened the old file notices the unlink (filelock re-checks st_nlink) instead of racing.
 Refusals raise DoctorError with one line saying why.
 
-Action args (all strings), kind ActionKind.CACHE_REPAIR; one action may name several targets of one root:
-  ("quarantine", ROOT, PATH, ...)          ("remove-lock", ROOT, PATH, ...)
-  ("chmod", ROOT, PATH, "0644", ...)       ("set-location", VAR, ABS_DIR)       ("clear", ROOT)
+Actions are the typed ones of doctor.actions, one root each; one action may name several targets:
+  MoveToQuarantine(root, paths)   RemoveStaleLock(root, paths)   TightenMode(root, ((path, mode), ...))
+  SetEnv(VAR, ABS_DIR, directory=True) for a cache location    MoveToQuarantine(root, whole_root=True): clear
+The type decides the operation; nothing is parsed from a string. A SetEnv is applied only when it names one
+of the cache variables (UNSLOTH_COMPILE_LOCATION, TRITON_CACHE_DIR, TORCHINDUCTOR_CACHE_DIR, DOCTOR_CACHE_DIR).
 Every target is checked before anything is done (one refusal: nothing happens); a target in use (a held
 lock, a module being written) is skipped and said so, the others are done.
-An ActionKind.SET_ENV action for one of the cache variables (UNSLOTH_COMPILE_LOCATION, TRITON_CACHE_DIR,
-TORCHINDUCTOR_CACHE_DIR, DOCTOR_CACHE_DIR) is accepted as a set-location.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import shlex
 import stat
@@ -32,12 +33,12 @@ import time
 from pathlib import PurePath
 from typing import Callable, List, Optional, Sequence, Tuple
 
+from doctor.actions import Action, MoveToQuarantine, RemoveStaleLock, SetEnv, TightenMode
 from doctor.cache.roots import ENV_VARS, known_roots, protected_reason
-from doctor.cache.scan import QUARANTINE_INSIDE, lock_state
+from doctor.cache.scan.walk import QUARANTINE_INSIDE, lock_state
 from doctor.errors import DoctorError
-from doctor.findings import Action, ActionKind
 
-OPS = ("quarantine", "remove-lock", "chmod", "set-location", "clear")
+REPAIRS = (MoveToQuarantine, RemoveStaleLock, TightenMode)  # the cache repairs proper (SetEnv is a location)
 LOCATION_VARS = frozenset(ENV_VARS.values())
 MIN_SOFT_LOCK_AGE = 60.0  # without flock, a lock file younger than this may belong to a writer right now
 OP_TIMEOUT = 30.0  # one repair on a responsive disk takes milliseconds
@@ -67,37 +68,40 @@ def _listing(paths: Sequence[str]) -> str:
     return f"{len(names)} entries ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
 
 
-def quarantine_action(root: str, *paths: str, why: str = "") -> Action:
+def quarantine_action(root: str, *paths: str, why: str = "") -> MoveToQuarantine:
     """Move entries into the quarantine beside their cache (they are regenerated on next use)."""
-    return Action(ActionKind.CACHE_REPAIR, why or f"move {_listing(paths)} to the quarantine beside the cache",
-                  ("quarantine", root, *paths), destructive=True)
+    return MoveToQuarantine(root, tuple(paths), why or f"move {_listing(paths)} to the quarantine beside the cache")
 
 
-def remove_lock_action(root: str, *paths: str) -> Action:
+def remove_lock_action(root: str, *paths: str) -> RemoveStaleLock:
     """Remove lock files nobody holds."""
-    return Action(ActionKind.CACHE_REPAIR, f"remove stale lock{'s' if len(paths) > 1 else ''} {_listing(paths)}",
-                  ("remove-lock", root, *paths), destructive=True)
+    return RemoveStaleLock(root, tuple(paths), f"remove stale lock{'s' if len(paths) > 1 else ''} {_listing(paths)}")
 
 
-def chmod_action(root: str, *targets: Tuple[str, int]) -> Action:
+def chmod_action(root: str, *targets: Tuple[str, int]) -> TightenMode:
     """Tighten modes, (path, mode) per file (only ever removes permissions)."""
-    args: List[str] = []
-    for path, mode in targets:
-        args += [path, f"{mode:04o}"]
     modes = sorted({f"{m:04o}" for _, m in targets})
-    return Action(ActionKind.CACHE_REPAIR, f"chmod {'/'.join(modes)} {_listing([p for p, _ in targets])}",
-                  ("chmod", root, *args))
+    return TightenMode(root, tuple(targets), f"chmod {'/'.join(modes)} {_listing([p for p, _ in targets])}")
 
 
-def set_location_action(var: str, path: str, why: str = "") -> Action:
-    """Create an absolute cache directory and point the owner at it (for this process; lines to persist it)."""
-    return Action(ActionKind.CACHE_REPAIR, why or f"use {path} for {var}", ("set-location", var, path))
+def set_location_action(var: str, path: str, why: str = "") -> SetEnv:
+    """Create an absolute cache directory and point the owner at it (for this process; lines to persist it).
+
+    The description names the variable and the directory, whatever renders it (a plan, markdown, JSON).
+    """
+    setting = f"{var}={path}"
+    text = why if setting in why else f"{why or 'use a dedicated directory'}: {setting}"
+    return SetEnv(var, path, text, directory=True)
 
 
-def clear_action(root: str) -> Action:
+def clear_action(root: str) -> MoveToQuarantine:
     """Move a whole cache into its quarantine."""
-    return Action(ActionKind.CACHE_REPAIR, f"move the whole cache {root} to its quarantine", ("clear", root),
-                  destructive=True)
+    return MoveToQuarantine(root, whole_root=True)
+
+
+def is_location(action: Action) -> bool:
+    """Whether an action sets one of the cache location variables (applied as a set-location)."""
+    return isinstance(action, SetEnv) and action.name in LOCATION_VARS
 
 
 def persist_lines(var: str, path: str) -> List[str]:
@@ -137,7 +141,7 @@ def check_root(root: str) -> Tuple[str, str]:
 
         for rp in roots:
             try:
-                if call_with_timeout(lambda rp=rp: os.path.realpath(rp), 2.0) == real:
+                if call_with_timeout(functools.partial(os.path.realpath, rp), 2.0) == real:
                     match = True
                     break
             except TimedOut:
@@ -273,14 +277,12 @@ def _remove_lock(root: str, path: str, dry_run: bool) -> str:
     return f"removed stale lock {target}"
 
 
-def _chmod_check(root: str, path: str, mode_text: str) -> Tuple[str, os.stat_result, int]:
+def _chmod_check(root: str, path: str, mode: int) -> Tuple[str, os.stat_result, int]:
     """(target, its lstat, mode) for a chmod that is allowed; DoctorError otherwise."""
-    try:
-        mode = int(mode_text, 8)
-    except ValueError:
-        raise DoctorError(f"refused: bad mode {mode_text!r}") from None
-    if mode > 0o777 or mode & 0o022:
-        raise DoctorError(f"refused: mode {mode_text} would leave the file writable by others")
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+        raise DoctorError(f"refused: bad mode {mode!r}")
+    if mode & 0o022:
+        raise DoctorError(f"refused: mode {mode:04o} would leave the file writable by others")
     _, target = check_path(root, path)
     st = os.lstat(target)
     if stat.S_ISLNK(st.st_mode) or not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
@@ -290,9 +292,9 @@ def _chmod_check(root: str, path: str, mode_text: str) -> Tuple[str, os.stat_res
     return target, st, mode
 
 
-def _chmod(root: str, path: str, mode_text: str, dry_run: bool) -> str:
+def _chmod(root: str, path: str, mode: int, dry_run: bool) -> str:
     try:
-        target, st, mode = _chmod_check(root, path, mode_text)
+        target, st, mode = _chmod_check(root, path, mode)
     except FileNotFoundError:
         return f"nothing to do: {path} no longer exists"
     old = stat.S_IMODE(st.st_mode)
@@ -365,33 +367,32 @@ def _clear(root: str, dry_run: bool) -> str:
     return f"moved {real_root} -> {dest} (an empty {real_root} is left in its place)"
 
 
+def _operation(action: Action) -> Tuple[str, Callable[..., str], List[tuple]]:
+    """(name, function, argument tuples) for a cache action, by its type; DoctorError for any other action."""
+    if isinstance(action, MoveToQuarantine):
+        if action.whole_root:
+            return "clear", _clear, [(action.root,)]
+        return "quarantine", _quarantine, [(action.root, p) for p in action.paths]
+    if isinstance(action, RemoveStaleLock):
+        return "remove-lock", _remove_lock, [(action.root, p) for p in action.paths]
+    if isinstance(action, TightenMode):
+        return "chmod", _chmod, [(action.root, p, m) for p, m in action.targets]
+    if isinstance(action, SetEnv):
+        if not is_location(action):
+            raise DoctorError(f"refused: {action.name} is not a cache location variable "
+                              f"({', '.join(sorted(LOCATION_VARS))})")
+        return "set-location", _set_location, [(action.name, action.value)]
+    kind = getattr(action, "kind", "")
+    raise DoctorError(f"not a cache repair: {getattr(kind, 'value', kind) or type(action).__name__}")
+
+
 def apply_cache_action(action: Action, dry_run: bool = False) -> str:
     """Perform one cache repair (or, with dry_run, check it and describe it); one line saying what happened.
 
     Raises DoctorError when the action is refused (outside every cache root, `..`, a symlink leading out,
-    a lock that is held, a file that is not ours) or malformed.
+    a lock that is held, a file that is not ours) or is not a cache action.
     """
-    args = tuple(str(a) for a in action.args)
-    if action.kind is ActionKind.SET_ENV and len(args) == 2 and args[0] in LOCATION_VARS:
-        args = ("set-location",) + args
-    elif action.kind is not ActionKind.CACHE_REPAIR:
-        raise DoctorError(f"not a cache repair: {action.kind.value}")
-    if not args or args[0] not in OPS:
-        raise DoctorError(f"unknown cache repair {args[:1]!r} (known: {', '.join(OPS)})")
-    op, rest = args[0], args[1:]
-    if op in ("quarantine", "remove-lock"):
-        ok = len(rest) >= 2
-        items = [(rest[0], p) for p in rest[1:]]
-    elif op == "chmod":
-        ok = len(rest) >= 3 and len(rest) % 2 == 1
-        items = [(rest[0], rest[i], rest[i + 1]) for i in range(1, len(rest) - 1, 2)]
-    else:
-        ok = len(rest) == {"set-location": 2, "clear": 1}[op]
-        items = [tuple(rest)]
-    if not ok:
-        raise DoctorError(f"cache repair {op}: wrong arguments {list(rest)!r}")
-    fn: Callable[..., str] = {"quarantine": _quarantine, "remove-lock": _remove_lock, "chmod": _chmod,
-                              "set-location": _set_location, "clear": _clear}[op]
+    op, fn, items = _operation(action)
     from doctor._util.timeouts import TimedOut, call_with_timeout
 
     try:

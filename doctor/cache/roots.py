@@ -18,8 +18,10 @@ doctor: DOCTOR_CACHE_DIR, else the per-user cache dir (doctor.cache.own.default_
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import stat
 from typing import List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from doctor.errors import DoctorError
@@ -210,25 +212,60 @@ def known_roots() -> List[CacheRoot]:
     return resolve_roots(os.environ, None, KINDS)
 
 
-def suggest_location(kind: str, avoid: str = "", timeout: float = 2.0) -> str:
-    """An absolute directory that can hold this cache (tested for writability), other than `avoid`."""
+SUGGESTED_NAMES = {"unsloth": "unsloth_compiled_cache", "triton": "triton", "inductor": "torchinductor",
+                   "doctor": "tune-doctor"}  # directory names of the suggested locations, per kind
+
+
+def suggestions(kind: str) -> List[str]:
+    """Per-user absolute directories for a cache, best first: under the user cache dir, then a uid-named temp dir.
+
+    Siblings in the user cache dir (~/.cache/triton), never inside the doctor's own cache (which the doctor
+    scans and clears as its own); the temp candidate carries the uid, so it is never the directory every
+    user shares (unsloth's /tmp/unsloth_compiled_cache fallback).
+    """
     import platformdirs
 
-    from doctor._util.timeouts import TimedOut, call_with_timeout
-    from doctor.cache.location import try_write
+    name = SUGGESTED_NAMES[kind]
+    return [os.path.join(platformdirs.user_cache_dir(), name),
+            os.path.join(gettempdir(), f"{name}-uid{os.geteuid()}")]
+
+
+def _only_ours(path: str) -> bool:
+    """A directory that does not exist yet, or one this user owns that no one else may write (no symlink)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _usable(path: str) -> bool:
+    """Only ours (or not there yet) and write-checked (blocking: run it with a timeout)."""
     from pathlib import Path
 
-    name = {"unsloth": "unsloth_compiled_cache", "triton": "triton", "inductor": "torchinductor",
-            "doctor": "tune-doctor"}[kind]
-    candidates = [os.path.join(platformdirs.user_cache_dir("tune-doctor", appauthor=False), name)
-                  if kind != "doctor" else platformdirs.user_cache_dir("tune-doctor", appauthor=False),
-                  os.path.join(gettempdir(), f"{name}-{_USER_UNSAFE.sub('_', user_name())}")]
+    from doctor.cache.location import try_write
+
+    return _only_ours(path) and try_write(Path(path)).writable
+
+
+def suggest_location(kind: str, avoid: str = "", timeout: float = 2.0) -> str:
+    """A per-user absolute directory that can hold this cache (write-checked), other than `avoid`.
+
+    When no candidate passes, the first (under the user cache dir): a fix that fails with a clear error
+    beats one that points at a directory other users share.
+    """
+    from doctor._util.timeouts import TimedOut, call_with_timeout
+
+    candidates = suggestions(kind)
     for cand in candidates:
         if os.path.normpath(cand) == os.path.normpath(avoid):
             continue
         try:
-            if call_with_timeout(lambda c=cand: try_write(Path(c)), timeout).writable:
-                return cand
+            ok = call_with_timeout(functools.partial(_usable, cand), timeout)
         except TimedOut:
             continue
-    return candidates[-1]
+        if ok:
+            return cand
+    return next(c for c in candidates if os.path.normpath(c) != os.path.normpath(avoid))

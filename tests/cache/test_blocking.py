@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from doctor.actions import SetEnv
 from doctor.cache.diagnose import check_caches
 from doctor.cache.roots import resolve_roots
 from doctor.cache.scan import Expect, scan_roots
@@ -47,14 +48,15 @@ def test_scan_thread_blocked_in_the_kernel_is_abandoned(caches, blocking_fifo: P
     monkeypatch.setattr(cl, "try_write", stuck_probe)
     t0 = time.monotonic()
     scans = scan_roots(resolve_roots(None, None, ("triton", "doctor")), Expect({}, None, frozenset(), str(caches.cwd)),
-                       timeout=0.5, probe=("triton", "doctor"))
+                       timeout=0.5, write_check=("triton", "doctor"))
     assert time.monotonic() - t0 < 3
     tri, doc = scans
     assert tri.status == "unresponsive" and "0.5 s" in tri.detail
-    assert doc.status == "missing" and doc.probe.writable  # the other root was not held up
+    assert doc.status == "missing" and doc.write_check.writable  # the other root was not held up
     fs = check_caches(make_facts(caches.cwd, dists={"triton": "3.4.0"}))  # default 2 s limit
     [f] = by_id(fs, "cache.unresponsive")
-    assert f.subject == str(caches.triton) and f.fix[0].args[:2] == ("set-location", "TRITON_CACHE_DIR")
+    assert f.subject == str(caches.triton) and isinstance(f.fix[0], SetEnv) and f.fix[0].directory
+    assert f.fix[0].name == "TRITON_CACHE_DIR"
 
 
 def _fuse(cmd, env, tmp_path: Path):  # type: ignore[no-untyped-def]

@@ -18,6 +18,7 @@ from doctor.cache.repair import (
     remove_lock_action,
     set_location_action,
 )
+from doctor.actions import Manual, MoveToQuarantine, PipInstall, RemoveStaleLock, SetEnv, TightenMode
 from doctor.errors import DoctorError
 from doctor.findings import Action, ActionKind, set_env
 from tests.cache.conftest import old, tree, triton_kernel
@@ -67,7 +68,7 @@ def test_refuses_paths_outside_roots_and_dotdot(caches, tmp_path: Path) -> None:
         quarantine_action(str(tmp_path), str(victim)),  # not a cache root
         quarantine_action("/", "/etc/passwd"),
         quarantine_action(str(caches.triton), str(caches.triton)),
-        Action(ActionKind.CACHE_REPAIR, "x", ("clear", str(tmp_path))),
+        MoveToQuarantine(str(tmp_path), whole_root=True),  # clear of a directory that is not a cache root
     ]
     for a in cases:
         with pytest.raises(DoctorError, match="refused"):
@@ -152,7 +153,9 @@ def test_chmod_only_tightens_and_only_own_files(caches) -> None:  # type: ignore
     assert "0666 -> 0644" in apply_cache_action(chmod_action(str(caches.unsloth), (str(p), 0o644)))
     assert stat.S_IMODE(p.stat().st_mode) == 0o644
     with pytest.raises(DoctorError, match="writable by others"):
-        apply_cache_action(Action(ActionKind.CACHE_REPAIR, "x", ("chmod", str(caches.unsloth), str(p), "0666")))
+        apply_cache_action(TightenMode(str(caches.unsloth), ((str(p), 0o666),)))
+    with pytest.raises(DoctorError, match="bad mode"):
+        apply_cache_action(TightenMode(str(caches.unsloth), ((str(p), 0o1644),)))
     if os.geteuid() == 0:
         os.chown(p, 12345, 12345)
         os.chmod(p, 0o666)
@@ -162,12 +165,14 @@ def test_chmod_only_tightens_and_only_own_files(caches) -> None:  # type: ignore
 
 
 def test_set_location_creates_the_dir_and_sets_this_process(caches, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """Creates the directory, sets the variable here, says how to persist it; also accepts the SET_ENV form."""
+    """Creates the directory, sets the variable here, says how to persist it; also accepts a plain SetEnv."""
     monkeypatch.delenv("UNSLOTH_COMPILE_LOCATION", raising=False)
     target = tmp_path / "abs" / "unsloth_compiled_cache"
-    dry = apply_cache_action(set_location_action("UNSLOTH_COMPILE_LOCATION", str(target)), dry_run=True)
+    a = set_location_action("UNSLOTH_COMPILE_LOCATION", str(target))
+    assert a == SetEnv("UNSLOTH_COMPILE_LOCATION", str(target), a.description, directory=True) and a.automatic
+    dry = apply_cache_action(a, dry_run=True)
     assert "would create" in dry and not target.exists()
-    msg = apply_cache_action(set_env("UNSLOTH_COMPILE_LOCATION", str(target)))
+    msg = apply_cache_action(SetEnv("UNSLOTH_COMPILE_LOCATION", str(target)))
     assert target.is_dir() and os.environ["UNSLOTH_COMPILE_LOCATION"] == str(target)
     assert f"export UNSLOTH_COMPILE_LOCATION={target}" in msg and "%env" in msg
     for bad in (("PATH", "/tmp"), ("UNSLOTH_COMPILE_LOCATION", "relative"), ("TRITON_CACHE_DIR", str(tmp_path / "a/../b"))):
@@ -195,9 +200,15 @@ def test_clear_moves_the_whole_cache_and_leaves_an_empty_one(caches) -> None:  #
 
 
 def test_malformed_actions(caches) -> None:  # type: ignore[no-untyped-def]
-    """Unknown ops, wrong arity and non-cache kinds are bad input (DoctorError), never a traceback."""
+    """Wrong arity cannot be built; non-cache kinds (typed or the old argv form) are bad input (DoctorError)."""
+    for build in (lambda: MoveToQuarantine(str(caches.triton), ()), lambda: RemoveStaleLock(str(caches.triton), ()),
+                  lambda: TightenMode(str(caches.triton), ()),
+                  lambda: MoveToQuarantine(str(caches.triton), (str(caches.triton / "x"),), whole_root=True)):
+        with pytest.raises(ValueError):
+            build()
     for a in (Action(ActionKind.CACHE_REPAIR, "x", ("frobnicate",)), Action(ActionKind.CACHE_REPAIR, "x", ("quarantine",)),
-              Action(ActionKind.PIP_INSTALL, "x", ("torch",)), set_env("PATH", "/x")):
+              Action(ActionKind.PIP_INSTALL, "x", ("torch",)), set_env("PATH", "/x"), PipInstall(("torch==2.8.0",)),
+              SetEnv("PATH", "/x"), SetEnv("PATH", "/x", directory=True), Manual("do it by hand")):
         with pytest.raises(DoctorError):
             apply_cache_action(a)
 
@@ -215,7 +226,7 @@ def test_shared_folders_are_never_treated_as_a_cache(caches, monkeypatch) -> Non
     fs = diagnose(facts, ("unsloth", "inductor"), mode="status").findings
     shared = by_id(fs, "cache.shared-directory")
     assert {f.subject for f in shared} == {str(caches.cwd), "/tmp"}  # /tmp twice: unsloth falls back to <tmp>/.
-    assert all(f.fix[0].args[0] == "set-location" for f in shared)
+    assert all(isinstance(f.fix[0], SetEnv) and f.fix[0].directory for f in shared)
     assert not by_id(fs, "cache.zero-byte")
     for root, path in ((str(caches.cwd), str(caches.cwd / "train.py")), ("/tmp", "/tmp/whatever")):
         with pytest.raises(DoctorError, match="refused: cache root .* is the (working|system temp) directory"):

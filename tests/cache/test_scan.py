@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 
 from doctor.cache.diagnose import check_caches, diagnose, plan
-from doctor.cache.scan import Expect, lock_state, parse_unsloth_header, scan_roots
+from doctor.actions import Manual, MoveToQuarantine, RemoveStaleLock, SetEnv, TightenMode
 from doctor.cache.roots import resolve_roots
+from doctor.cache.scan import Expect, scan_roots
+from doctor.cache.scan.unsloth import parse_unsloth_header
+from doctor.cache.scan.walk import lock_state
 from doctor.facts import GPU
-from doctor.findings import ActionKind, Severity
+from doctor.findings import Severity
 from tests.cache.conftest import INSTALLED, by_id, header, ids, make_facts, module, old, triton_kernel
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc, flock and FIFOs")
@@ -62,8 +65,8 @@ def test_stale_headers_one_finding_with_versions(caches) -> None:  # type: ignor
     assert "transformers 5.16.0 (installed 5.17.0)" in ev["stale"] and "trl 1.13.0 (installed 1.15.0)" in ev["stale"]
     assert ev["installed"] == "unsloth_zoo 2026.10.9, unsloth 2026.10.9, transformers 5.17.0, trl 1.15.0"
     [a] = f.fix  # one action for the whole finding (`doctor check --fix` runs a finding's first action)
-    assert a.kind is ActionKind.CACHE_REPAIR and a.destructive and a.args[:2] == ("quarantine", str(d))
-    assert sorted(a.args[2:]) == [str(d / "UnslothGRPOTrainer.py"), str(d / "UnslothSFTTrainer.py")]
+    assert isinstance(a, MoveToQuarantine) and a.destructive and a.root == str(d) and not a.whole_root
+    assert sorted(a.paths) == [str(d / "UnslothGRPOTrainer.py"), str(d / "UnslothSFTTrainer.py")]
 
 
 def test_stale_needs_unsloth_installed(caches) -> None:  # type: ignore[no-untyped-def]
@@ -89,7 +92,7 @@ def test_zero_byte_module(caches) -> None:  # type: ignore[no-untyped-def]
     (d / "Conv3d.py").write_bytes(b"")
     [f] = by_id(check_caches(make_facts(caches.cwd)), "cache.zero-byte")
     assert dict(f.evidence)["files"] == "Conv3d.py"
-    assert [a.args for a in f.fix] == [("quarantine", str(d), str(d / "Conv3d.py"))]
+    assert [(type(a), a.root, a.paths) for a in f.fix] == [(MoveToQuarantine, str(d), (str(d / "Conv3d.py"),))]
 
 
 def test_world_writable_moe_utils_gets_chmod_0644(caches) -> None:  # type: ignore[no-untyped-def]
@@ -100,7 +103,7 @@ def test_world_writable_moe_utils_gets_chmod_0644(caches) -> None:  # type: igno
     os.chmod(p, 0o666)
     [f] = by_id(check_caches(make_facts(caches.cwd)), "cache.world-writable")
     assert "0666" in dict(f.evidence)["files"]
-    assert [a.args for a in f.fix] == [("chmod", str(d), str(p), "0644")]
+    assert [(type(a), a.root, a.targets) for a in f.fix] == [(TightenMode, str(d), ((str(p), 0o644),))]
 
 
 @linux_only
@@ -123,7 +126,7 @@ def test_symlink_pointing_outside_is_reported_not_followed(caches, tmp_path: Pat
     fs = check_caches(make_facts(caches.cwd))
     [f] = by_id(fs, "cache.symlink")
     assert f.severity is Severity.WARN and str(outside) in dict(f.evidence)["links"]
-    assert all(a.kind is ActionKind.MANUAL for a in f.fix)
+    assert all(isinstance(a, Manual) for a in f.fix)
     assert "cache.unsloth-broken-module" not in ids(fs)
 
 
@@ -145,7 +148,7 @@ def test_stale_and_live_locks(caches, lock_holder) -> None:  # type: ignore[no-u
     d_ = diagnose(make_facts(caches.cwd), ("unsloth",), mode="status")
     [f] = by_id(d_.findings, "cache.stale-lock")
     assert f.severity is Severity.INFO and dict(f.evidence)["locks"] == ".locks/.lock.UnslothSFTTrainer.py"
-    assert [a.args for a in f.fix] == [("remove-lock", str(d), str(dead))]
+    assert [(type(a), a.root, a.paths) for a in f.fix] == [(RemoveStaleLock, str(d), (str(dead),))]
     [scan] = [s for s in d_.scans if s.root.path == str(d)]
     assert scan.live_locks == 1
 
@@ -173,7 +176,7 @@ def test_triton_group_that_does_not_parse(caches) -> None:  # type: ignore[no-un
     triton_kernel(caches.triton, "KEYB")
     [f] = by_id(check_caches(make_facts(caches.cwd, dists={"triton": "3.4.0"})), "cache.triton-broken-group")
     assert f.severity is Severity.ERROR and "KEYA/__grp__kernel.json: does not parse" in dict(f.evidence)["entries"]
-    assert [a.args for a in f.fix] == [("quarantine", str(caches.triton), str(kd))]
+    assert [(type(a), a.root, a.paths) for a in f.fix] == [(MoveToQuarantine, str(caches.triton), (str(kd),))]
 
 
 def test_triton_group_missing_binary_is_error_missing_metadata_is_warn(caches) -> None:  # type: ignore[no-untyped-def]
@@ -239,9 +242,10 @@ def test_own_cache_corrupt_entries_and_leftovers(caches) -> None:  # type: ignor
     fs = diagnose(make_facts(caches.cwd), ("doctor",), mode="status").findings
     [corrupt] = by_id(fs, "cache.doctor-corrupt-entry")
     assert corrupt.severity is Severity.INFO
-    assert set(corrupt.fix[0].args[2:]) == {str(c.path("probe", "bad")), str(mp)}
+    assert isinstance(corrupt.fix[0], MoveToQuarantine) and corrupt.fix[0].root == str(caches.doctor)
+    assert set(corrupt.fix[0].paths) == {str(c.path("probe", "bad")), str(mp)}
     [left] = by_id(fs, "cache.temp-leftover")
-    assert left.fix[0].args[2:] == (str(tmp),)
+    assert isinstance(left.fix[0], MoveToQuarantine) and left.fix[0].paths == (str(tmp),)
 
 
 # ----------------------------------------------------------------------------- roots that cannot be used
@@ -252,7 +256,7 @@ def test_missing_cache_dir_is_not_an_error(caches) -> None:  # type: ignore[no-u
     facts = make_facts(caches.cwd, dists={**{"triton": "3.4.0", "torch": "2.11.0"}})
     d = diagnose(facts, ("triton", "inductor", "doctor"), mode="status")
     assert {s.status for s in d.scans} == {"missing"}
-    assert all(s.probe is not None and s.probe.writable for s in d.scans)
+    assert all(s.write_check is not None and s.write_check.writable for s in d.scans)
     assert [f for f in d.findings if f.severity > Severity.OK] == []
     assert [f for f in check_caches(facts) if f.severity > Severity.OK] == []
     assert not caches.triton.exists()  # never created by looking
@@ -267,7 +271,7 @@ def test_cache_under_a_regular_file(caches, tmp_path: Path, monkeypatch: pytest.
                                         dists={"triton": "3.4.0"})), "cache.unwritable")
     assert f.severity is Severity.ERROR
     [a] = f.fix
-    assert a.args[0] == "set-location" and a.args[1] == "TRITON_CACHE_DIR" and os.path.isabs(a.args[2])
+    assert isinstance(a, SetEnv) and a.directory and a.name == "TRITON_CACHE_DIR" and os.path.isabs(a.value)
 
 
 @linux_only
@@ -355,8 +359,9 @@ def test_plan_dedupes_and_converts_location_env(caches) -> None:  # type: ignore
     (d / "UnslothSFTTrainer.py").write_text(header()[:20])  # broken (and would be quarantined once)
     fs = diagnose(make_facts(caches.cwd), ("unsloth",), mode="status").findings
     acts = plan(fs)
-    assert [a.args[0] for a in acts].count("set-location") == 1  # cwd-relative location pinned
-    assert [a.args for a in acts].count(("quarantine", str(d), str(d / "UnslothSFTTrainer.py"))) == 1
+    assert [isinstance(a, SetEnv) and a.directory for a in acts].count(True) == 1  # cwd-relative location pinned
+    assert [(type(a), a.root, a.paths) for a in acts if isinstance(a, MoveToQuarantine)].count(
+        (MoveToQuarantine, str(d), (str(d / "UnslothSFTTrainer.py"),))) == 1
 
 
 def test_scan_budget_marks_partial(caches) -> None:  # type: ignore[no-untyped-def]
@@ -383,7 +388,8 @@ def test_network_filesystem_finding(caches) -> None:  # type: ignore[no-untyped-
     [f] = by_id(root_findings(nfs, make_facts(caches.cwd, dists={"triton": "3.4.0"}), "check"), "cache.network-fs")
     assert f.severity is Severity.WARN and "nfs4 (filer:/export" in dict(f.evidence)["filesystem"]
     [a] = f.fix
-    assert a.args[:2] == ("set-location", "TRITON_CACHE_DIR") and not a.args[2].startswith(str(caches.triton))
+    assert isinstance(a, SetEnv) and a.directory and a.name == "TRITON_CACHE_DIR"
+    assert not a.value.startswith(str(caches.triton))
 
 
 def test_check_stays_cheap_on_a_used_cache(caches) -> None:  # type: ignore[no-untyped-def]
@@ -402,3 +408,24 @@ def test_check_stays_cheap_on_a_used_cache(caches) -> None:  # type: ignore[no-u
     print(f"\ncheck_caches on 15 modules + 400 kernels: {took * 1000:.0f} ms")
     assert took < 0.4
     assert [f for f in fs if f.severity > Severity.OK] == []
+
+
+def test_location_fixes_name_the_variable_and_a_per_user_directory(caches, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unusable TRITON_CACHE_DIR and DOCTOR_CACHE_DIR: each fix is VAR=<absolute per-user dir>, said in its text, and
+    the Triton one is a sibling in the user cache dir, never inside the doctor's own cache (scanned and cleared as ours)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    xdg = tmp_path / "xdg"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+    env = {"TRITON_CACHE_DIR": str(blocker / "triton"), "DOCTOR_CACHE_DIR": str(blocker / "doctor")}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    fs = by_id(check_caches(make_facts(caches.cwd, env, dists={"triton": "3.4.0"})), "cache.unwritable")
+    fixes = {f.fix[0].name: f.fix[0] for f in fs}
+    assert set(fixes) == {"TRITON_CACHE_DIR", "DOCTOR_CACHE_DIR"}
+    assert fixes["TRITON_CACHE_DIR"].value == str(xdg / "triton")
+    assert fixes["DOCTOR_CACHE_DIR"].value == str(xdg / "tune-doctor")
+    for var, a in fixes.items():
+        assert isinstance(a, SetEnv) and a.directory and os.path.isabs(a.value)
+        assert f"{var}={a.value}" in a.description and a.command() == f"export {var}={a.value}"
