@@ -104,7 +104,7 @@ def test_verify_findings_replace_the_cheap_ones(caches, monkeypatch: pytest.Monk
     diag = diagnose(make_facts(caches.cwd), ("unsloth",), mode="verify", import_timeout=20, preload=[])
     broken = by_id(diag.findings, "cache.unsloth-broken-module")
     assert sorted(f.subject for f in broken) == [str(d / "Conv3d.py"), str(d / "UnslothDPOTrainer.py")]
-    assert all(f.severity is Severity.ERROR and f.fix[0].args[0] == "quarantine" for f in broken)
+    assert all(f.severity is Severity.ERROR and f.fix[0].kind == "quarantine" for f in broken)
     dpo = [f for f in broken if f.subject.endswith("UnslothDPOTrainer.py")][0]
     assert dict(dpo.evidence)["result"] == "syntax-error"  # the import verdict, not the header guess, once
     [unv] = by_id(diag.findings, "cache.unsloth-unverified")
