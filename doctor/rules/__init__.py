@@ -6,7 +6,7 @@ reports itself instead of taking the check down.
 
 from __future__ import annotations
 
-from typing import Callable, List, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 from doctor.compat_matrix.model import Matrix
 from doctor.facts import Facts
@@ -50,10 +50,10 @@ def _caches(facts: Facts, matrix: Matrix) -> List[Finding]:
     return check_caches(facts)
 
 
-def _unsloth_cache_location(facts: Facts, matrix: Matrix) -> List[Finding]:
-    """unsloth's compiled-cache location, imported only when unsloth is there (tempfile/pathlib cost ~15 ms)."""
+def _unsloth_cache_location(facts: Facts, matrix: Matrix, scripts: Sequence[str] = ()) -> List[Finding]:
+    """unsloth's compiled-cache location (graded by unsloth_zoo's fallback in the matrix; `scripts`: --script paths)."""
     if facts.dist("unsloth") is None and facts.dist("unsloth-zoo") is None:
         return []
-    from doctor.cache.location import check_unsloth_cache_location
+    from doctor.cache.location import check_unsloth_cache_location  # lazy: only when unsloth is there
 
-    return check_unsloth_cache_location(facts)
+    return check_unsloth_cache_location(facts, matrix, scripts)
