@@ -16,7 +16,7 @@ DOCTOR_CUDA_DRIVER_VERSION = "DOCTOR_CUDA_DRIVER_VERSION"  # simulated highest C
 DOCTOR_CACHE_DIR = "DOCTOR_CACHE_DIR"  # the doctor's own cache (probe verdicts, compiled checks)
 DOCTOR_MATRIX_DIR = "DOCTOR_MATRIX_DIR"  # another copy of the compatibility data (compat_matrix/data)
 DOCTOR_BACKEND_PREFIX = "DOCTOR_BACKEND_"  # DOCTOR_BACKEND_<OP>=<backend> forces the dispatcher's choice
-DOCTOR_PROBE_FD = "DOCTOR_PROBE_FD"  # set for a probe child: the fd of its JSON-lines event channel
+DOCTOR_EVENT_FD = "DOCTOR_EVENT_FD"  # set for a child (probe, cache verify): the fd of its JSON-lines event channel
 
 # --- output (read by rich, named here so the README and tests use one spelling) ----------------------
 NO_COLOR = "NO_COLOR"  # any value: no colour (https://no-color.org)

@@ -12,7 +12,7 @@ import json
 import os
 from typing import Any, Optional, TextIO
 
-FD_ENV = "DOCTOR_EVENT_FD"
+FD_ENV = "DOCTOR_EVENT_FD"  # doctor.envvars.DOCTOR_EVENT_FD, spelled out: this file imports nothing of the doctor
 
 
 class Channel:

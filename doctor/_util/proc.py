@@ -21,9 +21,8 @@ import tempfile
 import time
 from typing import Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from doctor._util.events import FD_ENV
 from doctor._util.timeouts import TimedOut
-from doctor.envvars import PYTHONUNBUFFERED
+from doctor.envvars import DOCTOR_EVENT_FD, PYTHONUNBUFFERED
 
 GARBAGE_CHARS = 200  # of an unreadable event line, kept for the verdict
 
@@ -98,7 +97,7 @@ class EventChild:
         rfd, wfd = os.pipe()
         self.log = tempfile.TemporaryFile(prefix="tune-doctor-child-")
         child_env = dict(env)
-        child_env[FD_ENV] = str(wfd)
+        child_env[DOCTOR_EVENT_FD] = str(wfd)
         child_env.setdefault(PYTHONUNBUFFERED, "1")
         try:
             self.proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,

@@ -101,6 +101,13 @@ def test_a_hang_is_a_timeout_and_kill_takes_the_group(tmp_path: Path) -> None:
             pytest.fail("the grandchild survived the group kill")
 
 
+def test_the_channel_variable_is_the_one_envvars_names() -> None:
+    """events.py cannot import doctor.envvars (it is loaded by path): the two spellings must agree."""
+    from doctor.envvars import DOCTOR_EVENT_FD
+
+    assert FD_ENV == DOCTOR_EVENT_FD
+
+
 def test_exit_reasons() -> None:
     assert exit_reason(None) == "did not exit" and exit_reason(2) == "exit code 2"
     assert signal_name(-9) == "SIGKILL" and signal_name(-200) == "signal 200"
