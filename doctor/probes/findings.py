@@ -110,8 +110,3 @@ def probe_findings(results: Sequence[ProbeResult], facts: Facts, matrix: Optiona
         out.append(finding(f"dispatch.{c.op}", Severity.INFO, Category.KERNELS, f"dispatch: {c.op} -> {c.backend} ({c.reason})",
                            {b: f"{st}" + (f", {t:.3g} ms" if t is not None else "") for b, st, t in c.candidates}, subject=c.op))
     return out
-
-
-def first_failure(results: Sequence[ProbeResult]) -> Optional[ProbeResult]:
-    """The first probe that ran and did not pass."""
-    return next((r for r in results if r.status not in ("pass", "skipped")), None)

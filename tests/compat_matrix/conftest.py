@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from doctor.compat_matrix import loader
+from doctor.compat_matrix import files, loader
 from doctor.compat_matrix.model import Matrix
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def matrix() -> Matrix:
 def data_copy(tmp_path: Path) -> Path:
     """A writable copy of the bundled data directory."""
     dst = tmp_path / "data"
-    shutil.copytree(loader.DEFAULT_DIR, dst)
+    shutil.copytree(files.DEFAULT_DIR, dst)
     return dst
 
 
@@ -44,8 +44,8 @@ def facts() -> dict:
     """compat-facts.toml parsed, or skip when ../shared is not beside the clone."""
     if not FACTS_FILE.is_file():
         pytest.skip(f"facts file not found: {FACTS_FILE}")
-    from doctor.compat_matrix.loader import _toml
+    from doctor.compat_matrix.files import toml
 
-    tomllib = _toml()
+    tomllib = toml()
 
     return tomllib.loads(FACTS_FILE.read_text(encoding="utf-8"))

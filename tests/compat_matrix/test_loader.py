@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from doctor.compat_matrix import loader
-from doctor.compat_matrix.loader import FILES, _toml, load_matrix
+from doctor.compat_matrix import compiled, files
+from doctor.compat_matrix.files import FILES
+from doctor.compat_matrix.loader import load_matrix
 
-tomllib = _toml()
+tomllib = files.toml()
 from doctor.errors import DoctorError
 
 
@@ -42,12 +44,12 @@ def load_error(data: Path) -> str:
 
 
 def test_all_files_are_shipped() -> None:
-    assert sorted(p.name for p in loader.DEFAULT_DIR.glob("*.toml")) == sorted(FILES)
+    assert sorted(p.name for p in files.DEFAULT_DIR.glob("*.toml")) == sorted(FILES)
 
 
 def test_every_file_has_meta_and_sources() -> None:
     for name in FILES:
-        doc = tomllib.loads((loader.DEFAULT_DIR / name).read_text(encoding="utf-8"))
+        doc = tomllib.loads((files.DEFAULT_DIR / name).read_text(encoding="utf-8"))
         assert doc["meta"]["schema"] == 1 and doc["meta"]["data_version"] == "2026.11.22", name
         assert doc["meta"]["description"].strip() and doc["sources"], name
         assert list(doc)[:2] == ["meta", "sources"], name  # each file starts with [meta]
@@ -382,35 +384,31 @@ def test_no_matrix_from_a_broken_dir_even_after_a_good_load(data_copy: Path) -> 
 
 
 def test_compiled_copy_is_current_and_equivalent(tmp_path: Path) -> None:
-    """compiled.json matches the TOML bytes (regenerate: python -c 'from doctor.compat_matrix.loader import compile_data; compile_data()')."""
+    """compiled.json matches the TOML bytes (regenerate: python -c 'from doctor.compat_matrix.compiled import compile_data; compile_data()')."""
     import json
     import shutil
 
-    from doctor.compat_matrix import loader
-
-    raws = {n: (loader.DEFAULT_DIR / n).read_bytes() for n in FILES}
-    doc = json.loads((loader.DEFAULT_DIR / loader.COMPILED).read_text())
-    assert doc["digest"] == loader.sources_digest(raws), "compiled.json is stale: run compile_data()"
+    raws = {n: (files.DEFAULT_DIR / n).read_bytes() for n in FILES}
+    doc = json.loads((files.DEFAULT_DIR / compiled.COMPILED).read_text())
+    assert doc["digest"] == compiled.sources_digest(raws), "compiled.json is stale: run compile_data()"
     # without the compiled copy the TOML path gives the same matrix
     plain = tmp_path / "plain"
-    shutil.copytree(loader.DEFAULT_DIR, plain)
-    (plain / loader.COMPILED).unlink()
-    assert load_matrix(plain) == load_matrix(loader.DEFAULT_DIR)
+    shutil.copytree(files.DEFAULT_DIR, plain)
+    (plain / compiled.COMPILED).unlink()
+    assert load_matrix(plain) == load_matrix(files.DEFAULT_DIR)
 
 
 def test_stale_or_garbage_compiled_copy_is_a_miss(tmp_path: Path) -> None:
     """A compiled.json from other bytes, or garbage, is ignored: the TOML files decide."""
     import shutil
 
-    from doctor.compat_matrix import loader
-
     d = tmp_path / "data"
-    shutil.copytree(loader.DEFAULT_DIR, d)
+    shutil.copytree(files.DEFAULT_DIR, d)
     toml = d / "torch_triton.toml"
     toml.write_text(toml.read_text().replace('"==3.6.0"', '"==3.6.1"', 1))
     m = load_matrix(d)
     assert any(str(r.spec) == "==3.6.1" for r in m.torch_triton)
-    (d / loader.COMPILED).write_text("{not json")
+    (d / compiled.COMPILED).write_text("{not json")
     assert any(str(r.spec) == "==3.6.1" for r in load_matrix(d).torch_triton)
 
 
