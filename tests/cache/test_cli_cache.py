@@ -187,3 +187,63 @@ def test_doctor_check_shows_cache_findings_without_importing_torch(env: Env) -> 
     rc, rest = proc.stdout.strip().split(" ", 1)
     assert rc == "2" and rest.startswith("[] "), proc.stdout + proc.stderr
     assert "cache.triton-broken-group" in rest
+
+
+def _broken_unsloth_cache(env: Env) -> None:
+    """A cache with one module that does not compile: repair plans one quarantine."""
+    env.install_unsloth()
+    env.unsloth.mkdir()
+    (env.unsloth / "UnslothDPOTrainer.py").write_text(header() + "def f(:\n")
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_repair_without_terminal_or_yes_refuses_and_changes_nothing(env: Env, json_out: bool) -> None:
+    """stdin not a terminal and no --yes: one line, exit 3, before any work; nothing moved (--dry-run never asks)."""
+    _broken_unsloth_cache(env)
+    before = tree(env.tmp)
+    proc = env.run("cache", "repair", "--which", "unsloth", *(["--json"] if json_out else []))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("doctor: error:") and len(proc.stderr.strip().splitlines()) == 1
+    assert "--yes" in proc.stderr and proc.stdout == "" and tree(env.tmp) == before
+    env.json("cache", "repair", "--which", "unsloth", "--dry-run", code=2)  # no terminal needed for the plan
+    assert tree(env.tmp) == before
+
+
+def _on_a_terminal(env: Env, answer: bytes, *args: str) -> subprocess.CompletedProcess:
+    """Run the doctor with a pseudo-terminal as stdin and `answer` typed into it (stdout/stderr still captured)."""
+    master, slave = os.openpty()
+    os.write(master, answer)
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("UNSLOTH_", "TRITON_", "TORCHINDUCTOR_", "DOCTOR_"))}
+    e.update(env.vars)
+    try:
+        return subprocess.run([sys.executable, "-m", "doctor", *args], stdin=slave, capture_output=True, text=True,
+                              timeout=120, env=e, cwd=str(env.cwd))
+    finally:
+        os.close(slave)
+        os.close(master)
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_repair_on_a_terminal_asks_first(env: Env) -> None:
+    """A terminal: the findings and the plan, then the question; 'n' changes nothing, 'y' applies it."""
+    _broken_unsloth_cache(env)
+    before = tree(env.tmp)
+    no = _on_a_terminal(env, b"n\n", "cache", "repair", "--which", "unsloth")
+    assert no.returncode == 2, no.stdout + no.stderr  # the findings' code: nothing was repaired
+    assert "apply this change? [y/N]" in no.stderr and "nothing changed" in no.stderr
+    assert "Plan: 1 action" in no.stdout and "would " in no.stdout and tree(env.tmp) == before
+    yes = _on_a_terminal(env, b"y\n", "cache", "repair", "--which", "unsloth", "--json")
+    assert yes.returncode == 0, yes.stdout + yes.stderr
+    doc = json.loads(yes.stdout)  # the plan and the question went to stderr: stdout is one document
+    assert [a["ok"] for a in doc["applied"]] == [True] and doc["dry_run"] is False
+    assert not (env.unsloth / "UnslothDPOTrainer.py").exists()
+
+
+def test_a_change_that_fails_is_exit_5_not_2(env: Env) -> None:
+    """clear of a cache pointed at a top-level directory is refused: exit 5 ("a change failed"), never 2."""
+    env.vars["TRITON_CACHE_DIR"] = "/usr"
+    doc = env.json("cache", "clear", "--which", "triton", "--dry-run", code=5)
+    assert doc["status"] == "a change failed" and [a["ok"] for a in doc["applied"]] == [False]
+    assert doc["applied"][0]["result"].startswith("refused")
+    text = env.run("cache", "clear", "--which", "triton", "--dry-run")
+    assert text.returncode == 5 and text.stdout.rstrip().endswith("(exit 5: a change failed)")
