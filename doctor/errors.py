@@ -1,4 +1,8 @@
-"""The one exception type that means "the doctor itself could not run" (exit code 3)."""
+"""The one exception type that means "the doctor could not run on this input" (ExitCode.BAD_INPUT, 3).
+
+Any other exception escaping a command is a bug in the doctor: the CLI reports it as ExitCode.INTERNAL (4),
+so CI can tell a typo or a bad data file from a broken doctor (doctor.exits names every code).
+"""
 
 from __future__ import annotations
 
