@@ -14,11 +14,12 @@ import dataclasses
 import os
 from typing import TYPE_CHECKING, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
+from doctor import envvars
 from doctor.actions import Action, SetEnv
 from doctor.cache.problems import names as _names
 from doctor.cache.problems import problem_findings
 from doctor.cache.repair import REPAIRS, is_location, quarantine_action, set_location_action
-from doctor.cache.roots import KINDS, resolve_roots, suggest_location
+from doctor.cache.roots import ENV_VARS, KINDS, resolve_roots, suggest_location
 from doctor.cache.scan import Expect, RootScan, scan_roots
 from doctor.cache.scan.walk import HEADER_FIELDS, LOCK_AGE
 from doctor.facts import Facts
@@ -82,7 +83,7 @@ def _owner_installed(facts: Facts, kind: str) -> bool:
 def _env(facts: Facts) -> Dict[str, str]:
     """The variables the roots depend on: Facts' relevant ones, plus HOME/user/tmp from this process."""
     env = dict(os.environ)
-    for var in ("UNSLOTH_COMPILE_LOCATION", "TRITON_CACHE_DIR", "TRITON_HOME", "TORCHINDUCTOR_CACHE_DIR", "DOCTOR_CACHE_DIR"):
+    for var in (*ENV_VARS.values(), envvars.TRITON_HOME):
         if var in facts.env:
             env[var] = facts.env[var]
         else:

@@ -31,6 +31,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from doctor import envvars
 from doctor._util.timeouts import TimedOut, call_with_timeout
 from doctor.actions import Action, Manual, SetEnv
 from doctor.facts import Facts
@@ -39,7 +40,7 @@ from doctor.findings import Category, Finding, Severity, finding
 if TYPE_CHECKING:
     from doctor.compat_matrix.model import Matrix
 
-ENV_VAR = "UNSLOTH_COMPILE_LOCATION"
+ENV_VAR = envvars.UNSLOTH_COMPILE_LOCATION
 DEFAULT_LOCATION = "unsloth_compiled_cache"  # unsloth_zoo's default, relative to the working directory
 ZOO = "unsloth-zoo"  # the distribution whose compiler owns the cache (its release decides the fallback)
 

@@ -25,9 +25,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from doctor import envvars
 from doctor._version import __version__
 
-ENV_VAR = "DOCTOR_CACHE_DIR"
+ENV_VAR = envvars.DOCTOR_CACHE_DIR
 FORMAT = 1
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 LOCK_TIMEOUT = 30.0

@@ -107,8 +107,8 @@ def is_location(action: Action) -> bool:
 def persist_lines(var: str, path: str) -> List[str]:
     """How to make a location stick: shell, notebook magic, or Python before the owner is imported."""
     q = shlex.quote(path)
-    owner = {"UNSLOTH_COMPILE_LOCATION": "unsloth", "TRITON_CACHE_DIR": "triton/torch",
-             "TORCHINDUCTOR_CACHE_DIR": "torch", "DOCTOR_CACHE_DIR": "tune-doctor"}.get(var, "the library")
+    owner = {ENV_VARS["unsloth"]: "unsloth", ENV_VARS["triton"]: "triton/torch",
+             ENV_VARS["inductor"]: "torch", ENV_VARS["doctor"]: "tune-doctor"}.get(var, "the library")
     return [f"export {var}={q}    # shell: add to ~/.bashrc or the job script",
             f"%env {var}={path}    # Jupyter/Colab: first cell, before importing {owner}",
             f"import os; os.environ[{var!r}] = {path!r}    # Python: before importing {owner}"]

@@ -24,14 +24,15 @@ import re
 import stat
 from typing import List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from doctor import envvars as ev
 from doctor.errors import DoctorError
 
 KINDS = ("unsloth", "triton", "inductor", "doctor")
 ENV_VARS = {
-    "unsloth": "UNSLOTH_COMPILE_LOCATION",
-    "triton": "TRITON_CACHE_DIR",
-    "inductor": "TORCHINDUCTOR_CACHE_DIR",
-    "doctor": "DOCTOR_CACHE_DIR",
+    "unsloth": ev.UNSLOTH_COMPILE_LOCATION,
+    "triton": ev.TRITON_CACHE_DIR,
+    "inductor": ev.TORCHINDUCTOR_CACHE_DIR,
+    "doctor": ev.DOCTOR_CACHE_DIR,
 }
 LABELS = {"unsloth": "unsloth compiled cache", "triton": "Triton cache", "inductor": "TorchInductor cache",
           "doctor": "tune-doctor cache"}
@@ -84,7 +85,7 @@ def gettempdir() -> str:
 def user_name(environ: Optional[Mapping[str, str]] = None) -> str:
     """The user name as getpass.getuser() finds it (env first, then the password database)."""
     environ = os.environ if environ is None else environ
-    for var in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+    for var in ev.USER_NAME_VARS:
         if environ.get(var):
             return environ[var]
     try:
@@ -115,12 +116,12 @@ def unsloth_roots(env: Mapping[str, str], cwd: str, tempdir: Optional[str] = Non
 
 def triton_root(env: Mapping[str, str], cwd: str, home: Optional[str] = None) -> CacheRoot:
     """Triton's kernel cache directory."""
-    explicit = (env.get("TRITON_CACHE_DIR") or "").strip()
+    explicit = (env.get(ev.TRITON_CACHE_DIR) or "").strip()
     if explicit:
-        return CacheRoot("triton", _abs(explicit, cwd), "TRITON_CACHE_DIR", not os.path.isabs(explicit))
-    th = env.get("TRITON_HOME")
+        return CacheRoot("triton", _abs(explicit, cwd), ev.TRITON_CACHE_DIR, not os.path.isabs(explicit))
+    th = env.get(ev.TRITON_HOME)
     if th:
-        return CacheRoot("triton", _abs(os.path.join(th, ".triton", "cache"), cwd), "TRITON_HOME", not os.path.isabs(th))
+        return CacheRoot("triton", _abs(os.path.join(th, ".triton", "cache"), cwd), ev.TRITON_HOME, not os.path.isabs(th))
     home = home or os.path.expanduser("~")
     return CacheRoot("triton", _abs(os.path.join(home, ".triton", "cache"), cwd), "default (~/.triton/cache)")
 
@@ -128,18 +129,18 @@ def triton_root(env: Mapping[str, str], cwd: str, home: Optional[str] = None) ->
 def inductor_root(env: Mapping[str, str], cwd: str, tempdir: Optional[str] = None,
                   user: Optional[str] = None) -> CacheRoot:
     """TorchInductor's cache directory."""
-    explicit = env.get("TORCHINDUCTOR_CACHE_DIR")
+    explicit = env.get(ev.TORCHINDUCTOR_CACHE_DIR)
     if explicit is not None and explicit != "":
-        return CacheRoot("inductor", _abs(explicit, cwd), "TORCHINDUCTOR_CACHE_DIR", not os.path.isabs(explicit))
+        return CacheRoot("inductor", _abs(explicit, cwd), ev.TORCHINDUCTOR_CACHE_DIR, not os.path.isabs(explicit))
     name = "torchinductor_" + _USER_UNSAFE.sub("_", user or user_name())
     return CacheRoot("inductor", os.path.join(tempdir or gettempdir(), name), "default (<tempdir>/torchinductor_<user>)")
 
 
 def doctor_root(env: Mapping[str, str], cwd: str) -> CacheRoot:
     """The doctor's own cache (probe verdicts, generated modules)."""
-    value = os.path.expanduser((env.get("DOCTOR_CACHE_DIR") or "").strip())  # as own.default_root reads it
+    value = os.path.expanduser((env.get(ev.DOCTOR_CACHE_DIR) or "").strip())  # as own.default_root reads it
     if value:
-        return CacheRoot("doctor", _abs(value, cwd), "DOCTOR_CACHE_DIR", not os.path.isabs(value))
+        return CacheRoot("doctor", _abs(value, cwd), ev.DOCTOR_CACHE_DIR, not os.path.isabs(value))
     from doctor.cache.own import default_root
 
     return CacheRoot("doctor", os.path.abspath(str(default_root())), "default (per-user cache dir)")
