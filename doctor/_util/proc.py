@@ -123,7 +123,7 @@ class EventChild:
                     ev = json.loads(line.decode("utf-8"))
                     if not isinstance(ev, dict) or "event" not in ev:
                         raise ValueError
-                except ValueError:
+                except (ValueError, RecursionError):  # RecursionError: [[[[... deeper than the decoder goes
                     return "garbage", {"line": line[:GARBAGE_CHARS].decode("utf-8", "replace")}
                 return "event", ev
             if self._eof:

@@ -145,7 +145,7 @@ def compiled_verdict(path: str, source: bytes) -> Optional[ModuleResult]:
     """syntax-error or incomplete from compiling (never running) a module's source; None when it is whole."""
     name = os.path.splitext(os.path.basename(path))[0]
     try:
-        tree = compile(source, path, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+        tree = ast.parse(source, path)
         compile(tree, path, "exec", dont_inherit=True)  # what the parser lets through: `return` outside a def
     except SyntaxError as exc:
         return ModuleResult(path, "syntax-error", f"{type(exc).__name__}: {exc.msg}",

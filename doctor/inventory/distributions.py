@@ -181,7 +181,7 @@ def read_distribution(info_path: str) -> Tuple[Optional[Distribution], Optional[
             installer=installer,
             direct_url=direct_url,
             requires=requires,
-            display_name=display_name,
+            display_name=display_name or "",
             error="; ".join(errors) or None,
         ),
         None,
@@ -272,8 +272,8 @@ def _read_direct_url(info_path: str) -> Tuple[Optional[Mapping[str, object]], Op
         return None, None
     try:
         data = json.loads(text)
-    except ValueError as exc:
-        return None, f"direct_url.json is not valid JSON ({exc.msg})"
+    except (ValueError, RecursionError) as exc:  # RecursionError: brackets nested deeper than the decoder goes
+        return None, f"direct_url.json is not valid JSON ({getattr(exc, 'msg', 'nested too deeply')})"
     if not isinstance(data, dict):
         return None, f"direct_url.json is not a JSON object (got {type(data).__name__})"
     return data, None
@@ -305,6 +305,7 @@ def egg_requires_to_dist(text: str) -> Iterable[str]:
 
 def _read_foreign(ilm_dist: object) -> Tuple[Optional[Distribution], Optional[str]]:
     """A distribution that is not a plain folder (inside a zip/egg): read through importlib's own API."""
+    err: Optional[str]
     try:
         text = ilm_dist.read_text("METADATA") or ilm_dist.read_text("PKG-INFO") or ""  # type: ignore[attr-defined]
     except Exception as exc:

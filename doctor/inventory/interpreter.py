@@ -111,7 +111,7 @@ def _parse(stdout: str) -> Optional[Dict[str, object]]:
     for line in reversed(stdout.splitlines()):
         try:
             doc = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurd nesting
             continue
         if isinstance(doc, dict) and doc.get("tune_doctor_interpreter") == 1:
             return doc

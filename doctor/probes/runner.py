@@ -52,22 +52,25 @@ def _cuda_hint(tail: str) -> str:
     return ""
 
 
+def _number(value: object) -> Optional[float]:
+    """A JSON number as a float (NaN stays NaN: it means a wrong result); anything else is None."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _verdict(spec: ProbeSpec, ev: Mapping[str, object], tail: str) -> ProbeResult:
     """A result event -> ProbeResult; a pass whose error exceeds its tolerance is a wrong result."""
     status = str(ev.get("status", "error"))
-    error, tol = ev.get("error"), ev.get("tolerance")
+    error, tol = _number(ev.get("error")), _number(ev.get("tolerance"))
     detail = str(ev.get("detail", ""))
     if status == "pass":
         if error is None or tol is None:
             status, detail = "error", f"probe reported no error/tolerance to judge: {detail}"
-        elif not (float(error) <= float(tol)):  # NaN fails too
+        elif not (error <= tol):  # NaN fails too
             status = "wrong-result"
     hint = _cuda_hint(tail) if status == "error" else ""
     return ProbeResult(
-        id=spec.id, backend=spec.backend, op=spec.op, status=status,
-        error=float(error) if isinstance(error, (int, float)) else None,
-        tolerance=float(tol) if isinstance(tol, (int, float)) else None,
-        time_ms=float(ev["time_ms"]) if isinstance(ev.get("time_ms"), (int, float)) else None,
+        id=spec.id, backend=spec.backend, op=spec.op, status=status, error=error, tolerance=tol,
+        time_ms=_number(ev.get("time_ms")),
         detail=(detail + (f" [{hint}]" if hint and hint not in detail else ""))[:2000],
         stderr_tail=tail if status not in ("pass", "skipped") else "",
     )

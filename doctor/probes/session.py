@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from doctor.envvars import CUDA_VISIBLE_DEVICES
 from doctor.facts import Facts
 from doctor.probes.spec import ProbeSpec
 from doctor.verdicts import ProbeResult
+
+if TYPE_CHECKING:  # the runner and the cache load only when probes run: `doctor check --no-probes` never does
+    from doctor.cache.own import DoctorCache
+    from doctor.probes.runner import Progress
 
 
 
@@ -51,9 +55,9 @@ def run_probes(
     timeout: Optional[float] = None,
     refresh: bool = False,
     gpu: Optional[int] = None,
-    progress=None,  # type: ignore[no-untyped-def]
+    progress: Optional["Progress"] = None,
     catalogue: Optional[Sequence[ProbeSpec]] = None,
-    cache=None,  # type: ignore[no-untyped-def]
+    cache: Optional["DoctorCache"] = None,
     environ: Optional[Mapping[str, str]] = None,
     jobs: int = 3,
 ) -> ProbeRun:

@@ -59,12 +59,14 @@ def test_events_in_order_and_prints_go_to_the_log() -> None:
 
 
 def test_garbage_on_the_channel_is_reported_not_raised() -> None:
-    code = f"import os\nos.write(int(os.environ[{FD_ENV!r}]), b'\\x00not json\\n[1, 2]\\n')\n"
+    code = (f"import os\nfd = int(os.environ[{FD_ENV!r}])\nos.write(fd, b'\\x00not json\\n[1, 2]\\n')\n"
+            "os.write(fd, b'[' * 200000 + b'\\n')\n")
     with child(code) as c:
         deadline = time.monotonic() + 20
         kind, ev = c.next_event(deadline)
         assert kind == "garbage" and ev is not None and "not json" in ev["line"]
         assert c.next_event(deadline)[0] == "garbage"  # JSON, but not an event
+        assert c.next_event(deadline)[0] == "garbage"  # nested deeper than the decoder recurses
 
 
 @posix_only

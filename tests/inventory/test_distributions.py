@@ -142,9 +142,11 @@ def test_unreadable_path_entry_is_a_note(tmp_path: Path) -> None:
 def test_broken_direct_url(site: Path) -> None:
     write_dist(site, "brokenurl", "1.0", direct_url="{not json")
     write_dist(site, "listurl", "1.0", direct_url="[1, 2]")
+    write_dist(site, "deepurl", "1.0", direct_url="[" * 200_000)  # deeper than json's decoder recurses
     dists = scan(site).distributions
     assert dists["brokenurl"].direct_url is None and "direct_url.json is not valid JSON" in dists["brokenurl"].error
     assert dists["listurl"].direct_url is None and "not a JSON object" in dists["listurl"].error
+    assert dists["deepurl"].direct_url is None and "nested too deeply" in dists["deepurl"].error
 
 
 def test_editable_direct_url(site: Path) -> None:

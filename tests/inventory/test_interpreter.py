@@ -87,6 +87,7 @@ def test_not_executable(tmp_path: Path) -> None:
 @pytest.mark.skipif(sys.platform == "win32", reason="shell scripts")
 @pytest.mark.parametrize("body, message", [
     ("echo hello; echo '{\"not\": \"ours\"}'", "not a working Python 3 interpreter"),
+    ("head -c 200000 /dev/zero | tr '\\0' '['; echo", "not a working Python 3 interpreter"),  # nested too deep
     ("echo 'SyntaxError: invalid syntax' >&2; exit 1", "exit 1: SyntaxError: invalid syntax"),
     ("echo '{\"tune_doctor_interpreter\": 1, \"path\": [], \"markers\": {}}'", "lacks 'version'"),
     ("echo '{\"tune_doctor_interpreter\": 1, \"executable\": \"x\", \"prefix\": \"/\", \"base_prefix\": \"/\", "

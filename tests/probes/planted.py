@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import sys
 import time
@@ -51,6 +52,14 @@ def raises(ctx):  # type: ignore[no-untyped-def]
 def garbage_channel(ctx):  # type: ignore[no-untyped-def]
     """Writes garbage straight onto the result channel."""
     os.write(int(os.environ[FD_ENV]), b"\x00garbage, not a result\n")
+    return ok(ctx)
+
+
+def forged_result(ctx):  # type: ignore[no-untyped-def]
+    """Writes a well-formed result event whose numbers are not numbers straight onto the channel."""
+    event = {"event": "result", "id": ctx.params["id"], "status": "pass", "error": [1], "tolerance": {"a": 1},
+             "time_ms": "soon"}
+    os.write(int(os.environ[FD_ENV]), (json.dumps(event) + "\n").encode())
     return ok(ctx)
 
 

@@ -79,6 +79,15 @@ def test_every_planted_fault_becomes_its_verdict_and_the_group_goes_on(facts, en
     print(f"\nplanted-fault run: {len(specs)} probes, {elapsed:.1f} s, verdicts {sorted(set(status.values()))}")
 
 
+def test_a_result_event_with_garbage_numbers_is_an_error(facts, env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A result on the channel whose error/tolerance are a list and a dict: an error verdict, never a doctor crash."""
+    res = by_id(run(facts, env, tmp_path, [spec("o.forged", "forged_result", params={"id": "o.forged"}),
+                                           spec("p.ok", "ok")]))
+    assert res["o.forged"].status == "error" and "no error/tolerance to judge" in res["o.forged"].detail
+    assert res["o.forged"].error is None and res["o.forged"].time_ms is None
+    assert res["p.ok"].status == "pass"
+
+
 def test_hang_is_killed_within_its_timeout(facts, env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A hung probe returns a timeout verdict shortly after its limit, never blocks the doctor."""
     t0 = time.monotonic()
