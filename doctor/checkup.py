@@ -20,8 +20,7 @@ from doctor.errors import DoctorError
 from doctor.exits import status_of
 from doctor.facts import Facts
 from doctor.findings import Category, Finding, Severity, finding
-from doctor.report_data import ReportData, exit_code_for
-
+from doctor.report_data import ReportData
 from doctor.verdicts import ProbeResult
 
 if TYPE_CHECKING:
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
 
     from doctor.dispatch import Choice
 
-__all__ = ["Report", "check", "check_imports", "exit_code_for", "run_check", "run_rules"]
+__all__ = ["Report", "check", "check_imports", "run_check", "run_rules"]
 
 # Text faces are never hard-wrapped: a fix command broken over two lines pastes as a partial command.
 # A string or a notebook has no width of its own, so lines are as long as their content (the browser
@@ -38,7 +37,7 @@ _UNWRAPPED = 10_000
 _HTML = ('<pre style="white-space:pre-wrap;overflow-x:auto;line-height:normal;'
          "font-family:Menlo,'DejaVu Sans Mono',consolas,'Courier New',monospace\">{code}</pre>")
 
-PathArg = Union[str, "os.PathLike[str]"]
+PathArg = Union[str, "os.PathLike[str]"]  # a script path as str or pathlib.Path
 
 
 class Report(ReportData):
@@ -102,13 +101,14 @@ def _plain(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
 
 
-def run_rules(facts: Facts, matrix: Matrix, debug: bool = False) -> Tuple[List[Finding], List[str]]:
+def run_rules(facts: Facts, matrix: Matrix, debug: bool = False,
+              scripts: Sequence[str] = ()) -> Tuple[List[Finding], List[str]]:
     """Run every matrix rule; a rule that raises becomes a WARN finding about the doctor, unless debugging."""
     from doctor.rules import all_rules
 
     findings: List[Finding] = []
     names: List[str] = []
-    for name, rule in all_rules():
+    for name, rule in all_rules(scripts):
         names.append(name)
         try:
             findings.extend(rule(facts, matrix))
@@ -142,7 +142,7 @@ def run_check(
         from doctor.inventory import gather
 
         facts = gather(gpu_timeout=gpu_timeout)
-    findings, names = run_rules(facts, matrix, debug)
+    findings, names = run_rules(facts, matrix, debug, scripts)
     if scripts:
         from doctor.rules.import_order.script import check_script
 
