@@ -13,7 +13,7 @@ Python the C++/CUDA extension was compiled for. Real content (0.0.35 wheel)::
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from doctor.facts import Distribution, TorchBuild, XformersBuild
 from doctor._util.files import describe_os_error, read_bytes
@@ -26,16 +26,33 @@ _SOURCE_LIMIT = 1024 * 1024
 
 
 def find_package_file(relative: str, paths: Sequence[str], preferred_location: Optional[str] = None) -> Optional[str]:
-    """First existing `<entry>/<relative>`, trying `preferred_location` before the path entries."""
-    candidates: List[str] = []
+    """First existing `<entry>/<relative>`, trying `preferred_location` before the path entries.
+
+    A file this user may not look at counts as there (reading it then says "permission denied", never
+    "not found") when its package directory exists, or when it is in `preferred_location`, where the
+    dist-info says the package is.
+    """
+    candidates: List[Tuple[str, bool]] = []
     if preferred_location:
-        candidates.append(preferred_location)
-    candidates.extend(p for p in paths if isinstance(p, str))
-    for entry in candidates:
+        candidates.append((preferred_location, True))
+    candidates.extend((p, False) for p in paths if isinstance(p, str))
+    for entry, expected in candidates:
         candidate = os.path.join(entry or ".", relative)
-        if os.path.lexists(candidate):
+        if _present(candidate, expected):
             return candidate
     return None
+
+
+def _present(path: str, expected: bool) -> bool:
+    """Whether `path` exists; EACCES counts when expected there or when its directory exists (an unreadable
+    sys.path entry is not a package that is there)."""
+    try:
+        os.lstat(path)
+        return True
+    except PermissionError:
+        return expected or os.path.lexists(os.path.dirname(path))
+    except (OSError, ValueError):  # ValueError: a NUL in a path entry
+        return False
 
 
 def torch_build(paths: Sequence[str], dist: Optional[Distribution]) -> Optional[TorchBuild]:
