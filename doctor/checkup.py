@@ -20,7 +20,8 @@ from doctor.errors import DoctorError
 from doctor.exits import status_of
 from doctor.facts import Facts
 from doctor.findings import Category, Finding, Severity, finding
-from doctor.report_data import ReportData
+from doctor.report_data import ReportData, exit_code_for
+
 from doctor.verdicts import ProbeResult
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
     from doctor.dispatch import Choice
 
-__all__ = ["Report", "check", "check_imports", "run_check", "run_rules"]
+__all__ = ["Report", "check", "check_imports", "exit_code_for", "run_check", "run_rules"]
 
 # Text faces are never hard-wrapped: a fix command broken over two lines pastes as a partial command.
 # A string or a notebook has no width of its own, so lines are as long as their content (the browser
@@ -37,7 +38,7 @@ _UNWRAPPED = 10_000
 _HTML = ('<pre style="white-space:pre-wrap;overflow-x:auto;line-height:normal;'
          "font-family:Menlo,'DejaVu Sans Mono',consolas,'Courier New',monospace\">{code}</pre>")
 
-PathArg = Union[str, "os.PathLike[str]"]  # a script path as str or pathlib.Path
+PathArg = Union[str, "os.PathLike[str]"]
 
 
 class Report(ReportData):

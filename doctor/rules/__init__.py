@@ -15,8 +15,8 @@ from doctor.findings import Finding
 Rule = Callable[[Facts, Matrix], List[Finding]]
 
 
-def all_rules() -> Tuple[Tuple[str, Rule], ...]:
-    """(name, rule) for every matrix rule, in report order."""
+def all_rules(scripts: Sequence[str] = ()) -> Tuple[Tuple[str, Rule], ...]:
+    """(name, rule) for every matrix rule, in report order; `scripts` (--script paths) reach the rules that read them."""
     from doctor.rules.bitsandbytes import check_bitsandbytes
     from doctor.rules.driver import check_driver, check_gpus
     from doctor.rules.flash_attn import check_flash_attn
@@ -38,7 +38,7 @@ def all_rules() -> Tuple[Tuple[str, Rule], ...]:
         ("flash_attn", check_flash_attn),
         ("known_issues", check_known_issues),
         ("requirements", check_requirements),
-        ("cache_location", _unsloth_cache_location),
+        ("cache_location", lambda facts, matrix: _unsloth_cache_location(facts, matrix, scripts)),
         ("caches", _caches),
     )
 

@@ -74,12 +74,12 @@ def t4_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _check(t4_venv: Path, tmp_path: Path, cwd: Path) -> "subprocess.CompletedProcess[str]":
+def _check(t4_venv: Path, tmp_path: Path, cwd: Path, *more: str) -> "subprocess.CompletedProcess[str]":
     """`doctor check --json --no-probes` in the venv, on a simulated T4 with a 550 driver, started in cwd."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path / "home"),
            "XDG_CACHE_HOME": str(tmp_path / "xdg"), "DOCTOR_GPUS": "Tesla T4@7.5@15360",
            "DOCTOR_DRIVER_VERSION": "550.54.15", "PYTHONDONTWRITEBYTECODE": "1", "NO_COLOR": "1"}
-    proc = subprocess.run([str(t4_venv / "bin" / "python"), "-m", "doctor", "check", "--json", "--no-probes"],
+    proc = subprocess.run([str(t4_venv / "bin" / "python"), "-m", "doctor", "check", "--json", "--no-probes", *more],
                           capture_output=True, text=True, timeout=120, env=env, cwd=str(cwd), stdin=subprocess.DEVNULL)
     assert proc.stdout.strip(), proc.stderr
     return proc
@@ -116,3 +116,20 @@ def test_read_only_working_directory_is_a_warning_not_an_error(t4_venv: Path, tm
     assert proc.returncode == 1, (proc.returncode, sev)
     assert sev["cache.unsloth-unwritable"] == "warn" and sev["cache.unsloth-relative"] == "warn"
     assert [f["id"] for f in doc["findings"] if f["severity"] == "error"] == []
+
+
+@linux_only
+def test_script_in_another_directory_makes_the_relative_cache_a_warning(t4_venv: Path, tmp_path: Path) -> None:
+    """`doctor check --script ../jobs/train.py`: started beside the script, unsloth would compile into another
+    cache than from here, so the cwd-relative location becomes a WARN (exit 1) naming both directories."""
+    work, jobs = tmp_path / "work", tmp_path / "jobs"
+    work.mkdir()
+    jobs.mkdir()
+    (jobs / "train.py").write_text("import unsloth\nimport transformers\n")
+    doc = json.loads(_check(t4_venv, tmp_path, work, "--script", "../jobs/train.py").stdout)
+    [rel] = [f for f in doc["findings"] if f["id"] == "cache.unsloth-relative"]
+    assert rel["severity"] == "warn" and doc["exit_code"] == 1
+    assert rel["evidence"][f"started in {jobs}"] == str(jobs / "unsloth_compiled_cache")
+    (work / "train.py").write_text("import unsloth\n")
+    proc = _check(t4_venv, tmp_path, work, "--script", "train.py")  # beside the working directory: the same cache
+    assert proc.returncode == 0, proc.stdout[-2000:]

@@ -275,7 +275,7 @@ def test_rule_crash_becomes_a_finding(env: Env, monkeypatch: pytest.MonkeyPatch)
     def boom(facts, matrix):  # type: ignore[no-untyped-def]
         raise RuntimeError("planted")
 
-    monkeypatch.setattr(rules, "all_rules", lambda: (("boom", boom),) + real)
+    monkeypatch.setattr(rules, "all_rules", lambda scripts=(): (("boom", boom),) + real)
     report = check.run_check(facts=env.facts(gpus=H100, driver="580.159.04"))
     f = one(report, "doctor.rule-failed")
     assert "planted" in f.title and f.severity is Severity.WARN
