@@ -20,8 +20,7 @@ from doctor.errors import DoctorError
 from doctor.exits import status_of
 from doctor.facts import Facts
 from doctor.findings import Category, Finding, Severity, finding
-from doctor.report_data import ReportData, exit_code_for
-
+from doctor.report_data import ReportData
 from doctor.verdicts import ProbeResult
 
 if TYPE_CHECKING:
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
 
     from doctor.dispatch import Choice
 
-__all__ = ["Report", "check", "check_imports", "exit_code_for", "run_check", "run_rules"]
+__all__ = ["Report", "check", "check_imports", "run_check", "run_rules"]
 
 # Text faces are never hard-wrapped: a fix command broken over two lines pastes as a partial command.
 # A string or a notebook has no width of its own, so lines are as long as their content (the browser
@@ -38,7 +37,7 @@ _UNWRAPPED = 10_000
 _HTML = ('<pre style="white-space:pre-wrap;overflow-x:auto;line-height:normal;'
          "font-family:Menlo,'DejaVu Sans Mono',consolas,'Courier New',monospace\">{code}</pre>")
 
-PathArg = Union[str, "os.PathLike[str]"]
+PathArg = Union[str, "os.PathLike[str]"]  # a script path as str or pathlib.Path
 
 
 class Report(ReportData):
