@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
@@ -173,7 +174,7 @@ def _apply(actions: Sequence[Any], dry_run: bool) -> "Tuple[Tuple[Applied, ...],
 
 def _clear(args: argparse.Namespace, kinds: Tuple[str, ...]) -> int:
     """Move whole caches to their quarantine: 0 done (or nothing there), 5 when one could not be moved."""
-    from pathlib import Path
+    from functools import partial
 
     from doctor._util.timeouts import TimedOut, call_with_timeout
     from doctor.cache import apply_cache_action
@@ -194,7 +195,7 @@ def _clear(args: argparse.Namespace, kinds: Tuple[str, ...]) -> int:
     for r in roots:
         a = clear_action(r.path)
         try:  # a root on a hung mount must not hang the doctor
-            exists = call_with_timeout(lambda p=r.path: Path(p).is_dir(), args.timeout)
+            exists = call_with_timeout(partial(os.path.isdir, r.path), args.timeout)
         except TimedOut:
             applied.append(Applied(a, False, f"{r.path} did not answer within {args.timeout:g} s; nothing moved"))
             continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import IO, TYPE_CHECKING, Any, Optional
+from typing import IO, TYPE_CHECKING, Any, Optional, cast
 
 if TYPE_CHECKING:  # rich is imported lazily: the --json path never pays for it
     from rich.console import Console
@@ -31,7 +31,8 @@ def console(args: Optional[argparse.Namespace] = None, stderr: bool = False, fil
     no_color = bool(getattr(args, "no_color", False)) or None
     if _is_terminal(stream):
         return Console(file=stream, no_color=no_color, highlight=False)
-    return Console(file=StripTrailing(stream), no_color=no_color, highlight=False, width=UNWRAPPED_WIDTH, soft_wrap=True)
+    return Console(file=cast(IO[str], StripTrailing(stream)), no_color=no_color, highlight=False, width=UNWRAPPED_WIDTH,
+                   soft_wrap=True)
 
 
 def print_command(con: "Console", text: Any, indent: int = 0) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable, Optional, Tuple
+
 
 def live_progress(console, total: int):  # type: ignore[no-untyped-def]
     """(callback, stop): a rich progress bar on a terminal, one line per verdict elsewhere (CI logs)."""
@@ -35,12 +37,12 @@ def live_progress(console, total: int):  # type: ignore[no-untyped-def]
 class LazyProgress:
     """A progress callback that builds its display on first use (cached verdicts never pay for rich.progress)."""
 
-    def __init__(self, make) -> None:  # type: ignore[no-untyped-def]
-        self._make = make
-        self._cb = None
-        self._stop = None
+    def __init__(self, make: Callable[[], Tuple[Callable[[str, Any], None], Callable[[], None]]]) -> None:
+        self._make = make  # builds (callback, stop) for the display
+        self._cb: Optional[Callable[[str, Any], None]] = None
+        self._stop: Optional[Callable[[], None]] = None
 
-    def __call__(self, pid: str, result) -> None:  # type: ignore[no-untyped-def]
+    def __call__(self, pid: str, result: Any) -> None:
         if self._cb is None:
             self._cb, self._stop = self._make()
         self._cb(pid, result)
