@@ -56,3 +56,33 @@ def test_check_in_venv_leaves_torch_unimported(stack_venv: Path) -> None:
             "print(importlib.util.find_spec('torch') is not None, [m for m in ('torch', 'xformers') if m in sys.modules])\n")
     proc = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=120, env={"DOCTOR_GPUS": "none", "PATH": "/usr/bin:/bin"})
     assert proc.stdout.strip() == "True []", proc.stdout + proc.stderr
+
+
+A100 = "NVIDIA A100-SXM4-80GB@8.0@81920"
+LINUX = "platform_system == 'Linux' and platform_machine == 'x86_64'"
+
+
+def test_healthy_hf_peft_install_on_a100_exits_0(tmp_path: Path) -> None:
+    """A default HF + peft install (transformers, peft, accelerate and their dependencies resolved by pip) on a
+    CUDA torch on an A100: `doctor check --json --no-probes` finds nothing to act on and exits 0."""
+    from tests.conftest import torch_wheel
+    from tests.wheels import build_wheel
+
+    root = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False).create(root)
+    py = str(root / "bin" / "python")
+    pip("install", "-e", str(REPO), python=py)
+    # a stand-in CUDA torch with torch 2.11's own requirements (its binaries are not what is checked), and its triton
+    torch = torch_wheel(tmp_path / "wheels", "2.11.0+cu130", "13.0",
+                        ["filelock", "typing-extensions>=4.10.0", "sympy>=1.13.3", "networkx>=2.5.1", "jinja2",
+                         "fsspec>=0.8.5", f"triton==3.6.0; {LINUX}"])
+    triton = build_wheel(tmp_path / "wheels", "triton", "3.6.0", [], {"triton/__init__.py": ""})
+    pip("install", str(torch), str(triton), "transformers", "peft", "accelerate", python=py)
+    proc = run_doctor("check", "--json", "--no-probes", python=py,
+                      env={"DOCTOR_GPUS": A100, "DOCTOR_DRIVER_VERSION": "580.159.04", "HOME": str(tmp_path)}, timeout=120)
+    doc = json.loads(proc.stdout)
+    loud = [(f["id"], f["title"]) for f in doc["findings"] if f["severity"] in ("warn", "error")]
+    assert proc.returncode == 0 and not loud, (loud, proc.stderr[-2000:])
+    assert {"transformers", "peft", "accelerate", "torch", "triton"} <= set(doc["facts"]["packages"])
+    assert {f["id"] for f in doc["findings"] if f["severity"] == "ok"} >= {"driver.cuda-support", "gpu.arch", "torch.build",
+                                                                           "triton.torch"}
