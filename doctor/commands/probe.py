@@ -7,7 +7,7 @@ import sys
 
 from doctor.commands import add_common, count_at_least, seconds
 from doctor.errors import DoctorError
-from doctor.exits import COMMON, epilog
+from doctor.exits import COMMON, ExitCode, epilog
 
 EXIT_CODES = epilog(COMMON, notes=("--list: always 0",))
 
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     out = console(args)
     if args.list:
         render_catalogue(out, CATALOGUE)
-        return 0
+        return ExitCode.HEALTHY
     dispatch.validate_overrides()  # a DOCTOR_BACKEND_* typo is bad input before any probe runs
     if args.only and not select(args.only):
         raise DoctorError(f"no probe matches {' '.join(args.only)} (see doctor probe --list)")
