@@ -17,6 +17,7 @@ RELEVANT_VARS = (
     "LD_LIBRARY_PATH",
     "CUDA_HOME",
     "XDG_CACHE_HOME",
+    "VIRTUAL_ENV", "CONDA_PREFIX",  # the activated environment, which may not be the one checked
 )
 # Our own overrides (DOCTOR_GPUS, DOCTOR_DRIVER_VERSION, ...) are reported too, so a report shows them.
 OVERRIDE_PREFIX = "DOCTOR_"

@@ -19,6 +19,7 @@ def all_rules(scripts: Sequence[str] = ()) -> Tuple[Tuple[str, Rule], ...]:
     """(name, rule) for every matrix rule, in report order; `scripts` (--script paths) reach the rules that read them."""
     from doctor.rules.bitsandbytes import check_bitsandbytes
     from doctor.rules.driver import check_driver, check_gpus
+    from doctor.rules.environment import check_active_environment
     from doctor.rules.flash_attn import check_flash_attn
     from doctor.rules.gpu_arch import check_gpu_arch
     from doctor.rules.known_issues import check_known_issues
@@ -28,6 +29,7 @@ def all_rules(scripts: Sequence[str] = ()) -> Tuple[Tuple[str, Rule], ...]:
     from doctor.rules.xformers import check_xformers
 
     return (
+        ("environment", check_active_environment),
         ("gpus", check_gpus),
         ("driver", check_driver),
         ("gpu_arch", check_gpu_arch),
