@@ -102,14 +102,17 @@ def parse_torch_version_source(source: Union[bytes, str], path: Optional[str] = 
         names = [n for n in names if n in _TORCH_FIELDS]
         if not names:
             continue
+        literal: Optional[str]
+        problem: Optional[str]
         try:
-            literal = ast.literal_eval(value)
+            raw = ast.literal_eval(value)
         except Exception:  # ValueError for calls/names; deep nesting raises others
             literal, problem = None, "is not a literal"
         else:
-            problem = None
-            if literal is not None and not isinstance(literal, str):
-                literal, problem = None, f"is a {type(literal).__name__}, not a string"
+            if raw is None or isinstance(raw, str):
+                literal, problem = raw, None
+            else:
+                literal, problem = None, f"is a {type(raw).__name__}, not a string"
         for name in names:  # the last assignment wins, as it would at run time
             values[name] = literal
             if problem:

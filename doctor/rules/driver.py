@@ -79,13 +79,13 @@ def check_driver(facts: Facts, matrix: Matrix) -> List[Finding]:
         return [finding("torch.rocm", Severity.INFO, CAT, "ROCm build of torch: NVIDIA driver checks do not apply", ev)]
     if not cuda:
         if hw.gpus:
-            fix = [a for a in [torch_install_for(matrix, tv, driver)] if a]
+            build = torch_install_for(matrix, tv, driver)
             return [finding(
                 "torch.cpu-build-on-gpu", Severity.ERROR, CAT,
                 "CPU-only torch on a machine with an NVIDIA GPU", ev,
                 "This torch build has no CUDA support, so training runs on the CPU (torch.cuda.is_available() is False). "
                 "pip picked the CPU wheel, or another package's requirement replaced the CUDA build.",
-                fix or [Manual("install a CUDA build of torch that this driver supports")],
+                [build] if build else [Manual("install a CUDA build of torch that this driver supports")],
             )]
         return []  # CPU torch, no GPU: check_gpus already said so
     if not hw.gpus and driver is None:

@@ -72,10 +72,10 @@ def check_gpu_arch(facts: Facts, matrix: Matrix) -> List[Finding]:
             continue
         ev["archs in build"] = _fmt_archs(aset.archs, aset.ptx)
         kind, hit = arch_verdict(aset.archs, aset.ptx, cc)
-        if kind == "cubin":
+        if kind == "cubin" and hit is not None:
             out.append(finding("gpu.arch", Severity.OK, CAT, f"{gpu_label(gpu)} sm_{cc[0]}{cc[1]} is compiled into torch (sm_{hit[0]}{hit[1]})",
                                ev, subject=str(gpu.index)))
-        elif kind == "ptx":
+        elif kind == "ptx" and hit is not None:
             out.append(finding(
                 "gpu.arch-ptx-jit", Severity.WARN, CAT,
                 f"{gpu_label(gpu)} sm_{cc[0]}{cc[1]} runs torch only through PTX JIT (from sm_{hit[0]}{hit[1]})", ev,

@@ -29,7 +29,7 @@ LOCKSTEP = {("unsloth", "unsloth-zoo")}
 @lru_cache(maxsize=1)
 def _env() -> Dict[str, str]:
     """Marker environment of this interpreter, with no extras selected."""
-    env = dict(default_environment())
+    env: Dict[str, str] = {k: str(v) for k, v in default_environment().items()}
     env["extra"] = ""
     return env
 

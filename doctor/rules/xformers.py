@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from packaging.version import Version
 
@@ -128,7 +128,8 @@ def _arch(facts: Facts, matrix: Matrix, arch_list: Optional[str], raw: str) -> L
     """TORCH_CUDA_ARCH_LIST of the xformers build vs each GPU ('7.5 8.0+PTX 8.0 9.0a')."""
     if not arch_list:
         return []
-    archs, ptx = [], []
+    archs: List[Tuple[int, int]] = []
+    ptx: List[Tuple[int, int]] = []
     for tok in arch_list.replace(";", " ").split():
         is_ptx = tok.endswith("+PTX")
         base = tok.replace("+PTX", "").rstrip("af")  # 9.0a / 10.0f: arch-specific variants of the same cc
