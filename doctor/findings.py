@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import shlex
 from enum import Enum, IntEnum
-from typing import Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
 
-from doctor.actions import Action as TypedAction
+if TYPE_CHECKING:  # a type only: the action classes (and packaging.requirements) load with the code that builds fixes
+    from doctor.actions import Action as TypedAction
 
 
 class Severity(IntEnum):
