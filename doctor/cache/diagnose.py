@@ -304,6 +304,8 @@ def verify_findings(s: RootScan, results: Sequence["ModuleResult"], note: str, f
             e = {**ev, "module": path, "result": status, "error": r.error}
             if r.where:
                 e["where"] = r.where
+            if r.rewritten:  # broken again after `import unsloth` rewrote it
+                e["found"] = r.before
             title = {"timeout": "hangs on import", "crash": "crashes the importing process",
                      "syntax-error": "has a syntax error (truncated or corrupt)",
                      "incomplete": "is incomplete (truncated at a statement boundary?)"}.get(status, "fails to import")
@@ -313,6 +315,17 @@ def verify_findings(s: RootScan, results: Sequence["ModuleResult"], note: str, f
                                "cut short by an interrupted or racing in-place write, or no longer matches the "
                                "installed packages. Moving it aside makes unsloth regenerate it at the next load.",
                                (quarantine_action(s.root.path, path),), subject=path))
+        elif r.rewritten:  # `import unsloth` replaced it while verify ran: say what the file as found was
+            was = {"syntax-error": "had a syntax error (truncated or corrupt)",
+                   "incomplete": "was incomplete (truncated)"}.get(r.before, "was stale")
+            e = {**ev, "module": path, "found": r.before, "error": r.error, **({"where": r.where} if r.where else {})}
+            out.append(finding("cache.unsloth-rewritten", Severity.INFO if r.before == "ok" else Severity.WARN,
+                               Category.CACHES, f"unsloth compiled module {os.path.basename(path)} {was}; "
+                               "`import unsloth` rewrote it during verify", e,
+                               "unsloth regenerates the compiled modules it finds broken or stale when it is imported; "
+                               "the new file was import-checked. One found broken means an earlier write was cut short "
+                               f"(an interrupted run, or two runs sharing this cache): if it recurs, give each run its "
+                               f"own {envvars.UNSLOTH_COMPILE_LOCATION}.", subject=path))
         elif status in ("missing-dependency", "not-run"):
             unverified.append(r)
     if unverified:
@@ -385,7 +398,7 @@ def diagnose(facts: Facts, which: Sequence[str] = KINDS, mode: str = "status", t
                                         facts.cwd, import_timeout, pre)
             note = note or n
             verified.extend(results)
-            broken = {r.path for r in results if r.broken}
+            broken = {r.path for r in results if r.broken or r.rewritten}  # the import's word, or a new file
             fs = [f for f in fs if not (f.id == "cache.unsloth-broken-module" and f.subject in broken)]
             fs.extend(_hinted(verify_findings(s, results, n, facts)))
         summary = summary_finding(s, mode, results)

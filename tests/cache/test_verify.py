@@ -207,3 +207,22 @@ def test_rewrites_count_even_when_the_preload_then_fails(tmp_path: Path, monkeyp
     assert "unsloth_zoo is too old" in note
     assert [(r.status, r.before) for r in res] == [("rewritten", "syntax-error"), ("incomplete", ""), ("not-run", "")]
     assert res[1].broken and "UnslothKTOTrainer" in res[1].error
+
+
+def test_verify_reports_what_the_preload_rewrote(caches, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A truncated trainer module that `import unsloth` regenerates during verify: a warning saying it was broken,
+    never "every module clean", and no quarantine of the new file."""
+    from doctor.cache.diagnose import diagnose
+
+    d = caches.unsloth
+    full = module("UnslothGRPOTrainer", body="def f(x):\n    return x + 1\n")
+    write(d, "UnslothGRPOTrainer.py", full[: full.index("x + 1") + 3])
+    write(d, "UnslothSFTTrainer.py", module("UnslothSFTTrainer"))
+    fake_unsloth(caches.cwd.parent / "site", monkeypatch, f"rewrite('UnslothGRPOTrainer.py', {full!r})\n")
+    diag = diagnose(make_facts(caches.cwd), ("unsloth",), mode="verify", import_timeout=20, preload=["unsloth"])
+    [rw] = by_id(diag.findings, "cache.unsloth-rewritten")
+    assert rw.severity is Severity.WARN and rw.subject == str(d / "UnslothGRPOTrainer.py") and not rw.fix
+    assert "syntax error" in rw.title and dict(rw.evidence)["found"] == "syntax-error"
+    assert by_id(diag.findings, "cache.unsloth-broken-module") == []
+    [summary] = [f for f in diag.findings if f.id == "cache.root" and f.subject == str(d)]
+    assert "1 of 2 import cleanly" in summary.title
