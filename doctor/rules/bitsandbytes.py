@@ -26,7 +26,7 @@ def check_bitsandbytes(facts: Facts, matrix: Matrix) -> List[Finding]:
     out: List[Finding] = []
     if bv is None:
         return [finding("bitsandbytes.bad-version", Severity.WARN, CAT, f"bitsandbytes has an unreadable version '{dist.version}'")]
-    spec = requirement_on(dist, "torch", facts)
+    spec = requirement_on(dist, "torch")
     src = "bitsandbytes METADATA Requires-Dist"
     if spec is None:
         row = lookup.bnb_requirement(matrix, dist.version)

@@ -57,7 +57,7 @@ def parsed_requires(dist: Distribution) -> List[Tuple[str, Requirement]]:
     return out
 
 
-def requirement_on(dist: Distribution, name: str, facts: Optional[Facts] = None) -> Optional[str]:
+def requirement_on(dist: Distribution, name: str) -> Optional[str]:
     """The specifier `dist` puts on package `name` here ('' for any version), or None if it has none."""
     target = canonicalize_name(name)
     for _line, req in parsed_requires(dist):

@@ -22,7 +22,7 @@ def triton_pin(facts: Facts, matrix: Matrix) -> Tuple[Optional[str], str, str]:
     torch = facts.dist("torch")
     if torch is not None:
         for name in TRITON_NAMES:
-            spec = requirement_on(torch, name, facts)
+            spec = requirement_on(torch, name)
             if spec is not None:
                 return spec, name, "torch METADATA Requires-Dist"
     tv = torch_version(facts)
