@@ -108,7 +108,7 @@ class Env:
 
     def check(self, gpus: str = "none", driver: Optional[str] = None, env: Optional[Dict[str, str]] = None, paths: Sequence[Path] = ()):  # type: ignore[no-untyped-def]
         """Run every rule over this folder's facts (debug: a rule crash fails the test)."""
-        from doctor.check import run_check
+        from doctor.checkup import run_check
 
         return run_check(facts=self.facts(gpus, driver, env, paths), debug=True)
 
