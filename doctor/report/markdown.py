@@ -26,7 +26,7 @@ def to_markdown(report: "Report") -> str:
             ("torch build", f"{s['torch_build']['version']} CUDA {s['torch_build']['cuda']}" if s["torch_build"] else "not installed")]
     rows += [(n, v) for n, v in s["packages"].items() if n != "torch"]
     lines += [f"| {k} | `{v}` |" for k, v in rows]
-    for cat, items in grouped(list(report.findings)).items():
+    for cat, items in grouped(list(report.findings), report.sections).items():
         lines += ["", f"### {cat.value}", ""]
         if not items:
             lines.append(f"- {EMPTY_SECTION.get(cat, 'nothing to report')}")

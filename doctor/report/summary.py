@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 
 from doctor.compat_matrix.stack import TRAINING_STACK
 from doctor.exits import status_of
@@ -54,11 +54,13 @@ def counts(findings: List[Finding]) -> Dict[str, int]:
     return out
 
 
-def grouped(findings: List[Finding]) -> Dict[Category, List[Finding]]:
-    """Findings by category in report order, worst first inside each."""
-    groups: Dict[Category, List[Finding]] = {c: [] for c in Category}
+def grouped(findings: List[Finding], sections: Sequence[Category] = ()) -> Dict[Category, List[Finding]]:
+    """Findings by category in report order, worst first inside each; only `sections` (when given) and sections
+    with findings: a check of the imports alone does not list GPU or packages as "nothing to report"."""
+    groups: Dict[Category, List[Finding]] = {c: [] for c in Category if not sections or c in sections}
     for fd in findings:
-        groups[fd.category].append(fd)
+        groups.setdefault(fd.category, []).append(fd)
+    groups = {c: groups[c] for c in Category if c in groups}  # report order, whatever came in
     for c in groups:
         groups[c].sort(key=lambda fd: -fd.severity)
     return {c: v for c, v in groups.items() if v or c is not Category.DOCTOR}

@@ -31,7 +31,7 @@ def render_text(report: "Report", console: Optional["Console"] = None, verbose: 
                          f"torch {(f.torch.version if f.torch else None) or 'not installed'}\n",
                          f"Environment: {environment_line(report)}")
     console.print(head)
-    for cat, items in grouped(list(report.findings)).items():
+    for cat, items in grouped(list(report.findings), report.sections).items():
         console.print()
         console.print(Text(cat.value, style="bold underline"))
         if not items:
