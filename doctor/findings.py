@@ -1,13 +1,12 @@
-"""Findings and the Actions that fix them: what every check returns."""
+"""Findings: what every check returns (the Actions that fix them are doctor.actions)."""
 
 from __future__ import annotations
 
-import shlex
 from enum import Enum, IntEnum
 from typing import TYPE_CHECKING, Dict, Iterable, Mapping, NamedTuple, Optional, Tuple
 
 if TYPE_CHECKING:  # a type only: the action classes (and packaging.requirements) load with the code that builds fixes
-    from doctor.actions import Action as TypedAction
+    from doctor.actions import Action
 
 
 class Severity(IntEnum):
@@ -41,68 +40,6 @@ class Category(str, Enum):
         return self.name.lower()
 
 
-class ActionKind(str, Enum):
-    """What an Action does."""
-
-    PIP_INSTALL = "pip-install"
-    PIP_UNINSTALL = "pip-uninstall"
-    SET_ENV = "set-env"
-    RESTART = "restart-runtime"
-    REORDER_IMPORTS = "reorder-imports"
-    CACHE_REPAIR = "cache-repair"
-    MANUAL = "manual"
-
-
-class Action(NamedTuple):
-    """One explicit step of a fix, printable before it runs."""
-
-    kind: ActionKind
-    description: str
-    args: Tuple[str, ...] = ()  # pip specifiers, or ("NAME", "VALUE") for set-env
-    destructive: bool = False  # removes or replaces something that exists
-
-    def command(self) -> Optional[str]:
-        """The shell command a user can paste, where the action is one."""
-        if self.kind is ActionKind.PIP_INSTALL:
-            return "pip install " + " ".join(shlex.quote(a) for a in self.args)
-        if self.kind is ActionKind.PIP_UNINSTALL:
-            return "pip uninstall -y " + " ".join(shlex.quote(a) for a in self.args)
-        if self.kind is ActionKind.SET_ENV and len(self.args) == 2:
-            return f"export {self.args[0]}={shlex.quote(self.args[1])}"
-        return None
-
-    def to_dict(self) -> Dict[str, object]:
-        """JSON-ready form."""
-        return {
-            "kind": self.kind.value,
-            "description": self.description,
-            "args": list(self.args),
-            "destructive": self.destructive,
-            "command": self.command(),
-        }
-
-
-def pip_install(*specs: str, why: str = "", no_deps: bool = False) -> Action:
-    """An Action installing exact specifiers; --no-deps keeps pip from touching torch."""
-    args = tuple(specs) + (("--no-deps",) if no_deps else ())
-    return Action(ActionKind.PIP_INSTALL, why or f"install {' '.join(specs)}", args, destructive=True)
-
-
-def pip_uninstall(*names: str, why: str = "") -> Action:
-    """An Action removing distributions."""
-    return Action(ActionKind.PIP_UNINSTALL, why or f"uninstall {' '.join(names)}", tuple(names), destructive=True)
-
-
-def set_env(name: str, value: str, why: str = "") -> Action:
-    """An Action setting an environment variable (persisting it is the user's choice)."""
-    return Action(ActionKind.SET_ENV, why or f"set {name}", (name, value))
-
-
-def manual(description: str) -> Action:
-    """A step the doctor cannot do for the user (upgrade a driver, change GPU)."""
-    return Action(ActionKind.MANUAL, description)
-
-
 class Finding(NamedTuple):
     """One result of one check: what, how bad, the evidence, why, and the fix."""
 
@@ -112,7 +49,7 @@ class Finding(NamedTuple):
     title: str  # one line
     evidence: Tuple[Tuple[str, str], ...] = ()  # ordered (label, value) pairs
     explanation: str = ""
-    fix: Tuple[TypedAction, ...] = ()  # doctor.actions: the preferred step first, then alternatives
+    fix: Tuple[Action, ...] = ()  # doctor.actions: the preferred step first, then alternatives
     subject: str = ""  # what it is about when one id repeats (a GPU index, a package)
 
     def to_dict(self) -> Dict[str, object]:
@@ -136,7 +73,7 @@ def finding(
     title: str,
     evidence: Optional[Mapping[str, object]] = None,
     explanation: str = "",
-    fix: Iterable[TypedAction] = (),
+    fix: Iterable[Action] = (),
     subject: str = "",
 ) -> Finding:
     """Build a Finding, turning evidence values into strings in the given order."""

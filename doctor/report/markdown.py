@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from doctor._version import __version__
 from doctor.findings import Severity
-from doctor.report.summary import EMPTY_SECTION, environment_line, facts_summary, grouped, summary_line
+from doctor.report.summary import EMPTY_SECTION, environment_line, facts_summary, grouped, summary_line, torch_label
 
 if TYPE_CHECKING:
     from doctor.report_data import ReportData as Report
@@ -23,7 +23,7 @@ def to_markdown(report: "Report") -> str:
             ("Environment kind", ", ".join(s["environment"]) or "system"),
             ("GPUs", ", ".join(f"{g['name']} (cc {g['compute_capability']})" for g in s["gpus"]) or "none"),
             ("Driver", s["driver"] or "none"),
-            ("torch build", f"{s['torch_build']['version']} CUDA {s['torch_build']['cuda']}" if s["torch_build"] else "not installed")]
+            ("torch build", f"{torch_label(report)} CUDA {s['torch_build']['cuda']}" if s["torch_build"] else torch_label(report))]
     rows += [(n, v) for n, v in s["packages"].items() if n != "torch"]
     lines += [f"| {k} | `{v}` |" for k, v in rows]
     for cat, items in grouped(list(report.findings), report.sections).items():

@@ -46,6 +46,17 @@ def facts_summary(report: "Report") -> Dict[str, Any]:
     }
 
 
+def torch_label(report: "Report") -> str:
+    """'2.11.0+cu130', or the metadata's version when torch/version.py gave none; 'not installed' only when it is not."""
+    f = report.facts
+    if f.torch is not None and f.torch.version:
+        return f.torch.version
+    meta = f.version_of("torch")
+    if meta is not None:
+        return f"{meta} (build info unreadable)"
+    return "not installed"
+
+
 def counts(findings: List[Finding]) -> Dict[str, int]:
     """Number of findings per severity label."""
     out = {s.label: 0 for s in Severity}

@@ -8,7 +8,7 @@ from doctor._version import __version__
 from doctor.findings import Severity
 from doctor.report.console import console as default_console
 from doctor.report.console import print_command
-from doctor.report.summary import EMPTY_SECTION, ICONS, STYLES, environment_line, grouped, summary_line
+from doctor.report.summary import EMPTY_SECTION, ICONS, STYLES, environment_line, grouped, summary_line, torch_label
 
 if TYPE_CHECKING:  # rich is imported lazily: the --json path never pays for it
     from rich.console import Console
@@ -28,7 +28,7 @@ def render_text(report: "Report", console: Optional["Console"] = None, verbose: 
     head = Text.assemble(("tune-doctor ", "bold"), f"{__version__}  ·  matrix {report.matrix_version}  ·  Python {f.python.version}"
                          f"  ·  {', '.join(f.env_kinds) or 'system python'}\n",
                          f"GPU: {gpus}  ·  driver {f.hardware.driver_version or 'none'}  ·  "
-                         f"torch {(f.torch.version if f.torch else None) or 'not installed'}\n",
+                         f"torch {torch_label(report)}\n",
                          f"Environment: {environment_line(report)}")
     console.print(head)
     for cat, items in grouped(list(report.findings), report.sections).items():

@@ -20,7 +20,6 @@ from doctor.cache.repair import (
 )
 from doctor.actions import Manual, MoveToQuarantine, PipInstall, RemoveStaleLock, SetEnv, TightenMode
 from doctor.errors import DoctorError
-from doctor.findings import Action, ActionKind, set_env
 from tests.cache.conftest import old, tree, triton_kernel
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="flock semantics")
@@ -200,14 +199,13 @@ def test_clear_moves_the_whole_cache_and_leaves_an_empty_one(caches) -> None:  #
 
 
 def test_malformed_actions(caches) -> None:  # type: ignore[no-untyped-def]
-    """Wrong arity cannot be built; non-cache kinds (typed or the old argv form) are bad input (DoctorError)."""
+    """Wrong arity cannot be built; non-cache kinds and things that are not actions (an argv tuple) are bad input."""
     for build in (lambda: MoveToQuarantine(str(caches.triton), ()), lambda: RemoveStaleLock(str(caches.triton), ()),
                   lambda: TightenMode(str(caches.triton), ()),
                   lambda: MoveToQuarantine(str(caches.triton), (str(caches.triton / "x"),), whole_root=True)):
         with pytest.raises(ValueError):
             build()
-    for a in (Action(ActionKind.CACHE_REPAIR, "x", ("frobnicate",)), Action(ActionKind.CACHE_REPAIR, "x", ("quarantine",)),
-              Action(ActionKind.PIP_INSTALL, "x", ("torch",)), set_env("PATH", "/x"), PipInstall(("torch==2.8.0",)),
+    for a in (("quarantine", str(caches.triton)), ("frobnicate",), "clear", None, PipInstall(("torch==2.8.0",)),
               SetEnv("PATH", "/x"), SetEnv("PATH", "/x", directory=True), Manual("do it by hand")):
         with pytest.raises(DoctorError):
             apply_cache_action(a)
