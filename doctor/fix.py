@@ -9,11 +9,10 @@ without being printed first; destructive steps need confirmation (a terminal pro
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import subprocess
 import sys
-from typing import Callable, Dict, Iterable, List, NamedTuple, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, NamedTuple, Tuple, Union
 
 from doctor.actions import Action, MoveToQuarantine, PipInstall, PipUninstall, RemoveStaleLock, SetEnv, TightenMode
 from doctor.errors import DoctorError
@@ -117,19 +116,3 @@ def confirm(prompt: str) -> bool:
         return input(prompt).strip().lower() in ("y", "yes")
     except EOFError:
         return False
-
-
-def render_plan(steps: Sequence[Step], echo: Callable[[str], None] = print) -> None:
-    """Print the plan: what will run, and what is left to the user."""
-    runs = [s for s in steps if s.automatic]
-    echo(f"fix plan: {len(runs)} step(s) to run" + (", destructive steps marked !" if any(s.action.destructive for s in runs) else ""))
-    for i, s in enumerate(runs, 1):
-        echo(f"  {i}. {'! ' if s.action.destructive else ''}{s.action.command() or s.action.description}    # {s.finding_id}: {s.action.description}")
-    rest = [s for s in steps if not s.automatic]
-    if rest:
-        echo("not run (yours to do, or alternatives):")
-        for s in rest:
-            text = s.action.command() or s.action.description
-            echo(f"  - {text}    # {s.finding_id}" + (f" ({s.note})" if s.note else ""))
-    if os.environ.get("CONDA_PREFIX") and any(isinstance(s.action, PipInstall) for s in runs):
-        echo("note: this is a conda environment; pip installs go into it beside conda's packages")

@@ -91,13 +91,14 @@ def _render(report, args: argparse.Namespace) -> None:  # type: ignore[no-untype
 
 def _fix(report, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
     """Show the plan, confirm, apply it step by step, then check again and return the new exit code."""
-    from doctor.fix import apply_step, confirm, plan, render_plan
+    from doctor.fix import apply_step, confirm, plan
+    from doctor.report.plan import render_plan
 
     # plan text goes to stderr under --json/--markdown so stdout stays machine-readable
     echo = (lambda m: print(m, file=sys.stderr)) if (args.json or args.markdown) else print
     steps = plan(report.findings)
     echo("")
-    render_plan(steps, echo)
+    render_plan(steps, echo, conda="conda" in report.facts.env_kinds)
     runs = [s for s in steps if s.automatic]
     if not runs:
         echo("nothing to apply automatically.")
