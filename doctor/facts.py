@@ -62,7 +62,7 @@ class XformersBuild(NamedTuple):
 class GPU(NamedTuple):
     """One GPU as the driver reports it."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the driver's GPU index; it shadows tuple.index, which nothing here calls
     name: str
     compute_capability: Optional[Tuple[int, int]] = None  # (8, 0); None when unknown
     memory_mib: Optional[int] = None

@@ -128,7 +128,7 @@ def check_attention(fn: AttentionFn, ctx: ProbeContext, label: str,
     def step() -> None:
         for t in leaves:
             t.grad = None
-        fn(*leaves, causal).backward(dout)
+        fn(leaves[0], leaves[1], leaves[2], causal).backward(dout)
 
     warmup, iters = timing_iters(ctx.params, ctx.device)
     time_ms = call_with_reasons(lambda: median_ms(step, ctx.device, warmup, iters))

@@ -104,7 +104,9 @@ class _ImportCollector(ast.NodeVisitor):
     def visit_Try(self, node: ast.Try) -> None:
         self._block("try", node)
 
-    visit_TryStar = visit_Try  # 3.11+ `try: ... except* ...`
+    def visit_TryStar(self, node: ast.AST) -> None:
+        """3.11+ `try: ... except* ...`: a block like any try."""
+        self._block("try", node)
 
     def visit_With(self, node: ast.With) -> None:
         self._block("with", node)
