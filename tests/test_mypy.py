@@ -25,11 +25,12 @@ def test_mypy_reports_no_error(tmp_path: Path) -> None:
     assert checked and int(checked.group(1)) >= 50, out[-2000:]
 
 
-def test_the_settings_check_the_package_for_python_3_9() -> None:
-    """The [tool.mypy] table: the package, Python 3.9, typed defs, and no blanket ignore_errors."""
+def test_the_settings_check_the_package() -> None:
+    """The [tool.mypy] table: the package, typed defs, no blanket ignore_errors, and no python_version pin (a 3.9
+    target cannot parse the newest packaging/filelock, which use `match`: a fresh CI install gets them)."""
     text = (REPO / "pyproject.toml").read_text()
     table = text.split("[tool.mypy]", 1)[1].split("\n[tool.pytest", 1)[0]
-    assert 'python_version = "3.9"' in table and 'files = ["doctor"]' in table
+    assert "python_version" not in table.replace("No python_version", "") and 'files = ["doctor"]' in table
     assert "disallow_untyped_defs = true" in table
     assert "ignore_errors" not in table
     assert (REPO / "doctor" / "py.typed").is_file()
