@@ -131,8 +131,10 @@ def run_check(
     gpu_timeout: float = 3.0,
     probes: bool = False,
     probe_options: Optional[Dict[str, Any]] = None,
+    python: Optional[str] = None,
 ) -> Report:
-    """Gather facts (unless given), run all rules, and check scripts' import order."""
+    """Gather facts (unless given), run all rules, and check scripts' import order; `python`: check that
+    interpreter's environment instead of this one (probes then run with it too)."""
     # Each part loads when this check needs it: `import doctor.checkup` stays cheap for check_imports().
     from doctor.compat_matrix.loader import load_matrix
 
@@ -141,7 +143,7 @@ def run_check(
     if facts is None:
         from doctor.inventory import gather
 
-        facts = gather(gpu_timeout=gpu_timeout)
+        facts = gather(gpu_timeout=gpu_timeout, python=python)
     findings, names = run_rules(facts, matrix, debug, scripts)
     if scripts:
         from doctor.rules.import_order.script import check_script

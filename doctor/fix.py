@@ -12,7 +12,7 @@ import dataclasses
 import shutil
 import subprocess
 import sys
-from typing import Callable, Dict, Iterable, List, NamedTuple, Tuple, Union
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
 
 from doctor.actions import Action, MoveToQuarantine, PipInstall, PipUninstall, RemoveStaleLock, SetEnv, TightenMode
 from doctor.errors import DoctorError
@@ -69,27 +69,29 @@ def _effect(action: Action) -> Action:
     return dataclasses.replace(action, **prose) if prose else action  # type: ignore[type-var]
 
 
-def pip_command(action: Union[PipInstall, PipUninstall]) -> List[str]:
-    """pip for THIS interpreter (the environment being checked); uv's pip where the env has no pip."""
+def pip_command(action: Union[PipInstall, PipUninstall], python: Optional[str] = None) -> List[str]:
+    """pip for the environment being checked: this interpreter's, or with `python` (--python) this doctor's pip
+    aimed at that interpreter (`pip --python`, pip >= 22.3), as uv's pip does; uv's pip where there is no pip."""
     import importlib.util
 
     verb = "uninstall" if isinstance(action, PipUninstall) else "install"
     args = list(action.argv())
+    target = python or sys.executable
     if importlib.util.find_spec("pip") is not None:
-        return [sys.executable, "-m", "pip", verb, *args]
+        return [sys.executable, "-m", "pip", *(["--python", target] if python else []), verb, *args]
     uv = shutil.which("uv")
     if uv:
         if isinstance(action, PipUninstall):
             args = [a for a in args if a != "-y"]  # uv pip uninstall does not ask, and has no -y
-        return [uv, "pip", verb, "--python", sys.executable, *args]
+        return [uv, "pip", verb, "--python", target, *args]
     raise DoctorError("neither pip nor uv is available for this interpreter: install one, or run the commands by hand")
 
 
-def apply_step(step: Step, dry_run: bool = False, echo: Callable[[str], None] = print) -> bool:
+def apply_step(step: Step, dry_run: bool = False, echo: Callable[[str], None] = print, python: Optional[str] = None) -> bool:
     """Run one automatic step; True when it succeeded (or would, in a dry run)."""
     a = step.action
     if isinstance(a, (PipInstall, PipUninstall)):
-        cmd = pip_command(a)
+        cmd = pip_command(a, python)
         echo("$ " + " ".join(cmd))
         if dry_run:
             return True

@@ -26,6 +26,9 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     c.add_argument("--fix", action="store_true", help="apply the fixes: the plan is printed first, then confirmed, then re-checked")
     c.add_argument("--yes", action="store_true", help="with --fix: do not ask for confirmation")
     c.add_argument("--dry-run", action="store_true", help="with --fix: print the plan only")
+    c.add_argument("--python", default=None, metavar="PATH",
+                   help="check another interpreter's environment (a python executable or a venv directory), without "
+                        "installing the doctor there; probes and --fix use that interpreter")
     c.add_argument("--no-probes", action="store_true", help="metadata only: do not run probes on the GPU")
     c.add_argument("--refresh", action="store_true", help="re-run probes instead of reusing cached verdicts")
     c.add_argument("--probe-timeout", type=seconds, default=None, metavar="S", help="limit per probe")
@@ -66,7 +69,7 @@ def _run(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         progress, stop = lazy, lazy.stop
     try:
         return run_check(scripts=args.script, debug=bool(getattr(args, "debug", False)), gpu_timeout=args.gpu_timeout,
-                         probes=not args.no_probes,
+                         probes=not args.no_probes, python=args.python,
                          probe_options={"refresh": args.refresh, "timeout": args.probe_timeout, "progress": progress})
     finally:
         if stop:
@@ -111,7 +114,7 @@ def _fix(report, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-de
         return report.exit_code
     for i, step in enumerate(runs, 1):
         echo(f"[{i}/{len(runs)}] {step.finding_id}")
-        if not apply_step(step, echo=echo):
+        if not apply_step(step, echo=echo, python=report.facts.python.executable if args.python else None):
             echo(f"step {i} failed; stopping. Nothing after it was run.")
             break
     echo("\nre-checking:")

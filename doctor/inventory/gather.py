@@ -20,8 +20,13 @@ def gather(
     environ: Optional[Mapping[str, str]] = None,
     cwd: Optional[str] = None,
     gpu_timeout: float = 3.0,
+    python: Optional[str] = None,
 ) -> Facts:
-    """Facts about the interpreter, platform, installed distributions, builds, GPUs and env vars."""
+    """Facts about the interpreter, platform, installed distributions, builds, GPUs and env vars.
+
+    `python`: check that interpreter's environment (`doctor check --python PATH`): its sys.path, version and
+    marker environment come from a stdlib-only child of it (inventory.interpreter); the rest is read as usual.
+    """
     from doctor.inventory.builds import torch_build, xformers_build
     from doctor.inventory.distributions import scan_distributions
     from doctor.inventory.environment import relevant_env
@@ -29,10 +34,17 @@ def gather(
     from doctor.inventory.gpu.override import hardware_from_override
     from doctor.inventory.platform_info import env_kinds, platform_info, python_info
 
+    environ = os.environ if environ is None else environ
+    target = None
+    if python is not None:
+        from doctor.inventory.interpreter import ask_interpreter
+
+        target = ask_interpreter(python, environ=environ)  # DoctorError (exit 3) when it is not a working Python
+        if paths is None:
+            paths = list(target.path)
     if isinstance(paths, str):  # a lone path, not a sequence of one-character entries
         paths = [paths]
     paths = list(sys.path if paths is None else paths)
-    environ = os.environ if environ is None else environ
     notes: List[str] = []
     if cwd is None:
         try:
@@ -54,7 +66,7 @@ def gather(
     notes.extend(scan.notes)
     dists = scan.distributions
     return Facts(
-        python=python_info(),
+        python=python_info() if target is None else target.python,
         platform=platform_info(),
         env_kinds=env_kinds(environ, dist_names=dists.keys()),
         distributions=dists,
@@ -64,6 +76,7 @@ def gather(
         env=relevant_env(environ),
         cwd=cwd,
         notes=tuple(notes),
+        markers={} if target is None else target.markers,
     )
 
 

@@ -76,6 +76,7 @@ def run_probes(
     if gpu is not None:
         env[CUDA_VISIBLE_DEVICES] = str(gpu)
     gpu_key = str(gpu) if gpu is not None else env.get(CUDA_VISIBLE_DEVICES)
+    python = _interpreter(facts, env)
     fp = fingerprint(facts, gpu_key, CATALOGUE_VERSION)
     cached = {} if refresh else store.load(fp, cache)
     cc = selected_gpu_cc(facts, gpu)
@@ -99,14 +100,14 @@ def run_probes(
     untimed = [g for g in groups if not any(s.op for s in g)]
     timed = [g for g in groups if any(s.op for s in g)]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = [pool.submit(run_group, g, env, cuda, timeout, 0, progress) for g in untimed]
+        futures = [pool.submit(run_group, g, env, cuda, timeout, 0, progress, python) for g in untimed]
         for fut in futures:
             out = fut.result()
             ran.extend(out)
             results.update({r.id: r for r in out})
     # Groups whose timings feed the dispatcher run one at a time, on a GPU nothing else is using.
     for g in timed:
-        out = run_group(g, env, cuda, timeout, 0, progress)
+        out = run_group(g, env, cuda, timeout, 0, progress, python)
         ran.extend(out)
         results.update({r.id: r for r in out})
     # the dispatcher probe runs what the table picks from every verdict so far (cached ones included)
@@ -122,10 +123,24 @@ def run_probes(
         else:
             disp.append(s._replace(backend=choice, params={**s.params, "choice": choice}))
     for group in groups_of(disp):
-        out = run_group(group, env, cuda, timeout=timeout, progress=progress)
+        out = run_group(group, env, cuda, timeout=timeout, progress=progress, python=python)
         ran.extend(out)
         results.update({r.id: r for r in out})
     if ran:
         store.save(fp, ran, fingerprint_inputs(facts, gpu_key, CATALOGUE_VERSION), cache)
     return ProbeRun(tuple(results[s.id] for s in specs), fp, tuple(r.id for r in ran),
                     tuple(i for i in results if i in cached and i not in {r.id for r in ran}), time.monotonic() - t0)
+
+
+def _interpreter(facts: Facts, env: Dict[str, str]) -> Optional[str]:
+    """The checked interpreter when it is not this one (`--python`): its children import the doctor from this
+    checkout through PYTHONPATH, since the doctor need not be installed there. None: this interpreter (Facts.markers
+    is set only when gather() asked another interpreter)."""
+    import sys
+
+    exe = facts.python.executable
+    if not facts.markers or not exe or os.path.abspath(exe) == os.path.abspath(sys.executable):  # not realpath: a venv's python links to its base
+        return None
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the dir holding doctor/
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
+    return exe

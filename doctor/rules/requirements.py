@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from packaging.markers import Marker, UndefinedComparison, UndefinedEnvironmentName, default_environment
 from packaging.requirements import InvalidRequirement, Requirement
@@ -34,17 +34,18 @@ def _env() -> Dict[str, str]:
     return env
 
 
-def marker_applies(marker: Optional[Marker]) -> bool:
-    """Whether a requirement's marker holds here (extras never selected); unknown markers count as applying."""
+def marker_applies(marker: Optional[Marker], markers: Optional[Mapping[str, str]] = None) -> bool:
+    """Whether a requirement's marker holds for the checked interpreter (`markers`, Facts.markers; empty: this
+    one), extras never selected; unknown markers count as applying."""
     if marker is None:
         return True
     try:
-        return bool(marker.evaluate(_env()))
+        return bool(marker.evaluate({**markers, "extra": ""} if markers else _env()))
     except (UndefinedComparison, UndefinedEnvironmentName, ValueError, TypeError):
         return True
 
 
-def parsed_requires(dist: Distribution) -> List[Tuple[str, Requirement]]:
+def parsed_requires(dist: Distribution, markers: Optional[Mapping[str, str]] = None) -> List[Tuple[str, Requirement]]:
     """(raw line, Requirement) pairs that apply on this machine; unparseable lines are skipped."""
     out = []
     for line in dist.requires:
@@ -52,7 +53,7 @@ def parsed_requires(dist: Distribution) -> List[Tuple[str, Requirement]]:
             req = Requirement(line)
         except InvalidRequirement:
             continue
-        if marker_applies(req.marker):
+        if marker_applies(req.marker, markers):
             out.append((line, req))
     return out
 
@@ -92,7 +93,7 @@ def check_requirements(facts: Facts, matrix: Matrix) -> List[Finding]:
                                "Two copies on sys.path (user site vs venv, conda vs pip): what pip reports and what "
                                "imports can differ.", [], subject=name))
         missing: List[Tuple[str, str]] = []  # (canonical name, specifier)
-        for line, req in parsed_requires(dist):
+        for line, req in parsed_requires(dist, facts.markers):
             dep = canonicalize_name(req.name)
             if (name, dep) in COVERED:
                 continue
