@@ -65,7 +65,7 @@ class DoctorCache:
         p = self.path(kind, key)
         try:
             doc = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError):
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError):  # [[[[... deeper than the decoder recurses
             return None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("kind") != kind or doc.get("key") != key:
             return None

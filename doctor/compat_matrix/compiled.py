@@ -34,7 +34,7 @@ def preparsed(directory: Path, raws: Mapping[str, bytes]) -> Optional[Dict[str, 
     """The parsed documents from compiled.json when it was made from exactly these bytes, else None."""
     try:
         doc = json.loads((directory / COMPILED).read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # a corrupt cache is a miss: the TOML is read instead
         return None
     if not isinstance(doc, dict) or doc.get("digest") != sources_digest(raws) or not isinstance(doc.get("documents"), dict):
         return None

@@ -105,3 +105,11 @@ def test_concurrency_stress_16x200() -> None:
     assert res["import_errors"] == 0 and res["torn_reads"] == 0 and res["torn_imports"] == 0, res
     assert res["corruptions_injected"] > 0 and res["regenerations"] > 0  # corruption was met and healed
     assert proc.returncode == 0
+
+
+def test_json_nested_past_the_decoder_is_a_miss(tmp_path: Path) -> None:
+    """`[[[[...` deeper than json recurses (RecursionError, not ValueError) is a corrupt entry, not a crash."""
+    c = DoctorCache(tmp_path)
+    c.write_json("probe", "fp", {"verdict": "pass"})
+    c.path("probe", "fp").write_text("[" * 200000)
+    assert c.read_json("probe", "fp") is None

@@ -179,6 +179,13 @@ def test_triton_group_that_does_not_parse(caches) -> None:  # type: ignore[no-un
     assert [(type(a), a.root, a.paths) for a in f.fix] == [(MoveToQuarantine, str(caches.triton), (str(kd),))]
 
 
+def test_triton_group_nested_past_the_decoder(caches) -> None:  # type: ignore[no-untyped-def]
+    """`[[[[...` in __grp__ JSON (RecursionError in json) is a group that does not parse, not a crash."""
+    triton_kernel(caches.triton, "KEYA", group_text="[" * 200000)
+    [f] = by_id(check_caches(make_facts(caches.cwd, dists={"triton": "3.4.0"})), "cache.triton-broken-group")
+    assert f.severity is Severity.ERROR and "KEYA/__grp__kernel.json: does not parse" in dict(f.evidence)["entries"]
+
+
 def test_triton_group_missing_binary_is_error_missing_metadata_is_warn(caches) -> None:  # type: ignore[no-untyped-def]
     """Metadata present but cubin gone = a cache hit that cannot load (ERROR); metadata gone = recompile (WARN)."""
     triton_kernel(caches.triton, "KEYA", missing=("kernel.cubin",))

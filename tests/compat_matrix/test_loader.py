@@ -421,3 +421,9 @@ def test_cache_fallback_unknown_source(data_copy: Path) -> None:
     edit(data_copy / "unsloth_runtime.toml", 'history_source = "ZOO-GIT"', 'history_source = "NOPE"')
     assert load_error(data_copy) == ("matrix data error: unsloth_runtime.toml: cache_fallback.history_source: "
                                      "unknown source key 'NOPE' (not in [sources])")
+
+
+def test_compiled_json_nested_past_the_decoder_reads_the_toml(data_copy: Path) -> None:
+    """A compiled.json of `[[[[...` (RecursionError in json) is a cache miss: the TOML files are read instead."""
+    (data_copy / compiled.COMPILED).write_text("[" * 200000)
+    assert load_matrix(data_copy).data_version

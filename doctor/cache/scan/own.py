@@ -55,7 +55,7 @@ def _entry(w: Walk, name: str, p: str, st: os.stat_result) -> None:
         return
     try:
         doc = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested past the decoder
         w.add("doctor-corrupt", p, problem=f"does not parse: {short(exc)}")
         return
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:

@@ -64,7 +64,7 @@ def _group(w: Walk, kd: str, name: str, sizes: Dict[str, int]) -> None:
         data = json.loads(read_head(gp, JSON_CAP).decode("utf-8"))
     except FileNotFoundError:
         return
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested past the decoder
         w.add("triton-group", gp, severity="error", problem=f"does not parse: {short(exc)}")
         return
     children = data.get("child_paths") if isinstance(data, dict) else None
@@ -103,7 +103,7 @@ def _metadata(w: Walk, kd: str, mp: str) -> None:
         meta = json.loads(read_head(mp, JSON_CAP).decode("utf-8"))
     except FileNotFoundError:
         return
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
         w.add("triton-group", mp, severity="error", problem=f"kernel metadata does not parse: {short(exc)}")
         return
     if not isinstance(meta, dict):
