@@ -4,23 +4,25 @@ from __future__ import annotations
 
 from typing import Dict, Mapping
 
+from doctor import envvars as E
+
 RELEVANT_VARS = (
-    "CUDA_VISIBLE_DEVICES",
-    "UNSLOTH_COMPILE_LOCATION",
-    "UNSLOTH_LOCK_TIMEOUT",
-    "TRITON_CACHE_DIR",
-    "TRITON_HOME",
-    "TORCHINDUCTOR_CACHE_DIR",
-    "PYTORCH_CUDA_ALLOC_CONF",
-    "HF_HOME",
-    "PIP_CONSTRAINT",
-    "LD_LIBRARY_PATH",
-    "CUDA_HOME",
-    "XDG_CACHE_HOME",
-    "VIRTUAL_ENV", "CONDA_PREFIX",  # the activated environment, which may not be the one checked
+    E.CUDA_VISIBLE_DEVICES,
+    E.UNSLOTH_COMPILE_LOCATION,
+    E.UNSLOTH_LOCK_TIMEOUT,
+    E.TRITON_CACHE_DIR,
+    E.TRITON_HOME,
+    E.TORCHINDUCTOR_CACHE_DIR,
+    E.PYTORCH_CUDA_ALLOC_CONF,
+    E.HF_HOME,
+    E.PIP_CONSTRAINT,
+    E.LD_LIBRARY_PATH,
+    E.CUDA_HOME,
+    E.XDG_CACHE_HOME,
+    E.VIRTUAL_ENV, E.CONDA_PREFIX,  # the activated environment, which may not be the one checked
 )
 # Our own overrides (DOCTOR_GPUS, DOCTOR_DRIVER_VERSION, ...) are reported too, so a report shows them.
-OVERRIDE_PREFIX = "DOCTOR_"
+OVERRIDE_PREFIX = E.DOCTOR_PREFIX
 
 
 def relevant_env(environ: Mapping[str, str]) -> Dict[str, str]:

@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Collection, Mapping, Optional, Tuple
 
+from doctor import envvars as E
 from doctor.facts import PlatformInfo, PythonInfo
 
 # Reported in this order, so the tuple reads the same on every run.
@@ -71,11 +72,11 @@ def env_kinds(
     found = set()
     if prefix != base_prefix:
         found.add("venv")
-    if environ.get("CONDA_PREFIX") or os.path.isdir(os.path.join(prefix, "conda-meta")):
+    if environ.get(E.CONDA_PREFIX) or os.path.isdir(os.path.join(prefix, "conda-meta")):
         found.add("conda")
     if is_colab(environ, root=root, dist_names=dist_names):
         found.add("colab")
-    if environ.get("KAGGLE_KERNEL_RUN_TYPE") or environ.get("KAGGLE_URL_BASE"):
+    if environ.get(E.KAGGLE_KERNEL_RUN_TYPE) or environ.get(E.KAGGLE_URL_BASE):
         found.add("kaggle")
     if is_container(environ, root=root):
         found.add("container")
@@ -86,7 +87,7 @@ def env_kinds(
 
 def is_colab(environ: Mapping[str, str], *, root: str = "/", dist_names: Collection[str] = ()) -> bool:
     """Google Colab: its env markers, or a /content folder together with the google-colab distribution."""
-    if environ.get("COLAB_RELEASE_TAG") or environ.get("COLAB_GPU"):
+    if environ.get(E.COLAB_RELEASE_TAG) or environ.get(E.COLAB_GPU):
         return True
     return "google-colab" in dist_names and os.path.isdir(os.path.join(root, "content"))
 
@@ -95,7 +96,7 @@ def is_container(environ: Mapping[str, str], *, root: str = "/") -> bool:
     """Docker/Podman/Kubernetes: marker files, PID 1's cgroup, or the Kubernetes service env."""
     if os.path.exists(os.path.join(root, ".dockerenv")) or os.path.exists(os.path.join(root, "run", ".containerenv")):
         return True
-    if environ.get("KUBERNETES_SERVICE_HOST"):
+    if environ.get(E.KUBERNETES_SERVICE_HOST):
         return True
     text = _read_small(os.path.join(root, "proc", "1", "cgroup"))
     return any(word in text for word in ("docker", "containerd", "kubepods"))

@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional
 
 from doctor._version import __version__
 from doctor.compat_matrix.stack import TRAINING_STACK
+from doctor.envvars import CUDA_VISIBLE_DEVICES
 from doctor.facts import Facts
 
 # Distributions whose version changes what a probe proves (plus every nvidia-* runtime library).
@@ -30,7 +31,7 @@ def fingerprint_inputs(facts: Facts, gpu: Optional[str] = None, catalogue_versio
         "xformers_build": [x.torch_version, x.cuda_version, x.python_version, x.arch_list] if x else None,
         "driver": hw.driver_version,
         "gpus": [[g.name, g.cc, g.uuid] for g in hw.gpus],
-        "selected_gpu": gpu if gpu is not None else facts.env.get("CUDA_VISIBLE_DEVICES"),
+        "selected_gpu": gpu if gpu is not None else facts.env.get(CUDA_VISIBLE_DEVICES),
     }
 
 
