@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any, Dict
 
+from doctor.envvars import DOCTOR_BACKEND_PREFIX
 from doctor.probes.spec import ProbeContext
 
-ENV_OVERRIDE = "DOCTOR_BACKEND_ATTENTION"
+ENV_OVERRIDE = DOCTOR_BACKEND_PREFIX + "ATTENTION"  # the override for this op, as the dispatcher names it
 
 
 def attention(ctx: ProbeContext) -> Dict[str, Any]:

@@ -7,6 +7,7 @@ import os
 import time
 from typing import Any, Dict
 
+from doctor.envvars import TRITON_CACHE_DIR, TRITON_INTERPRET
 from doctor.probes.spec import ProbeContext
 
 tl: Any = None  # triton.language, bound by _add_kernel (the kernel resolves it through these globals)
@@ -37,7 +38,7 @@ def _add_kernel() -> Any:  # a triton JITFunction: indexed by the grid, then cal
 
 def vector_add(ctx: ProbeContext) -> Dict[str, Any]:
     """out = x + y by a Triton kernel, compared with torch's x + y (bit-exact: both are one IEEE fp32 add)."""
-    interpret = os.environ.get("TRITON_INTERPRET") == "1"
+    interpret = os.environ.get(TRITON_INTERPRET) == "1"
     if ctx.device != "cuda" and not interpret:
         return {"status": "skipped", "detail": "Triton kernels need CUDA (set TRITON_INTERPRET=1 to run through the interpreter on CPU)"}
     import torch
@@ -63,7 +64,7 @@ def vector_add(ctx: ProbeContext) -> Dict[str, Any]:
     error = rel_err(out, x + y)
     warmup, iters = timing_iters(ctx.params, ctx.device)
     time_ms = median_ms(launch, ctx.device, warmup, iters)
-    cache = os.environ.get("TRITON_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".triton", "cache")
+    cache = os.environ.get(TRITON_CACHE_DIR) or os.path.join(os.path.expanduser("~"), ".triton", "cache")
     mode = "interpreter (TRITON_INTERPRET=1)" if interpret else "compiled"
     detail = (f"triton {triton.__version__} {mode} vector add, n={n} fp32 on {device_label(ctx.device)}: "
               f"first launch (compile + run) {compile_s:.2f} s, error vs torch {fmt(error)} (must be exact); "
