@@ -26,17 +26,19 @@ class Action:
     """Base of every action: a one-line description, a kind name, and how it renders."""
 
     kind: ClassVar[str] = ""
+    applies: ClassVar[bool] = False  # the doctor can apply this kind (see `automatic`)
+    removes: ClassVar[bool] = False  # this kind removes or replaces something that exists
     description: str
 
     @property
     def automatic(self) -> bool:
         """Whether `doctor check --fix` / `doctor cache repair` can apply it (else it is shown, not run)."""
-        return False
+        return self.applies
 
     @property
     def destructive(self) -> bool:
         """Whether it removes or replaces something that exists (needs confirmation)."""
-        return False
+        return self.removes
 
     def command(self) -> Optional[str]:
         """The shell command a person can paste, where the action is one."""
@@ -76,6 +78,8 @@ class PipInstall(Action):
     """pip install of exact requirements, from an index URL, with --no-deps / --force-reinstall and why."""
 
     kind: ClassVar[str] = "pip-install"
+    applies: ClassVar[bool] = True
+    removes: ClassVar[bool] = True  # it replaces what is installed
     requirements: Tuple[str, ...]  # PEP 508 strings: "xformers==0.0.32.post2", "torch==2.8.0+cu128"
     description: str = ""
     index_url: Optional[str] = None  # e.g. a PyTorch index of one CUDA variant; None: the configured index
@@ -95,14 +99,6 @@ class PipInstall(Action):
             object.__setattr__(self, "force_reinstall_why", "the same version is installed but it is the wrong build")
         if not self.description:
             object.__setattr__(self, "description", "install " + " ".join(self.requirements))
-
-    @property
-    def automatic(self) -> bool:
-        return True
-
-    @property
-    def destructive(self) -> bool:
-        return True  # it replaces what is installed
 
     def packages(self) -> Tuple[str, ...]:
         return tuple(canonicalize_name(_requirement(r).name) for r in self.requirements)
@@ -127,6 +123,8 @@ class PipUninstall(Action):
     """pip uninstall -y of distributions."""
 
     kind: ClassVar[str] = "pip-uninstall"
+    applies: ClassVar[bool] = True
+    removes: ClassVar[bool] = True
     names: Tuple[str, ...]
     description: str = ""
 
@@ -138,14 +136,6 @@ class PipUninstall(Action):
                 raise ValueError(f"uninstall takes names, not {n!r}")
         if not self.description:
             object.__setattr__(self, "description", "uninstall " + " ".join(self.names))
-
-    @property
-    def automatic(self) -> bool:
-        return True
-
-    @property
-    def destructive(self) -> bool:
-        return True
 
     def packages(self) -> Tuple[str, ...]:
         return tuple(canonicalize_name(n) for n in self.names)
@@ -188,6 +178,8 @@ class MoveToQuarantine(Action):
     """Move entries of one cache (or the whole cache) into the quarantine beside it; never a delete."""
 
     kind: ClassVar[str] = "quarantine"
+    applies: ClassVar[bool] = True
+    removes: ClassVar[bool] = True
     root: str  # the cache root the entries belong to (absolute)
     paths: Tuple[str, ...] = ()  # absolute paths inside root; empty with whole_root
     description: str = ""
@@ -200,20 +192,14 @@ class MoveToQuarantine(Action):
             what = f"the whole cache {self.root}" if self.whole_root else ", ".join(self.paths)
             object.__setattr__(self, "description", f"move {what} to its quarantine")
 
-    @property
-    def automatic(self) -> bool:
-        return True
-
-    @property
-    def destructive(self) -> bool:
-        return True
-
 
 @dataclass(frozen=True)
 class RemoveStaleLock(Action):
     """Remove lock files of one cache that nobody holds."""
 
     kind: ClassVar[str] = "remove-lock"
+    applies: ClassVar[bool] = True
+    removes: ClassVar[bool] = True
     root: str
     paths: Tuple[str, ...]
     description: str = ""
@@ -224,20 +210,13 @@ class RemoveStaleLock(Action):
         if not self.description:
             object.__setattr__(self, "description", "remove stale lock " + ", ".join(self.paths))
 
-    @property
-    def automatic(self) -> bool:
-        return True
-
-    @property
-    def destructive(self) -> bool:
-        return True
-
 
 @dataclass(frozen=True)
 class TightenMode(Action):
     """chmod files of one cache to modes that only remove permissions (the doctor's own files)."""
 
     kind: ClassVar[str] = "chmod"
+    applies: ClassVar[bool] = True
     root: str
     targets: Tuple[Tuple[str, int], ...]  # (absolute path, mode)
     description: str = ""
@@ -248,10 +227,6 @@ class TightenMode(Action):
         if not self.description:
             modes = "/".join(sorted({f"{m:04o}" for _, m in self.targets}))
             object.__setattr__(self, "description", f"chmod {modes} " + ", ".join(p for p, _ in self.targets))
-
-    @property
-    def automatic(self) -> bool:
-        return True
 
 
 @dataclass(frozen=True)
