@@ -87,6 +87,8 @@ class PipInstall(Action):
     no_deps_why: str = ""  # why pip must not resolve dependencies here
     force_reinstall: bool = False
     force_reinstall_why: str = ""  # why the installed version must be replaced by the same one
+    constraints: Optional[str] = None  # a constraints file (-c) that keeps what the plan keeps (torch===...)
+    only_binary: bool = False  # wheels only, as planned: pip must never build an sdist (flash-attn) here
 
     def __post_init__(self) -> None:
         if not self.requirements:
@@ -108,6 +110,10 @@ class PipInstall(Action):
         out = list(self.requirements)
         if self.index_url:
             out += ["--index-url", self.index_url]
+        if self.constraints:
+            out += ["-c", self.constraints]
+        if self.only_binary:
+            out += ["--only-binary", ":all:"]
         if self.force_reinstall:
             out.append("--force-reinstall")
         if self.no_deps:

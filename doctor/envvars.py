@@ -16,6 +16,8 @@ DOCTOR_CUDA_DRIVER_VERSION = "DOCTOR_CUDA_DRIVER_VERSION"  # simulated highest C
 DOCTOR_CACHE_DIR = "DOCTOR_CACHE_DIR"  # the doctor's own cache (probe verdicts, compiled checks)
 DOCTOR_MATRIX_DIR = "DOCTOR_MATRIX_DIR"  # another copy of the compatibility data (compat_matrix/data)
 DOCTOR_BACKEND_PREFIX = "DOCTOR_BACKEND_"  # DOCTOR_BACKEND_<OP>=<backend> forces the dispatcher's choice
+DOCTOR_INDEX_URL = "DOCTOR_INDEX_URL"  # the package index plans draw from (default: pip's configuration)
+DOCTOR_TORCH_INDEX_URL = "DOCTOR_TORCH_INDEX_URL"  # base of PyTorch's per-CUDA-family indexes (<base>/cu121)
 DOCTOR_EVENT_FD = "DOCTOR_EVENT_FD"  # set for a child (probe, cache verify): the fd of its JSON-lines event channel
 
 # --- output (read by rich, named here so the README and tests use one spelling) ----------------------
@@ -50,7 +52,18 @@ KUBERNETES_SERVICE_HOST = "KUBERNETES_SERVICE_HOST"  # a Kubernetes pod (contain
 # --- reported in the facts because they change how the stack behaves ---------------------------------
 PYTORCH_CUDA_ALLOC_CONF = "PYTORCH_CUDA_ALLOC_CONF"
 HF_HOME = "HF_HOME"
+
+# --- pip and uv (the pin hook sets them; the planner neutralises some for its own pip runs) ----------
 PIP_CONSTRAINT = "PIP_CONSTRAINT"  # pip's constraints file (a pin hook writes it)
+PIP_BUILD_CONSTRAINT = "PIP_BUILD_CONSTRAINT"  # pip >= 26.2: constraints for build isolation
+PIP_CONFIG_FILE = "PIP_CONFIG_FILE"  # one config file for pip; os.devnull: none at all
+PIP_INDEX_URL = "PIP_INDEX_URL"
+PIP_EXTRA_INDEX_URL = "PIP_EXTRA_INDEX_URL"
+PIP_FIND_LINKS = "PIP_FIND_LINKS"
+PIP_NO_INDEX = "PIP_NO_INDEX"
+PIP_DISABLE_PIP_VERSION_CHECK = "PIP_DISABLE_PIP_VERSION_CHECK"
+UV_CONSTRAINT = "UV_CONSTRAINT"  # uv never reads pip.conf: its own constraints variable
+UV_BUILD_CONSTRAINT = "UV_BUILD_CONSTRAINT"
 LD_LIBRARY_PATH = "LD_LIBRARY_PATH"
 CUDA_HOME = "CUDA_HOME"
 PATH = "PATH"  # where nvidia-smi is looked up
