@@ -6,11 +6,11 @@ reports itself instead of taking the check down.
 
 from __future__ import annotations
 
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, Iterable, List, Sequence, Tuple
 
 from doctor.compat_matrix.model import Matrix
 from doctor.facts import Facts
-from doctor.findings import Finding
+from doctor.findings import Category, Finding, Severity, finding
 
 Rule = Callable[[Facts, Matrix], List[Finding]]
 
@@ -43,6 +43,28 @@ def all_rules(scripts: Sequence[str] = ()) -> Tuple[Tuple[str, Rule], ...]:
         ("cache_location", lambda facts, matrix: _unsloth_cache_location(facts, matrix, scripts)),
         ("caches", _caches),
     )
+
+
+def run_rules(facts: Facts, matrix: Matrix, debug: bool = False, scripts: Sequence[str] = (),
+              skip: Iterable[str] = ()) -> Tuple[List[Finding], List[str]]:
+    """Run every rule (but `skip`); one that raises becomes a WARN finding about the doctor, unless debugging."""
+    skipped = set(skip)
+    findings: List[Finding] = []
+    names: List[str] = []
+    for name, rule in all_rules(scripts):
+        if name in skipped:
+            continue
+        names.append(name)
+        try:
+            findings.extend(rule(facts, matrix))
+        except Exception as exc:  # a bug or an input we did not foresee must not end the check
+            if debug:
+                raise
+            findings.append(finding(
+                "doctor.rule-failed", Severity.WARN, Category.DOCTOR, f"rule '{name}' could not run: {type(exc).__name__}: {exc}",
+                {"rule": name, "error": f"{type(exc).__name__}: {exc}"},
+                "This is a tune-doctor bug; rerun with --debug for the traceback and report it.", subject=name))
+    return findings, names
 
 
 def _caches(facts: Facts, matrix: Matrix) -> List[Finding]:
