@@ -79,7 +79,11 @@ class VersionLister:
         """Every version of `name` with a wheel on `index_url` (None: the default index), oldest first."""
         from packaging.utils import canonicalize_name
 
-        base = (index_url or DEFAULT_INDEX).rstrip("/")
+        import os
+
+        from doctor.envvars import PIP_INDEX_URL
+
+        base = (index_url or os.environ.get(PIP_INDEX_URL) or DEFAULT_INDEX).rstrip("/")
         key = (base, canonicalize_name(name))
         if key in self._seen:
             return self._seen[key]

@@ -24,14 +24,16 @@ from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 from doctor._util.proc import run as run_process
 from doctor._util.timeouts import TimedOut
 from doctor.envvars import (PIP_BUILD_CONSTRAINT, PIP_CONSTRAINT, PIP_DISABLE_PIP_VERSION_CHECK, PIP_EXTRA_INDEX_URL,
-                            PIP_FIND_LINKS, PIP_INDEX_URL, PIP_NO_INDEX)
+                            PIP_FIND_LINKS, PIP_NO_INDEX)
 from doctor.errors import DoctorError
 from doctor.resolve.options import RESOLVER_TIMEOUT
 
 # pip >= 25.3 resolves from PEP 658 metadata alone; older ones download every candidate wheel.
 MIN_PIP = (25, 3)
-# The plan decides constraints and indexes itself; these would silently change its answer.
-_NEUTRALISED = (PIP_CONSTRAINT, PIP_BUILD_CONSTRAINT, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, PIP_NO_INDEX)
+# The plan decides the constraints itself (the keep-set); a hook's constraint would silently change its answer.
+_NEUTRALISED = (PIP_CONSTRAINT, PIP_BUILD_CONSTRAINT)
+# A run aimed at one index (a PyTorch CUDA family) must not have another mixed in (dependency confusion).
+_OTHER_INDEXES = (PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, PIP_NO_INDEX)
 
 
 class ResolveFailed(DoctorError):
@@ -140,8 +142,9 @@ class Resolver:
         self.seconds = 0.0
         self._cache: Dict[str, Report] = {}
 
-    def _env(self) -> Dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in _NEUTRALISED}
+    def _env(self, index_url: Optional[str]) -> Dict[str, str]:
+        drop = _NEUTRALISED + (_OTHER_INDEXES if index_url else ())
+        env = {k: v for k, v in os.environ.items() if k not in drop}
         env[PIP_DISABLE_PIP_VERSION_CHECK] = "1"
         env.update(dict(self.pip_env))
         return env
@@ -162,6 +165,12 @@ class Resolver:
             raise DoctorError("planning needs pip >= 25.3 in the doctor's environment (older pip downloads every "
                               "candidate wheel): python -m pip install -U 'pip>=25.3'")
         self.runs += 1
+        try:
+            return self._run(run, k)
+        except OSError as exc:  # no writable temp directory for the report and the constraints
+            raise ResolveFailed(f"cannot write pip's constraints/report files: {exc.strerror or exc}") from None
+
+    def _run(self, run: ResolverRun, k: str) -> Report:
         with tempfile.TemporaryDirectory(prefix="doctor-resolve-") as tmp:
             report_path = os.path.join(tmp, "report.json")
             constraints_path = os.path.join(tmp, "constraints.txt")
@@ -170,7 +179,7 @@ class Resolver:
             cmd = pip_argv(run, self.python, report_path, constraints_path)
             started = time.monotonic()
             try:
-                res = run_process(cmd, timeout=self.timeout, env=self._env())
+                res = run_process(cmd, timeout=self.timeout, env=self._env(run.index_url))
             except TimedOut:
                 raise ResolveFailed(f"pip's resolver did not finish in {self.timeout:g} s") from None
             except OSError as exc:
