@@ -72,6 +72,16 @@ def _pip_fixable(f: Finding) -> bool:
     return f.severity >= Severity.WARN and any(isinstance(a, (PipInstall, PipUninstall)) for a in f.fix)
 
 
+# Consequences: an unmet requirement of a package that another fix replaces may simply vanish with it
+# (a protobuf downgrade needed only by the unsloth_zoo the lockstep fix upgrades), so these come last.
+_CONSEQUENCES = ("requires.unmet", "requires.missing")
+
+
+def _order(f: Finding) -> Tuple[int, int]:
+    """Worst first; among equals, the findings about a package before those about its requirements."""
+    return (-int(f.severity), f.id in _CONSEQUENCES)
+
+
 def _version(text: Optional[str]) -> Optional[Version]:
     try:
         return Version(text) if text else None
@@ -222,7 +232,7 @@ class _Planner:
                      and (finding_key(f) in target_keys or finding_key(f) not in {finding_key(b) for b in serious(self.findings0)})]
             if not open_:
                 break
-            f = max(open_, key=lambda x: x.severity)
+            f = min(open_, key=_order)
             key = finding_key(f)
             taken = False
             reasons: List[str] = []
