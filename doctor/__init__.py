@@ -8,6 +8,7 @@ The typed public face:
     print(report)                      # the text report; in Jupyter the report displays as rich HTML
     report.to_json()                   # the same document as `doctor check --json`
     doctor.check_imports()             # this process's import order (a notebook cell), also a Report
+    doctor.pin(hook=True)              # known-good pins, in force for every later pip/uv install (a PinResult)
 
 Importing the package imports nothing but its version: every public name is loaded on first use
 (PEP 562), so `import doctor.backends.attention` (or the runtime) in a training process never pays for
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from doctor.checkup import Report, check, check_imports
     from doctor.errors import DoctorError
     from doctor.findings import Category, Finding, Severity
+    from doctor.report.pins import PinResult, pin
 
 # public name -> the module that defines it (imported on first access)
 _LAZY: Dict[str, str] = {
@@ -36,6 +38,8 @@ _LAZY: Dict[str, str] = {
     "Severity": "doctor.findings",
     "Category": "doctor.findings",
     "DoctorError": "doctor.errors",
+    "pin": "doctor.report.pins",
+    "PinResult": "doctor.report.pins",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -264,7 +264,8 @@ class _Builder:
         self.pins: List[Pin] = []
         self.unfit: List[Unfit] = []
         self.decided: Dict[str, str] = {}  # name -> what was decided (pinned / unfit / noted), so coupled() skips it
-        self.rel = release_of(target.version) if target.version is not None else None
+        # the release the pins are for; the builders below run only when there is a torch target
+        self.rel: Version = release_of(target.version) if target.version is not None else Version("0")
 
     # helpers
 
@@ -488,7 +489,7 @@ class _Builder:
                 why += f"; the installed {zoo.version} does not meet unsloth_zoo{zoo_spec}"
             self.pins.append(Pin("unsloth-zoo", spec, why, zoo_src))
             self.decided["unsloth-zoo"] = "pinned"
-        for pkg, reqs in self.m.unsloth_requires.items():
+        for pkg in self.m.unsloth_requires:
             if pkg in ("unsloth-zoo", "torch"):
                 continue
             row = lookup.unsloth_requirement(self.m, un.version, pkg)
@@ -518,7 +519,8 @@ class _Builder:
                 self.unfit.append(Unfit("flash-attn", f"the matrix records no flash-attn wheels per torch build"
                                         + (f" ({prebuilt})" if prebuilt else ""),
                                         ("`doctor install flash-attn`: resolved and verified against this torch",
-                                         f"a release wheel built for torch {minor_of(self.rel) if self.rel else '?'}"
+                                         f"a release wheel built for torch "
+                                         f"{minor_of(self.rel) if self.t.version is not None else 'X.Y'}"
                                          + (f" + CUDA {self.t.cuda}" if self.t.cuda else ""),
                                          "attn_implementation='sdpa' (nothing to install)")))
             elif have is not None:
@@ -573,7 +575,7 @@ def constraint_lines(ps: PinSet, header: Sequence[str] = ()) -> List[str]:
         lines.append(f"# known-good pins for torch {ps.torch}" + (f" (CUDA {ps.cuda})" if ps.cuda else "")
                      + (f", matrix {ps.matrix_version}" if ps.matrix_version else ""))
     if ps.index_url:
-        lines.append(f"# torch-family builds for this CUDA come from --index-url {ps.index_url}")
+        lines.append(f"# torch-family builds of this variant come from --index-url {ps.index_url}")
     for p in ps.pins:
         where = f"; from {p.index_url}" if p.index_url and not p.kept else ""
         lines.append(f"{p.requirement}  # {_comment(p.reason)} ({p.source}{where})")
