@@ -59,6 +59,19 @@ class XformersBuild(NamedTuple):
     error: Optional[str] = None
 
 
+class BitsandbytesBuild(NamedTuple):
+    """The native libraries a bitsandbytes install ships, listed from its package directory (never imported).
+
+    bitsandbytes loads one of them at import, chosen by torch's CUDA version (libbitsandbytes_cuda121.so
+    for CUDA 12.1); which ones a release has differs per release and per wheel.
+    """
+
+    libraries: Tuple[str, ...]  # file names, sorted: ("libbitsandbytes_cpu.so", "libbitsandbytes_cuda121.so", ...)
+    path: Optional[str] = None  # the bitsandbytes package directory that was listed; None: from the matrix
+    error: Optional[str] = None  # the directory could not be listed
+    source: str = ""  # where the list came from when not from the files: "compat matrix (WHEEL-FILES)"
+
+
 class GPU(NamedTuple):
     """One GPU as the driver reports it."""
 
@@ -120,6 +133,7 @@ class Facts(NamedTuple):
     cwd: str = "."
     notes: Tuple[str, ...] = ()  # non-fatal problems met while gathering (broken METADATA, ...)
     markers: Mapping[str, str] = _EMPTY  # PEP 508 marker environment of the checked interpreter; empty: this one
+    bitsandbytes: Optional[BitsandbytesBuild] = None  # its native libraries as installed; None: not installed, or not read
 
     def dist(self, name: str) -> Optional[Distribution]:
         """The installed distribution called `name` (any spelling), or None."""

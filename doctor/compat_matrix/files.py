@@ -31,6 +31,8 @@ FILES: Tuple[str, ...] = (
     "gpu_names.toml",
     "notes.toml",
     "unsloth_runtime.toml",
+    "optional_runtime.toml",
+    "bitsandbytes_libs.toml",
 )
 
 

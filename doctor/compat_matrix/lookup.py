@@ -8,11 +8,25 @@ The version helpers of doctor.compat_matrix.versions are re-exported for the rul
 from __future__ import annotations
 
 import re
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from doctor.compat_matrix.model import ArchSet, DriverFloor, GpuFeature, Matrix, RangeRequirement, Requirement
+from doctor.compat_matrix.model import (
+    ArchSet,
+    BnbArchs,
+    BnbLoader,
+    DriverFloor,
+    GpuFeature,
+    Matrix,
+    OptionalRequirement,
+    RangeRequirement,
+    Requirement,
+    StableAbi,
+    XformersException,
+)
+from doctor.facts import BitsandbytesBuild, XformersBuild
 from doctor.compat_matrix.versions import (  # noqa: F401  (re-exported)
     cuda_from_int,
     cuda_from_tag,
@@ -25,7 +39,8 @@ from doctor.compat_matrix.versions import (  # noqa: F401  (re-exported)
 )
 
 __all__ = [
-    "archs_for", "bnb_requirement", "cc_for_gpu_name", "cuda_variants_for", "default_cuda_for", "driver_floor",
+    "BnbPick", "archs_for", "bitsandbytes_libs", "bnb_archs", "bnb_library_cuda", "bnb_loader", "bnb_pick", "bnb_requirement",
+    "optional_at_runtime", "xformers_build_of", "xformers_exception", "xformers_stable_abi", "cc_for_gpu_name", "cuda_variants_for", "default_cuda_for", "driver_floor",
     "feature", "feature_supported", "known_good_xformers", "torch_requirement_of_xformers", "triton_pin_for_torch",
     "unsloth_has_cache_fallback", "unsloth_requirement", "xformers_for_torch",
     # re-exported from doctor.compat_matrix.versions
@@ -175,3 +190,168 @@ def unsloth_has_cache_fallback(m: Matrix, zoo_version: VersionArg) -> Optional[b
     if fact is None or v is None:
         return None
     return Version(v.public) >= Version(fact.since)  # a local label does not change the release line
+
+
+# -- xformers binaries -----------------------------------------------------------------------------------
+
+
+def xformers_exception(m: Matrix, xformers_version: VersionArg, torch_version: VersionArg) -> Optional[XformersException]:
+    """The recorded known-good pair of exactly this xformers release and this torch release (local label ignored)."""
+    xv, trel = parse_version(xformers_version), _release(torch_version)
+    if xv is None or trel is None:
+        return None
+    return next((e for e in m.xformers_exceptions if Version(e.xformers) == xv and e.torch == trel), None)
+
+
+def xformers_stable_abi(m: Matrix, xformers_version: VersionArg, built_for: VersionArg) -> Optional[StableAbi]:
+    """The stable-ABI row when this xformers release's binary, built for torch `built_for`, loads on later torch."""
+    xv, brel = parse_version(xformers_version), _release(built_for)
+    if xv is None or brel is None:
+        return None
+    public = Version(xv.public)
+    return next((r for r in m.xformers_stable_abi
+                 if r.xformers.contains(public, prereleases=True) and r.built_for.contains(brel, prereleases=True)), None)
+
+
+def xformers_build_of(m: Matrix, xformers_version: VersionArg, index_variant: Optional[str]) -> Optional[XformersBuild]:
+    """What cpp_lib.json would say for this xformers release installed from an index, without the wheel.
+
+    The torch it was built for is its exact torch pin (or the recorded build where the pin is loose,
+    0.0.35); its CUDA is the variant's when it comes from a PyTorch CUDA-family index ('cu126'), else
+    (index_variant None: the default index) the index default CUDA of that torch minor. None when
+    either is unknown, or the variant is not a CUDA one ('cpu').
+    """
+    req = torch_requirement_of_xformers(m, xformers_version)
+    if req is None:
+        return None
+    built = _built_for(req)
+    if built is None:
+        return None
+    if index_variant is None:
+        cuda = m.torch_default_cuda.get(minor_of(built))
+    else:
+        cuda = cuda_from_tag(index_variant)
+    match = _CUDA_RE.match(cuda) if cuda else None
+    if match is None:
+        return None
+    major, minor = int(match.group(1)), int(match.group(2))
+    return XformersBuild(torch_version=f"{built}+cu{major}{minor}", cuda_version=major * 100 + minor)
+
+
+def _built_for(req: Requirement) -> Optional[Version]:
+    """The torch release an xformers row's binary is built for: the recorded one, else its exact == pin."""
+    if req.built_for:
+        return Version(req.built_for)
+    specs = list(req.spec)
+    if len(specs) == 1 and specs[0].operator in ("==", "===") and "*" not in specs[0].version:
+        v = parse_version(specs[0].version)
+        return release_of(v) if v is not None else None
+    return None
+
+
+# -- optional at run time ----------------------------------------------------------------------------------
+
+
+def optional_at_runtime(m: Matrix, requirer: str, dep: str, requirer_version: VersionArg = None) -> Optional[OptionalRequirement]:
+    """The row saying `requirer` runs without its declared requirement `dep` (any spelling), or None.
+
+    Rows limited to some releases of the requirer (unsloth: its import guard and SDPA fallback) answer
+    only when `requirer_version` is given and in range: a requirement is never called optional for an
+    unknown release.
+    """
+    r, d = canonicalize_name(requirer or ""), canonicalize_name(dep or "")
+    for row in m.optional_runtime:
+        if row.requirer != r or row.requirement != d:
+            continue
+        if row.requirer_versions is None:
+            return row
+        v = parse_version(requirer_version)
+        if v is not None and row.requirer_versions.contains(Version(v.public), prereleases=True):
+            return row
+        return None
+    return None
+
+
+# -- bitsandbytes' native libraries ------------------------------------------------------------------------
+
+_BNB_CUDA_LIB_RE = re.compile(r"^libbitsandbytes_cuda(\d{3,})(_nocublaslt)?\.(?:so|dll|dylib)$")
+
+
+class BnbPick(NamedTuple):
+    """The native library bitsandbytes loads for torch's CUDA."""
+
+    library: str  # file name, "libbitsandbytes_cuda121.so"
+    cuda: str  # the library's CUDA version, "12.1"
+    exact: bool  # built for exactly torch's CUDA (else the loader's same-major fallback)
+
+
+def bitsandbytes_libs(m: Matrix, bnb_version: VersionArg) -> Optional[BitsandbytesBuild]:
+    """The native libraries the Linux x86_64 wheel of exactly this bitsandbytes release ships, or None if unknown."""
+    v = parse_version(bnb_version)
+    if v is None:
+        return None
+    public = Version(v.public)
+    for w in m.bitsandbytes_wheels:
+        if any(Version(x) == public for x in w.versions):
+            return BitsandbytesBuild(libraries=w.libraries, source=f"compat matrix ({w.source})")
+    return None
+
+
+def bnb_loader(m: Matrix, bnb_version: VersionArg) -> Optional[BnbLoader]:
+    """How this bitsandbytes release picks its CUDA library, or None (releases before 0.41 read the system libcudart)."""
+    v = parse_version(bnb_version)
+    if v is None:
+        return None
+    public = Version(v.public)
+    return next((r for r in m.bitsandbytes_loaders if r.versions.contains(public, prereleases=True)), None)
+
+
+def bnb_archs(m: Matrix, bnb_version: VersionArg, library_cuda: Optional[str]) -> Optional[BnbArchs]:
+    """GPU archs compiled into this release's library for CUDA `library_cuda` ('12.1'), or None if unknown."""
+    v, c = parse_version(bnb_version), parse_version(library_cuda)
+    if v is None or c is None:
+        return None
+    public = Version(v.public)
+    return next((r for r in m.bitsandbytes_archs
+                 if r.versions.contains(public, prereleases=True) and r.cuda.contains(c, prereleases=True)), None)
+
+
+def bnb_library_cuda(name: str) -> Optional[Tuple[Tuple[int, int], bool]]:
+    """((major, minor), nocublaslt) of a CUDA library file name; None for the CPU/ROCm/XPU ones and garbage.
+
+    The major is always two digits, as bitsandbytes splits it: 'cuda121' -> (12, 1), 'cuda1210' -> (12, 10).
+    """
+    match = _BNB_CUDA_LIB_RE.match(name) if isinstance(name, str) else None
+    if match is None:
+        return None
+    digits = match.group(1)
+    return (int(digits[:2]), int(digits[2:])), bool(match.group(2))
+
+
+def bnb_pick(libraries: Sequence[str], torch_cuda: Optional[str], loader: BnbLoader,
+             highest_cc: Optional[CC] = None) -> Optional[BnbPick]:
+    """The library bitsandbytes loads for torch's CUDA ('12.4') by its loader's rule; None when none can load.
+
+    `highest_cc`: the highest compute capability of the GPUs (releases before 0.45 load the _nocublaslt
+    variant below 7.5; unknown counts as not below).
+    """
+    match = _CUDA_RE.match(torch_cuda.strip()) if isinstance(torch_cuda, str) else None
+    if match is None:
+        return None
+    want = (int(match.group(1)), int(match.group(2)))
+    nocublaslt = loader.nocublaslt_below is not None and highest_cc is not None and tuple(highest_cc) < loader.nocublaslt_below
+    shipped: Dict[Tuple[int, int], str] = {}
+    for name in libraries:
+        parsed = bnb_library_cuda(name)
+        if parsed is not None and parsed[1] == nocublaslt:
+            shipped[parsed[0]] = name
+    if want in shipped:
+        return BnbPick(shipped[want], f"{want[0]}.{want[1]}", True)
+    if loader.picks != "same-major":
+        return None
+    lower = [c for c in shipped if c[0] == want[0] and c < want]
+    higher = [c for c in shipped if c[0] == want[0] and c > want]
+    chosen = max(lower) if lower else (min(higher) if higher else None)
+    if chosen is None:
+        return None
+    return BnbPick(shipped[chosen], f"{chosen[0]}.{chosen[1]}", False)

@@ -27,6 +27,71 @@ class Requirement(NamedTuple):
     spec: SpecifierSet  # what it requires of the other package
     source: str  # source key
     note: str = ""
+    built_for: str = ""  # torch release the binary was built for when `spec` is not an exact pin ("2.10.0")
+    built_for_source: str = ""  # source key of built_for
+
+
+class XformersException(NamedTuple):
+    """A known-good xformers binary on a torch patch release its exact Requires-Dist pin excludes."""
+
+    xformers: str  # exact xformers release, "0.0.26.post1"
+    torch: Version  # the torch release it is known to run on, 2.3.1
+    source: str
+    evidence: str  # what shows it runs there
+    reports: Tuple[str, ...] = ()  # "unslothai/unsloth#1126"
+    reports_source: str = ""
+    note: str = ""
+
+
+class StableAbi(NamedTuple):
+    """xformers releases built on the PyTorch stable ABI: a binary built for `built_for` loads on any later torch."""
+
+    xformers: SpecifierSet  # xformers releases this holds for
+    built_for: SpecifierSet  # torch releases their binaries may be built for
+    source: str
+    note: str = ""
+
+
+class OptionalRequirement(NamedTuple):
+    """A declared requirement the requirer does not need at run time (it guards the import and falls back)."""
+
+    requirer: str  # canonical name, "unsloth"
+    requirement: str  # canonical name of the declared requirement, "xformers"
+    why: str  # how the requirer runs without it
+    source: str
+    requirer_versions: Optional[SpecifierSet] = None  # releases of the requirer it holds for; None: all
+    observed: str = ""  # seen on a real machine
+    observed_source: str = ""
+    note: str = ""
+
+
+class BnbWheel(NamedTuple):
+    """The native libraries in one bitsandbytes Linux x86_64 wheel (the same for every release listed)."""
+
+    versions: Tuple[str, ...]  # exact releases, "0.41.1"
+    libraries: Tuple[str, ...]  # file names, "libbitsandbytes_cuda121.so"
+    source: str
+
+
+class BnbLoader(NamedTuple):
+    """How a range of bitsandbytes releases picks its CUDA library for torch's CUDA version."""
+
+    versions: SpecifierSet
+    picks: str  # "exact" (that CUDA's file or none) | "same-major" (else the nearest of the same major)
+    source: str
+    nocublaslt_below: Optional[Tuple[int, int]] = None  # GPUs below this cc load the _nocublaslt variant
+    note: str = ""
+
+
+class BnbArchs(NamedTuple):
+    """GPU archs compiled into the bitsandbytes libraries of some releases for some CUDA versions (x86_64)."""
+
+    versions: SpecifierSet  # bitsandbytes releases
+    cuda: SpecifierSet  # CUDA version of the library ("12.1")
+    archs: Tuple[Tuple[int, int], ...]  # cubins
+    ptx: Tuple[Tuple[int, int], ...]  # also shipped as PTX
+    source: str
+    note: str = ""
 
 
 class RangeRequirement(NamedTuple):
@@ -132,3 +197,9 @@ class Matrix(NamedTuple):
     unsloth_requires: Mapping[str, Tuple[Requirement, ...]] = _EMPTY  # package -> (unsloth version -> spec)
     torch_index_url: str = TORCH_INDEX_URL  # PyTorch download index; a variant's index is <url>/<cuXYZ>
     unsloth_cache_fallback: Optional[CacheFallback] = None  # unsloth_zoo's temp-directory fallback (unsloth_runtime.toml)
+    xformers_exceptions: Tuple[XformersException, ...] = ()  # known-good pairs off the exact pin (xformers_torch.toml)
+    xformers_stable_abi: Tuple[StableAbi, ...] = ()  # releases whose binaries load on later torch (xformers_torch.toml)
+    optional_runtime: Tuple[OptionalRequirement, ...] = ()  # declared but optional at run time (optional_runtime.toml)
+    bitsandbytes_wheels: Tuple[BnbWheel, ...] = ()  # native libraries per release (bitsandbytes_libs.toml)
+    bitsandbytes_loaders: Tuple[BnbLoader, ...] = ()  # how each release picks one
+    bitsandbytes_archs: Tuple[BnbArchs, ...] = ()  # archs compiled into them

@@ -15,13 +15,19 @@ from doctor.compat_matrix.assemble import Builder
 from doctor.compat_matrix.document import Doc, Fields, show
 from doctor.compat_matrix.model import (
     ArchSet,
+    BnbArchs,
+    BnbLoader,
+    BnbWheel,
     CacheFallback,
     DriverFloor,
     GpuFeature,
     GpuName,
     KnownIssue,
+    OptionalRequirement,
     RangeRequirement,
     Requirement,
+    StableAbi,
+    XformersException,
 )
 
 _CUDA_RE = re.compile(r"^\d+\.\d+$")
@@ -31,16 +37,54 @@ _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
 def _xformers_torch(doc: Doc, b: Builder) -> None:
-    """xformers version -> torch requirement."""
-    doc.check_tables({"meta", "sources", "requirement", "note"})
-    fields: Fields = {"xformers": ("str", True), "torch": ("str", True), "source": ("str", True), "note": ("str", False)}
+    """xformers version -> torch requirement; known-good exceptions to the pin; stable-ABI releases."""
+    doc.check_tables({"meta", "sources", "requirement", "exception", "stable_abi", "note"})
+    fields: Fields = {
+        "xformers": ("str", True), "torch": ("str", True), "source": ("str", True), "note": ("str", False),
+        "built_for": ("str", False), "built_for_source": ("str", False),
+    }
     seen: Dict[Any, str] = {}
     rows = []
     for where, row in doc.rows("requirement", fields):
         v = doc.version(f"{where}.xformers", row["xformers"])
         doc.unique(seen, v, f"{where}.xformers")
-        rows.append(Requirement(row["xformers"], doc.spec(f"{where}.torch", row["torch"]), row["source"], row.get("note", "")))
+        built_for = row.get("built_for", "")
+        if built_for:
+            doc.release(f"{where}.built_for", built_for, parts=(3,))
+            if not row.get("built_for_source"):
+                doc.fail(f"{where}.built_for_source", "missing (every built_for needs its source)")
+        rows.append(Requirement(row["xformers"], doc.spec(f"{where}.torch", row["torch"]), row["source"], row.get("note", ""),
+                                built_for=built_for, built_for_source=row.get("built_for_source", "")))
     b.tables["xformers_torch"] = tuple(rows)
+    known = {Version(r.version): r for r in rows}
+
+    exceptions = []
+    seen = {}
+    fields = {
+        "xformers": ("str", True), "torch": ("str", True), "source": ("str", True), "evidence": ("str", True),
+        "reports": ("strlist", False), "reports_source": ("str", False), "note": ("str", False),
+    }
+    for where, row in doc.rows("exception", fields, required=False):
+        xv = doc.version(f"{where}.xformers", row["xformers"])
+        tv = doc.release(f"{where}.torch", row["torch"], parts=(3,))
+        doc.unique(seen, (xv, tv), where)
+        req = known.get(xv)
+        if req is None:
+            doc.fail(f"{where}.xformers", f"{show(row['xformers'])} is not a requirement row of this file")
+        if req.spec.contains(tv, prereleases=True):
+            doc.fail(f"{where}.torch", f"{show(row['torch'])} already meets xformers {row['xformers']}'s requirement torch{req.spec}")
+        if row.get("reports") and not row.get("reports_source"):
+            doc.fail(f"{where}.reports_source", "missing (reports need their source)")
+        exceptions.append(XformersException(row["xformers"], tv, row["source"], row["evidence"], tuple(row.get("reports", ())),
+                                            row.get("reports_source", ""), row.get("note", "")))
+    b.tables["xformers_exceptions"] = tuple(exceptions)
+
+    stable = []
+    fields = {"xformers": ("str", True), "built_for": ("str", True), "source": ("str", True), "note": ("str", False)}
+    for where, row in doc.rows("stable_abi", fields, required=False):
+        stable.append(StableAbi(doc.spec(f"{where}.xformers", row["xformers"]), doc.spec(f"{where}.built_for", row["built_for"]),
+                                row["source"], row.get("note", "")))
+    b.tables["xformers_stable_abi"] = tuple(stable)
     b.notes_of(doc)
 
 
@@ -254,6 +298,79 @@ def _pairs(doc: Doc, b: Builder) -> None:
     b.notes_of(doc)
 
 
+def _optional_runtime(doc: Doc, b: Builder) -> None:
+    """Declared requirements the requirer does not need at run time."""
+    doc.check_tables({"meta", "sources", "optional", "note"})
+    fields: Fields = {
+        "requirer": ("str", True), "requirement": ("str", True), "requirer_versions": ("str", False), "why": ("str", True),
+        "source": ("str", True), "observed": ("str", False), "observed_source": ("str", False), "note": ("str", False),
+    }
+    seen: Dict[Any, str] = {}
+    rows = []
+    for where, row in doc.rows("optional", fields):
+        requirer = doc.canonical(f"{where}.requirer", row["requirer"])
+        requirement = doc.canonical(f"{where}.requirement", row["requirement"])
+        doc.unique(seen, (requirer, requirement), where)
+        if row.get("observed") and not row.get("observed_source"):
+            doc.fail(f"{where}.observed_source", "missing (every observation needs its source)")
+        versions = doc.spec(f"{where}.requirer_versions", row["requirer_versions"]) if "requirer_versions" in row else None
+        rows.append(OptionalRequirement(requirer, requirement, row["why"], row["source"], versions,
+                                        row.get("observed", ""), row.get("observed_source", ""), row.get("note", "")))
+    b.tables["optional_runtime"] = tuple(rows)
+    b.notes_of(doc)
+
+
+_BNB_LIB_RE = re.compile(r"^libbitsandbytes_[a-z0-9_]+\.(so|dll|dylib)$")
+_BNB_PICKS = ("exact", "same-major")
+
+
+def _bitsandbytes_libs(doc: Doc, b: Builder) -> None:
+    """bitsandbytes: the native libraries each release ships, how it picks one, the archs they are built for."""
+    doc.check_tables({"meta", "sources", "wheel", "loader", "archs", "note"})
+    seen: Dict[Any, str] = {}
+    wheels = []
+    for where, row in doc.rows("wheel", {"bitsandbytes": ("strlist", True), "libraries": ("strlist", True), "source": ("str", True)}):
+        if not row["bitsandbytes"]:
+            doc.fail(f"{where}.bitsandbytes", "empty")
+        for j, raw in enumerate(row["bitsandbytes"]):
+            doc.unique(seen, doc.version(f"{where}.bitsandbytes[{j}]", raw), f"{where}.bitsandbytes[{j}]")
+        for j, name in enumerate(row["libraries"]):
+            doc.match(f"{where}.libraries[{j}]", name, _BNB_LIB_RE, "library file name", "'libbitsandbytes_cuda121.so'")
+        wheels.append(BnbWheel(tuple(row["bitsandbytes"]), tuple(row["libraries"]), row["source"]))
+    b.tables["bitsandbytes_wheels"] = tuple(wheels)
+
+    loaders = []
+    fields: Fields = {
+        "bitsandbytes": ("str", True), "picks": ("str", True), "nocublaslt_below": ("str", False),
+        "source": ("str", True), "note": ("str", False),
+    }
+    for where, row in doc.rows("loader", fields):
+        if row["picks"] not in _BNB_PICKS:
+            doc.fail(f"{where}.picks", f"invalid pick rule {show(row['picks'])} (expected one of {', '.join(_BNB_PICKS)})")
+        below = doc.cc(f"{where}.nocublaslt_below", row["nocublaslt_below"]) if "nocublaslt_below" in row else None
+        loaders.append(BnbLoader(doc.spec(f"{where}.bitsandbytes", row["bitsandbytes"]), row["picks"], row["source"], below,
+                                 row.get("note", "")))
+    b.tables["bitsandbytes_loaders"] = tuple(loaders)
+
+    archs = []
+    fields = {
+        "bitsandbytes": ("str", True), "cuda": ("str", True), "archs": ("strlist", True), "ptx": ("strlist", True),
+        "source": ("str", True), "note": ("str", False),
+    }
+    for where, row in doc.rows("archs", fields):
+        if not row["archs"]:
+            doc.fail(f"{where}.archs", "empty")
+        cubins = tuple(doc.cc(f"{where}.archs[{j}]", a) for j, a in enumerate(row["archs"]))
+        ptx = tuple(doc.cc(f"{where}.ptx[{j}]", a) for j, a in enumerate(row["ptx"]))
+        for j, cc in enumerate(ptx):
+            if cc not in cubins:  # CMake builds the highest arch as cubin AND PTX
+                doc.fail(f"{where}.ptx[{j}]", f"{show(row['ptx'][j])} is not in archs")
+        archs.append(BnbArchs(doc.spec(f"{where}.bitsandbytes", row["bitsandbytes"]), doc.spec(f"{where}.cuda", row["cuda"]),
+                              cubins, ptx, row["source"], row.get("note", "")))
+    b.tables["bitsandbytes_archs"] = tuple(archs)
+    b.notes_of(doc)
+
+
 def _gpu_names(doc: Doc, b: Builder) -> None:
     """GPU name substrings -> compute capability, most specific first."""
     doc.check_tables({"meta", "sources", "gpu", "note"})
@@ -311,4 +428,6 @@ LOADERS: Dict[str, Callable[[Doc, Builder], None]] = {
     "gpu_names.toml": _gpu_names,
     "notes.toml": _notes,
     "unsloth_runtime.toml": _unsloth_runtime,
+    "optional_runtime.toml": _optional_runtime,
+    "bitsandbytes_libs.toml": _bitsandbytes_libs,
 }

@@ -8,6 +8,9 @@ Python the C++/CUDA extension was compiled for. Real content (0.0.35 wheel)::
 
     {"version": {"cuda": 1208, "hip": null, "torch": "2.10.0+cu128", "python": "3.10.19"},
      "env": {"TORCH_CUDA_ARCH_LIST": "7.5 8.0+PTX 8.0 9.0a", ...}}
+
+bitsandbytes: the `libbitsandbytes_*.so` files in its package directory, listed (bitsandbytes picks
+one by torch's CUDA version at import; a release that ships none for it falls back to its CPU library).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from doctor.facts import Distribution, TorchBuild, XformersBuild
+from doctor.facts import BitsandbytesBuild, Distribution, TorchBuild, XformersBuild
 from doctor._util.files import describe_os_error, read_bytes
 
 _TORCH_FIELDS = ("__version__", "cuda", "hip", "git_version")
@@ -193,6 +196,33 @@ def parse_cpp_lib(data: Union[bytes, str], path: Optional[str] = None) -> Xforme
         path=path,
         error="; ".join(f"cpp_lib.json: {e}" for e in errors) or None,
     )
+
+
+# bitsandbytes' native libraries on Linux (.so), Windows (.dll) and macOS (.dylib), as its loader names them.
+_BNB_LIB_PREFIX = "libbitsandbytes_"
+_BNB_LIB_SUFFIXES = (".so", ".dll", ".dylib")
+
+
+def bitsandbytes_build(paths: Sequence[str], dist: Optional[Distribution]) -> Optional[BitsandbytesBuild]:
+    """The native libraries in bitsandbytes' package directory; None when bitsandbytes is not installed here."""
+    location = dist.location if dist else None
+    path = find_package_file("bitsandbytes", paths, location)
+    if path is None:
+        if dist is None:
+            return None
+        return BitsandbytesBuild(libraries=(), error="bitsandbytes package directory not found")
+    return read_bitsandbytes_build(path)
+
+
+def read_bitsandbytes_build(directory: str) -> BitsandbytesBuild:
+    """List one bitsandbytes package directory; problems go into BitsandbytesBuild.error, never raised."""
+    try:
+        with os.scandir(directory) as entries:
+            names = sorted(e.name for e in entries
+                           if e.name.startswith(_BNB_LIB_PREFIX) and e.name.endswith(_BNB_LIB_SUFFIXES))
+    except OSError as exc:
+        return BitsandbytesBuild(libraries=(), path=directory, error=f"cannot list {directory}: {describe_os_error(exc)}")
+    return BitsandbytesBuild(libraries=tuple(names), path=directory)
 
 
 def _typed(obj: dict, key: str, kind: type, errors: List[str], *, required: bool = False, prefix: str = "version"):  # type: ignore[no-untyped-def]

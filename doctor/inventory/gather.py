@@ -27,7 +27,7 @@ def gather(
     `python`: check that interpreter's environment (`doctor check --python PATH`): its sys.path, version and
     marker environment come from a stdlib-only child of it (inventory.interpreter); the rest is read as usual.
     """
-    from doctor.inventory.builds import torch_build, xformers_build
+    from doctor.inventory.builds import bitsandbytes_build, torch_build, xformers_build
     from doctor.inventory.distributions import scan_distributions
     from doctor.inventory.environment import relevant_env
     from doctor.inventory.gpu.detect import detect_hardware
@@ -77,6 +77,7 @@ def gather(
         cwd=cwd,
         notes=tuple(notes),
         markers={} if target is None else target.markers,
+        bitsandbytes=bitsandbytes_build(paths, dists.get("bitsandbytes")),
     )
 
 

@@ -9,8 +9,10 @@ import pytest
 
 from doctor.facts import Distribution
 from doctor.inventory.builds import (
+    bitsandbytes_build,
     parse_cpp_lib,
     parse_torch_version_source,
+    read_bitsandbytes_build,
     read_torch_build,
     read_xformers_build,
     torch_build,
@@ -20,6 +22,7 @@ from tests.inventory.builders import (
     CPP_LIB_JSON,
     TORCH_VERSION_PY_CPU,
     TORCH_VERSION_PY_CUDA,
+    is_root,
     write_dist,
     write_torch,
     write_xformers,
@@ -190,3 +193,84 @@ def test_real_torch_cpu_wheel_version_py(tmp_path: Path) -> None:
     assert facts.torch is not None and facts.torch.error is None
     assert (facts.torch.version, facts.torch.cuda, facts.torch.hip) == ("2.13.0+cpu", None, None)
     assert facts.torch.git_version and len(facts.torch.git_version) == 40
+
+
+# -- bitsandbytes' native libraries ----------------------------------------------------------------------
+
+# The libbitsandbytes_* members of the real bitsandbytes 0.41.1 py3-none-any wheel (its zip central directory).
+BNB_041_LIBS = [
+    "libbitsandbytes_cpu.so", "libbitsandbytes_cuda110.so", "libbitsandbytes_cuda110_nocublaslt.so",
+    "libbitsandbytes_cuda111.so", "libbitsandbytes_cuda111_nocublaslt.so", "libbitsandbytes_cuda114.so",
+    "libbitsandbytes_cuda114_nocublaslt.so", "libbitsandbytes_cuda115.so", "libbitsandbytes_cuda115_nocublaslt.so",
+    "libbitsandbytes_cuda117.so", "libbitsandbytes_cuda117_nocublaslt.so", "libbitsandbytes_cuda118.so",
+    "libbitsandbytes_cuda118_nocublaslt.so", "libbitsandbytes_cuda120.so", "libbitsandbytes_cuda120_nocublaslt.so",
+    "libbitsandbytes_cuda121.so", "libbitsandbytes_cuda121_nocublaslt.so", "libbitsandbytes_cuda122.so",
+    "libbitsandbytes_cuda122_nocublaslt.so",
+]
+
+
+def write_bnb(site: Path, libs, version: str = "0.41.1", extra=("__init__.py", "functional.py")) -> Path:  # type: ignore[no-untyped-def]
+    """A bitsandbytes install: dist-info and a package directory holding these (empty) library files."""
+    write_dist(site, "bitsandbytes", version)
+    pkg = site / "bitsandbytes"
+    pkg.mkdir()
+    for name in [*libs, *extra]:
+        (pkg / name).write_bytes(b"")
+    return pkg
+
+
+def test_bitsandbytes_libraries_are_listed_sorted_without_other_files(site: Path) -> None:
+    pkg = write_bnb(site, list(reversed(BNB_041_LIBS)), extra=("__init__.py", "libbitsandbytes_cuda121.so.bak", "cextension.py"))
+    (pkg / "libbitsandbytes_cuda999.so.d").mkdir()
+    dist = Distribution(name="bitsandbytes", version="0.41.1", location=str(site))
+    build = bitsandbytes_build([str(site)], dist)
+    assert build is not None and build.error is None and build.path == str(pkg)
+    assert list(build.libraries) == BNB_041_LIBS  # sorted, .bak and non-library files left out
+
+
+def test_bitsandbytes_windows_and_macos_library_names(site: Path) -> None:
+    pkg = write_bnb(site, ["libbitsandbytes_cuda124.dll", "libbitsandbytes_cpu.dylib"])
+    assert read_bitsandbytes_build(str(pkg)).libraries == ("libbitsandbytes_cpu.dylib", "libbitsandbytes_cuda124.dll")
+
+
+def test_bitsandbytes_without_any_library(site: Path) -> None:
+    """A source checkout or a broken install: the package is there, no library at all."""
+    write_bnb(site, [])
+    build = bitsandbytes_build([str(site)], Distribution(name="bitsandbytes", version="0.41.1", location=str(site)))
+    assert build is not None and build.libraries == () and build.error is None
+
+
+def test_bitsandbytes_dist_without_package_directory(site: Path) -> None:
+    write_dist(site, "bitsandbytes", "0.45.5")
+    build = bitsandbytes_build([str(site)], Distribution(name="bitsandbytes", version="0.45.5", location=str(site)))
+    assert build is not None and build.libraries == () and build.error == "bitsandbytes package directory not found"
+
+
+def test_bitsandbytes_package_that_is_a_file(site: Path) -> None:
+    (site / "bitsandbytes").write_text("not a directory")
+    build = bitsandbytes_build([str(site)], None)
+    assert build is not None and build.libraries == () and build.error.startswith("cannot list")
+
+
+@pytest.mark.skipif(is_root(), reason="root lists any directory")
+def test_bitsandbytes_unlistable_directory(site: Path) -> None:
+    pkg = write_bnb(site, BNB_041_LIBS)
+    pkg.chmod(0o000)
+    try:
+        build = bitsandbytes_build([str(site)], Distribution(name="bitsandbytes", version="0.41.1", location=str(site)))
+    finally:
+        pkg.chmod(0o755)
+    assert build is not None and build.libraries == () and "cannot list" in build.error
+
+
+def test_no_bitsandbytes_at_all(site: Path) -> None:
+    assert bitsandbytes_build([str(site)], None) is None
+
+
+def test_gather_reads_the_bitsandbytes_libraries(site: Path) -> None:
+    from doctor.inventory import gather
+
+    write_bnb(site, BNB_041_LIBS)
+    facts = gather(paths=[str(site)], environ={"DOCTOR_GPUS": "none"})
+    assert facts.bitsandbytes is not None and list(facts.bitsandbytes.libraries) == BNB_041_LIBS
+    assert gather(paths=[str(site / "nowhere")], environ={"DOCTOR_GPUS": "none"}).bitsandbytes is None
