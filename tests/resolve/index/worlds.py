@@ -118,7 +118,7 @@ SCENARIOS: Dict[str, Dict[str, object]] = {
     },
     "S3": {
         "about": "trl 0.13.0 (transformers>=4.46.0) installed next to transformers 4.45.2",
-        "resolve": ["transformers==4.45.2", "accelerate==1.2.1", "datasets==3.1.0", "rich", "torch==2.4.0"],
+        "resolve": ["transformers==4.45.2", "huggingface-hub==0.26.5", "tokenizers==0.20.3", "accelerate==1.2.1", "datasets==3.1.0", "rich", "torch==2.4.0"],
         "force": ["trl==0.13.0"],
     },
     "S4": {
