@@ -866,7 +866,7 @@ def _messages(pins: PinSet, prefix: str, environ: Mapping[str, str], kernel_env:
             out.append(f"{PIP_CONFIG_FILE}={os.devnull} in this shell: pip reads no config file here, so the hook is not in "
                        f"force in it: unset {PIP_CONFIG_FILE} or export {PIP_CONSTRAINT}={variables[PIP_CONSTRAINT]}")
         if uv_ok:
-            where = f"exported by {activate}" if activate else "not read from pip.conf: export them"
+            where = f"exported by {activate}" if activate else "export them in the shells that run uv"
             out.append(f"uv never reads pip.conf ({where}): "
                        + " ".join(f"{k}={shlex.quote(v)}" for k, v in variables.items() if k.startswith("UV_")))
         else:

@@ -387,11 +387,11 @@ class _Builder:
         return spec is not None and spec.contains(self.t.version or self.rel, prereleases=True)  # type: ignore[arg-type]
 
     def _newest_pair(self) -> Optional[Tuple[str, str]]:
-        """(torch release, xformers) of the newest known-good pair with an exact torch release key."""
+        """(torch release, xformers) of the newest known-good pair (a minor's pair holds for its .0 release)."""
         best: Optional[Tuple[Version, str]] = None
         for key, xf in self.m.torch_xformers_pairs.items():
-            v = parse_version(key)
-            if v is not None and len(v.release) >= 3 and (best is None or v > best[0]):
+            v = parse_version(key if key.count(".") >= 2 else f"{key}.0")
+            if v is not None and (best is None or v > best[0]):
                 best = (v, xf)
         return (str(best[0]), best[1]) if best else None
 
