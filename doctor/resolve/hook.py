@@ -664,7 +664,7 @@ def _load_state(sdir: str) -> Optional[Dict[str, Any]]:
     try:
         with open(path, "rb") as fh:
             doc = json.loads(fh.read(1024 * 1024))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no state directory (or a file in its place): not hooked
         return None
     except (OSError, ValueError, RecursionError) as exc:
         raise DoctorError(f"{path}: unreadable hook state ({type(exc).__name__}); remove {sdir} by hand after "
