@@ -112,7 +112,7 @@ def pip_version() -> Tuple[int, ...]:
 def pip_argv(run: ResolverRun, python: Optional[str], report_path: str, constraints_path: str) -> List[str]:
     """The command line of one dry run (the doctor's own pip, aimed at the checked interpreter)."""
     cmd = [sys.executable, "-m", "pip"]
-    if python and os.path.realpath(python) != os.path.realpath(sys.executable):
+    if python:  # never compared by realpath: every venv's python resolves to the same base interpreter
         cmd += ["--python", python]
     cmd += ["install", "--dry-run", "--quiet", "--report", report_path, "--only-binary", ":all:",
             "--disable-pip-version-check", "--no-input"]

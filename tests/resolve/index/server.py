@@ -173,6 +173,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not parts:
             return self._send(404, b"not found\n", "text/plain", head)
         prefix, rest = parts[0], parts[1:]
+        self._prefix = prefix  # file links are absolute: a project page is reached under /simple/ and without it
         index, _, flags = prefix.partition("~")
         opts = set(flags.split(",")) if flags else set()
         if index == "garbage":
@@ -182,6 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(404, b"no such index\n", "text/plain", head)
         if rest[:1] == ["files"] and len(rest) == 2:
             return self._file(projects, rest[1], "nometa" not in opts, head)
+        if rest[:1] != ["simple"] and len(rest) <= 1:
+            rest = ["simple"] + rest  # PyTorch's layout: the index root is the simple root (<base>/cu124/torch/)
         if rest[:1] != ["simple"] or len(rest) > 2:
             return self._send(404, b"not found\n", "text/plain", head)
         ctype = "text/html" if "html" in opts else _accept(self.headers.get("Accept"))
@@ -206,7 +209,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, body, ctype, head)
 
     def _project(self, name: str, wheels: List[Wheel], ctype: str, meta: bool, head: bool) -> None:
-        files_url = "../../files/"
+        files_url = f"/{self._prefix}/files/"
         if ctype == JSON_TYPE:
             files = []
             for w in wheels:
