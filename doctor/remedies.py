@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
 from doctor.actions import Action, Manual, PipInstall, PipUninstall
 from doctor.compat_matrix import lookup
-from doctor.compat_matrix.model import Matrix
+from doctor.compat_matrix.model import Matrix, RangeRequirement
 from doctor.compat_matrix.versions import minor_of, parse_torch_version, parse_version, release_of, torch_variant
 from doctor.facts import Facts
 
@@ -86,6 +86,76 @@ def torch_build_action(index_url: str, v: Version, tag: str, why: str) -> PipIns
     The local label ('torch==2.8.0+cu128') makes pip replace a 2.8.0+cpu/+cu129 it would call satisfied.
     """
     return PipInstall((f"torch=={release_of(v)}+{tag}",), index_url=f"{index_url}/{tag}", description=why)
+
+
+CC = Tuple[int, int]
+
+
+def torch_releases_by_minor(matrix: Matrix) -> List[Tuple[str, Version]]:
+    """(minor, newest torch release the matrix knows of it), for every minor with CUDA variants on the PyTorch index."""
+    newest: Dict[str, Version] = {}
+    for row in matrix.torch_triton:  # the torch releases the matrix knows, one row each
+        v = parse_version(row.version)
+        if v is None:
+            continue
+        m = minor_of(v)
+        if m in matrix.torch_cuda_variants and (m not in newest or v > newest[m]):
+            newest[m] = v
+    return sorted(newest.items(), key=lambda kv: kv[1])
+
+
+def torch_build_candidates(matrix: Matrix, tv: Version, driver: Optional[Version], ccs: Sequence[CC] = (),
+                           need_archs: bool = False, same_release: bool = False) -> List[Tuple[Version, str]]:
+    """Torch builds (release, 'cuXYZ') this driver fully supports and that run every GPU in `ccs`, best first.
+
+    The installed release comes first (its variants newest CUDA first), then the other minors by their
+    distance from the installed one (the newer first on a tie): the smallest torch move that works. A
+    build runs a GPU when its arch list has a cubin for it; `need_archs`: a build without a known arch
+    list does not count (an arch fix must name a build that has the arch); an unknown driver runs all.
+    `same_release`: only builds of the installed release.
+    """
+    rel = release_of(tv)
+    here = minor_of(rel)
+    others = [] if same_release else [(m, r) for m, r in torch_releases_by_minor(matrix) if m != here]
+    others.sort(key=lambda mr: (_minor_distance(mr[0], rel), -Version(mr[0]).release[1]))
+    releases = [(here, rel)] + others
+    out: List[Tuple[Version, str]] = []
+    for m, r in releases:
+        for tag in reversed(matrix.torch_cuda_variants.get(m, ())):
+            cuda = lookup.cuda_from_tag(tag)
+            floor = lookup.driver_floor(matrix, cuda) if cuda else None
+            if floor is None or (driver is not None and driver < floor.toolkit):
+                continue  # a build this driver cannot run (or whose floor is unknown) is no fix
+            aset = lookup.archs_for(matrix, r, tag)
+            if aset is None and (need_archs and ccs):
+                continue
+            if aset is not None and not all(lookup.arch_verdict(aset.archs, aset.ptx, cc)[0] == "cubin" for cc in ccs):
+                continue
+            out.append((r, tag))
+    return out
+
+
+def _minor_distance(minor: str, rel: Version) -> int:
+    """How far torch minor 'X.Y' is from a release: minors apart, a major counting as 100."""
+    major_, minor_ = Version(minor).release[:2]
+    return 100 * abs(major_ - rel.release[0]) + abs(minor_ - (rel.release[1] if len(rel.release) > 1 else 0))
+
+
+def torch_build_fix(matrix: Matrix, tv: Version, driver: Optional[Version], ccs: Sequence[CC] = (),
+                    need_archs: bool = False, why: str = "", same_release: bool = False) -> Optional[PipInstall]:
+    """The exact torch build (torch==X+cuYYY from that variant's PyTorch index) of the best candidate, or None."""
+    cands = torch_build_candidates(matrix, tv, driver, ccs, need_archs, same_release)
+    if not cands:
+        return None
+    r, tag = cands[0]
+    cuda = lookup.cuda_from_tag(tag)
+    floor = lookup.driver_floor(matrix, cuda) if cuda else None
+    runs = f"driver >= {floor.toolkit_text or floor.toolkit} runs CUDA {cuda}" if floor else f"CUDA {cuda}"
+    same = release_of(r) == release_of(tv)
+    text = (why + "; " if why else "") + f"torch {r} built for CUDA {cuda} ({tag}; {runs})"
+    if not same:
+        text += f": another torch release than the installed {release_of(tv)}, so torch-coupled packages move with it"
+    return torch_build_action(matrix.torch_index_url, r, tag, text + "; reinstall torchvision/torchaudio from the same index if you use them")
 
 
 def reinstall(name: str, raw_version: Optional[str], index_url: str) -> Action:
@@ -211,5 +281,51 @@ def bitsandbytes_fix(matrix: Matrix, facts: Facts, tv: Version) -> List[Action]:
                               no_deps=True, no_deps_why="bitsandbytes requires torch; pip must not replace the torch you have"))
     else:
         fix.append(Manual(f"no bitsandbytes release in the matrix supports torch {tv}: upgrade torch or remove bitsandbytes"))
+    fix.append(PipUninstall(("bitsandbytes",), description="or remove it if you do not quantize"))
+    return fix
+
+
+def bitsandbytes_release_for(matrix: Matrix, facts: Facts, tv: Version, cuda: str, ccs: Sequence[CC] = ()) -> Optional[Tuple[str, str]]:
+    """(release, the library it loads) of the newest bitsandbytes release whose wheel has a library for torch's CUDA
+    that bitsandbytes' loader picks, with kernels for every GPU in `ccs`, and whose torch/Python requirements hold."""
+    py = parse_version(facts.python.version)
+    highest = max(ccs) if ccs else None
+    versions = sorted({Version(v) for w in matrix.bitsandbytes_wheels for v in w.versions}, reverse=True)
+    for v in versions:
+        loader = lookup.bnb_loader(matrix, v)
+        libs = lookup.bitsandbytes_libs(matrix, v)
+        if loader is None or libs is None:
+            continue
+        pick = lookup.bnb_pick(libs.libraries, cuda, loader, highest)
+        if pick is None or not _bnb_requirements_hold(lookup.bnb_requirement(matrix, v), tv, py):
+            continue
+        archs = lookup.bnb_archs(matrix, v, pick.cuda)
+        if archs is not None and not all(lookup.arch_verdict(archs.archs, archs.ptx, cc)[0] != "none" for cc in ccs):
+            continue
+        return str(v), pick.library
+    return None
+
+
+def _bnb_requirements_hold(row: Optional[RangeRequirement], tv: Version, py: Optional[Version]) -> bool:
+    """Whether a bitsandbytes release's torch and Python requirements admit this environment (unknown: yes)."""
+    if row is None:
+        return True  # before 0.45.1 the matrix has no row: the wheels declared no torch requirement
+    if not row.spec.contains(release_of(tv), prereleases=True):
+        return False
+    return row.python is None or py is None or row.python.contains(py, prereleases=True)
+
+
+def bitsandbytes_library_fix(matrix: Matrix, facts: Facts, tv: Version, cuda: str, ccs: Sequence[CC] = ()) -> List[Action]:
+    """Install the bitsandbytes release that ships a library for torch's CUDA (and these GPUs), or remove it."""
+    found = bitsandbytes_release_for(matrix, facts, tv, cuda, ccs)
+    fix: List[Action] = []
+    if found:
+        version, library = found
+        fix.append(PipInstall((f"bitsandbytes=={version}",),
+                              description=f"bitsandbytes {version} ships {library} for torch's CUDA {cuda}",
+                              no_deps=True, no_deps_why="bitsandbytes requires torch; pip must not replace the torch you have"))
+    else:
+        fix.append(Manual(f"no bitsandbytes release in the matrix ships a library for CUDA {cuda} that runs here: "
+                          "change torch's CUDA build or remove bitsandbytes"))
     fix.append(PipUninstall(("bitsandbytes",), description="or remove it if you do not quantize"))
     return fix

@@ -39,7 +39,7 @@ from doctor.compat_matrix.versions import (  # noqa: F401  (re-exported)
 )
 
 __all__ = [
-    "BnbPick", "archs_for", "bitsandbytes_libs", "bnb_archs", "bnb_library_cuda", "bnb_loader", "bnb_pick", "bnb_requirement",
+    "BnbPick", "arch_verdict", "archs_for", "cubin_serves", "ptx_serves", "bitsandbytes_libs", "bnb_archs", "bnb_library_cuda", "bnb_loader", "bnb_pick", "bnb_requirement",
     "optional_at_runtime", "xformers_build_of", "xformers_exception", "xformers_stable_abi", "cc_for_gpu_name", "cuda_variants_for", "default_cuda_for", "driver_floor",
     "feature", "feature_supported", "known_good_xformers", "torch_requirement_of_xformers", "triton_pin_for_torch",
     "unsloth_has_cache_fallback", "unsloth_requirement", "xformers_for_torch",
@@ -96,6 +96,29 @@ def archs_for(m: Matrix, torch_version: VersionArg, cuda_tag: Optional[str]) -> 
     except ValueError:
         return None
     return next((a for a in m.torch_cuda_archs if a.variant == tag and a.torch.contains(rel, prereleases=True)), None)
+
+
+def cubin_serves(archs: Sequence[CC], cc: CC) -> Optional[CC]:
+    """The compiled arch that runs on `cc`: same major, minor <= the GPU's (sm_86 cubin runs on sm_89)."""
+    fits = [a for a in archs if a[0] == cc[0] and a[1] <= cc[1]]
+    return max(fits) if fits else None
+
+
+def ptx_serves(ptx: Sequence[CC], cc: CC) -> Optional[CC]:
+    """The PTX arch the driver can JIT for `cc` (any PTX at or below it)."""
+    fits = [a for a in ptx if a <= cc]
+    return max(fits) if fits else None
+
+
+def arch_verdict(archs: Sequence[CC], ptx: Sequence[CC], cc: CC) -> Tuple[str, Optional[CC]]:
+    """('cubin' | 'ptx' | 'none', arch used) for a GPU against one build's arch list."""
+    hit = cubin_serves(archs, cc)
+    if hit:
+        return "cubin", hit
+    hit = ptx_serves(ptx, cc)
+    if hit:
+        return "ptx", hit
+    return "none", None
 
 
 def _as_tag(cuda: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 from packaging.version import Version
 
@@ -11,29 +11,17 @@ from doctor.compat_matrix import lookup
 from doctor.compat_matrix.model import Matrix
 from doctor.facts import Facts
 from doctor.findings import Category, Finding, Severity, finding
-from doctor.remedies import torch_build_action
-from doctor.rules._common import minor, release, torch_cuda, torch_installed, torch_version, version
+from doctor.remedies import torch_build_action, torch_build_candidates, torch_build_fix, torch_releases_by_minor
+from doctor.rules._common import cc_of, release, torch_cuda, torch_installed, torch_version, version
 
 CAT = Category.GPU
 
 
-def torch_install_for(matrix: Matrix, torch_v: Version, driver: Optional[Version]) -> Optional[PipInstall]:
-    """pip command reinstalling the same torch release from the newest CUDA variant this driver fully supports."""
-    variants = matrix.torch_cuda_variants.get(minor(torch_v), ())
-    best = None
-    for tag in variants:  # listed oldest -> newest
-        cuda = lookup.cuda_from_tag(tag)
-        floor = lookup.driver_floor(matrix, cuda) if cuda else None
-        if floor is None:
-            continue
-        if driver is None or driver >= floor.toolkit:
-            best = tag
-    if best is None:
-        return None
-    return torch_build_action(
-        matrix.torch_index_url, torch_v, best,
-        f"reinstall torch {release(torch_v)} built for CUDA {lookup.cuda_from_tag(best)} ({best}); "
-        "reinstall torchvision/torchaudio from the same index if you use them")
+def torch_install_for(matrix: Matrix, torch_v: Version, driver: Optional[Version], ccs: Sequence[Tuple[int, int]] = (),
+                      same_release: bool = False) -> Optional[PipInstall]:
+    """The exact torch build this driver fully supports and that has kernels for these GPUs: the installed
+    release from its newest CUDA variant the driver runs, else the nearest other torch release that has one."""
+    return torch_build_fix(matrix, torch_v, driver, ccs, same_release=same_release)
 
 
 def check_gpus(facts: Facts, matrix: Matrix) -> List[Finding]:
@@ -67,7 +55,7 @@ def check_driver(facts: Facts, matrix: Matrix) -> List[Finding]:
         if hw.gpus:
             return [finding("torch.missing", Severity.INFO, Category.TORCH, "torch is not installed", ev_hw,
                             "Nothing to compare the driver with yet; install torch built for a CUDA this driver supports.",
-                            [a for a in [_fresh_torch_hint(matrix, driver)] if a])]
+                            [a for a in [_fresh_torch_hint(matrix, driver, _ccs(facts, matrix))] if a])]
         return []
     cuda, known = torch_cuda(facts)
     ev = {"torch": str(tv), "torch CUDA": cuda or ("ROCm " + facts.torch.hip if facts.torch.hip else "none (CPU build)"), **ev_hw}
@@ -79,7 +67,7 @@ def check_driver(facts: Facts, matrix: Matrix) -> List[Finding]:
         return [finding("torch.rocm", Severity.INFO, CAT, "ROCm build of torch: NVIDIA driver checks do not apply", ev)]
     if not cuda:
         if hw.gpus:
-            build = torch_install_for(matrix, tv, driver)
+            build = torch_install_for(matrix, tv, driver, _ccs(facts, matrix))
             return [finding(
                 "torch.cpu-build-on-gpu", Severity.ERROR, CAT,
                 "CPU-only torch on a machine with an NVIDIA GPU", ev,
@@ -109,11 +97,18 @@ def check_driver(facts: Facts, matrix: Matrix) -> List[Finding]:
     if driver >= floor.toolkit:
         return [finding("driver.cuda-support", Severity.OK, CAT,
                         f"Driver {hw.driver_version} fully supports torch's CUDA {cuda}", ev)]
-    fix: List[Action] = [Manual(f"upgrade the NVIDIA driver to >= {floor.toolkit_text or floor.toolkit} (CUDA {cuda} full support)")]
-    alt = torch_install_for(matrix, tv, driver)
+    floor_text = floor.toolkit_text or str(floor.toolkit)
+    fix: List[Action] = [Manual(f"or upgrade the NVIDIA driver to >= {floor_text} (CUDA {cuda} full support) and keep "
+                                f"torch {tv}")]
+    minor_compat_only = driver >= floor.minor_compat
+    # minor-version compatibility mostly works: offer only the same release's other CUDA build, never a torch move
+    alt = torch_install_for(matrix, tv, driver, _ccs(facts, matrix), same_release=minor_compat_only)
     if alt and alt.index_url != f"{matrix.torch_index_url}/{lookup.cuda_tag(cuda)}":
         fix.insert(0, alt)
-    if driver >= floor.minor_compat:
+    else:
+        fix = [Manual(f"upgrade the NVIDIA driver to >= {floor_text} (CUDA {cuda} full support); no torch build in the "
+                      "matrix runs on this driver" + ("" if minor_compat_only else " and this GPU"))]
+    if minor_compat_only:
         return [finding(
             "driver.minor-compat", Severity.WARN, CAT,
             f"Driver {hw.driver_version} runs CUDA {cuda} only through minor-version compatibility", ev,
@@ -130,13 +125,22 @@ def check_driver(facts: Facts, matrix: Matrix) -> List[Finding]:
     )]
 
 
-def _fresh_torch_hint(matrix: Matrix, driver: Optional[Version]) -> Optional[Action]:
-    """Newest torch in the matrix whose default CUDA the driver fully supports (a hint when torch is absent)."""
+def _fresh_torch_hint(matrix: Matrix, driver: Optional[Version], ccs: Sequence[Tuple[int, int]] = ()) -> Optional[Action]:
+    """The newest torch build (exact release + CUDA variant) this driver fully supports with kernels for these GPUs."""
     if driver is None:
         return None
-    for tminor in sorted(matrix.torch_default_cuda, key=lambda s: Version(s), reverse=True):
-        floor = lookup.driver_floor(matrix, matrix.torch_default_cuda[tminor])
-        if floor and driver >= floor.toolkit:
-            return PipInstall((f"torch=={tminor}.*",),
-                              description=f"torch {tminor} (CUDA {matrix.torch_default_cuda[tminor]} wheel) runs on this driver")
-    return None
+    releases = torch_releases_by_minor(matrix)
+    if not releases:
+        return None
+    newest = releases[-1][1]  # candidates come nearest first: starting from the newest gives newest first
+    cands = torch_build_candidates(matrix, newest, driver, ccs)
+    if not cands:
+        return None
+    rel, tag = cands[0]
+    return torch_build_action(matrix.torch_index_url, rel, tag,
+                              f"torch {rel} built for CUDA {lookup.cuda_from_tag(tag)} ({tag}) runs on this driver")
+
+
+def _ccs(facts: Facts, matrix: Matrix) -> List[Tuple[int, int]]:
+    """Compute capabilities of the GPUs, where known (driver, else the GPU name table)."""
+    return [cc for cc in (cc_of(g, matrix) for g in facts.hardware.gpus) if cc is not None]

@@ -6,39 +6,17 @@ from typing import List, Optional, Sequence, Tuple
 
 from packaging.version import Version
 
-from doctor.actions import Manual, PipInstall
+from doctor.actions import Action, Manual, PipInstall
 from doctor.compat_matrix import lookup
+from doctor.compat_matrix.lookup import arch_verdict, cubin_serves, ptx_serves  # noqa: F401  (re-exported for the rules)
 from doctor.compat_matrix.model import Matrix
 from doctor.facts import GPU, Facts
 from doctor.findings import Category, Finding, Severity, finding
-from doctor.remedies import torch_build_action
+from doctor.remedies import torch_build_fix
 from doctor.rules._common import cc_of, fmt_cc, gpu_label, minor, release, torch_cuda, torch_version, version
 
 CAT = Category.GPU
 CC = Tuple[int, int]
-
-
-def cubin_serves(archs: Sequence[CC], cc: CC) -> Optional[CC]:
-    """The compiled arch that runs on `cc`: same major, minor <= the GPU's (sm_86 cubin runs on sm_89)."""
-    fits = [a for a in archs if a[0] == cc[0] and a[1] <= cc[1]]
-    return max(fits) if fits else None
-
-
-def ptx_serves(ptx: Sequence[CC], cc: CC) -> Optional[CC]:
-    """The PTX arch the driver can JIT for `cc` (any PTX at or below it)."""
-    fits = [a for a in ptx if a <= cc]
-    return max(fits) if fits else None
-
-
-def arch_verdict(archs: Sequence[CC], ptx: Sequence[CC], cc: CC) -> Tuple[str, Optional[CC]]:
-    """('cubin' | 'ptx' | 'none', arch used) for a GPU against one build's arch list."""
-    hit = cubin_serves(archs, cc)
-    if hit:
-        return "cubin", hit
-    hit = ptx_serves(ptx, cc)
-    if hit:
-        return "ptx", hit
-    return "none", None
 
 
 def _fmt_archs(archs: Sequence[CC], ptx: Sequence[CC]) -> str:
@@ -58,6 +36,7 @@ def check_gpu_arch(facts: Facts, matrix: Matrix) -> List[Finding]:
     except ValueError:  # a garbage CUDA string in version.py: nothing to compare against
         return out
     aset = lookup.archs_for(matrix, tv, tag)
+    ccs = [c for c in (cc_of(g, matrix) for g in facts.hardware.gpus) if c is not None]
     for gpu in facts.hardware.gpus:
         cc = cc_of(gpu, matrix)
         ev = {"GPU": gpu_label(gpu), "compute capability": fmt_cc(cc), "torch": str(tv), "build": tag}
@@ -81,16 +60,15 @@ def check_gpu_arch(facts: Facts, matrix: Matrix) -> List[Finding]:
                 f"{gpu_label(gpu)} sm_{cc[0]}{cc[1]} runs torch only through PTX JIT (from sm_{hit[0]}{hit[1]})", ev,
                 "No compiled kernels for this architecture: the driver JIT-compiles PTX at first use (slow start, and it "
                 "fails if the driver only has minor-version compatibility with this CUDA).",
-                [a for a in [_better_build(matrix, tv, cc, version(facts.hardware.driver_version))] if a] or [Manual("use a torch build whose arch list includes this GPU")],
+                _arch_fix(matrix, tv, cc, version(facts.hardware.driver_version), ccs),
                 subject=str(gpu.index)))
         else:
-            fix = _better_build(matrix, tv, cc, version(facts.hardware.driver_version))
             out.append(finding(
                 "gpu.arch-unsupported", Severity.ERROR, CAT,
                 f"{gpu_label(gpu)} sm_{cc[0]}{cc[1]} is not supported by torch {release(tv)} {tag}", ev,
                 "torch will fail with 'no kernel image is available for execution on the device' (or warn that the GPU "
                 "is not compatible with this PyTorch installation).",
-                [fix] if fix else [Manual(f"no torch {minor(tv)} build in the matrix supports sm_{cc[0]}{cc[1]}: change torch version or GPU")],
+                _arch_fix(matrix, tv, cc, version(facts.hardware.driver_version), ccs),
                 subject=str(gpu.index)))
         out.extend(_bf16(gpu, cc, matrix))
     return out
@@ -113,15 +91,38 @@ def _bf16(gpu: GPU, cc: CC, matrix: Matrix) -> List[Finding]:
         subject=str(gpu.index))]
 
 
-def _better_build(matrix: Matrix, tv: Version, cc: CC, driver: Optional[Version] = None) -> Optional[PipInstall]:
-    """A pip action for the same torch release from a CUDA variant that has cubins for `cc`, if the matrix knows one."""
+def _better_build(matrix: Matrix, tv: Version, cc: CC, driver: Optional[Version] = None,
+                  ccs: Sequence[CC] = ()) -> Optional[PipInstall]:
+    """The exact torch build (release + CUDA variant + index) with cubins for `cc` (and the other GPUs) that the
+    driver fully supports: the installed release first, else the nearest torch release that has one."""
+    wanted = list(dict.fromkeys([cc, *ccs]))  # this GPU first, then the others, no repeats
+    return torch_build_fix(matrix, tv, driver, wanted, need_archs=True, why=f"it has kernels for sm_{cc[0]}{cc[1]}")
+
+
+def _arch_fix(matrix: Matrix, tv: Version, cc: CC, driver: Optional[Version], ccs: Sequence[CC]) -> List[Action]:
+    """The concrete torch build to install, and the driver upgrade that would let the installed release run it."""
+    fix: List[Action] = []
+    build = _better_build(matrix, tv, cc, driver, ccs)
+    if build is not None:
+        fix.append(build)
+    upgrade = _driver_upgrade_for_release(matrix, tv, cc, driver)
+    if upgrade is not None:
+        fix.append(upgrade)
+    if not fix:
+        fix.append(Manual(f"no torch build in the matrix has kernels for sm_{cc[0]}{cc[1]} and runs on this driver: "
+                          "change the GPU, or upgrade the driver and torch"))
+    return fix
+
+
+def _driver_upgrade_for_release(matrix: Matrix, tv: Version, cc: CC, driver: Optional[Version]) -> Optional[Manual]:
+    """When a CUDA variant of the installed release has the arch but needs a newer driver: that driver floor."""
+    if driver is None:
+        return None
     for tag in reversed(matrix.torch_cuda_variants.get(minor(tv), ())):
         aset = lookup.archs_for(matrix, tv, tag)
-        if not (aset and arch_verdict(aset.archs, aset.ptx, cc)[0] == "cubin"):
-            continue
         cuda = lookup.cuda_from_tag(tag)
         floor = lookup.driver_floor(matrix, cuda) if cuda else None
-        if driver is not None and floor is not None and driver < floor.toolkit:
-            continue  # a build this driver cannot run is no fix
-        return torch_build_action(matrix.torch_index_url, tv, tag, f"torch {release(tv)} {tag} has kernels for sm_{cc[0]}{cc[1]}")
+        if aset and floor and driver < floor.toolkit and arch_verdict(aset.archs, aset.ptx, cc)[0] == "cubin":
+            return Manual(f"or upgrade the NVIDIA driver to >= {floor.toolkit_text or floor.toolkit} and install "
+                          f"torch=={release(tv)}+{tag} from {matrix.torch_index_url}/{tag} (it has kernels for sm_{cc[0]}{cc[1]})")
     return None

@@ -332,6 +332,14 @@ def test_reinstall_is_exact_or_manual(name: str, raw: str, expected) -> None:  #
 
 
 def test_arch_fix_never_offers_a_build_the_driver_cannot_run(env: Env) -> None:
-    """V100 on 2.11 cu128 with driver 550: cu126 has sm_70 but needs driver >= 560.28: no pip fix, a manual step."""
+    """V100 on 2.11 cu128 with driver 550: 2.11's cu126 has sm_70 but needs driver >= 560.28, so no 2.11 build is
+    installed; the fix names the nearest torch build that has sm_70 AND runs on 550 (2.6.0+cu124, floor 550.54.14),
+    and, as the alternative, the driver floor that would let 2.11.0+cu126 run (issue 8: every fix a concrete target)."""
     f = one(env.torch("2.11.0+cu128", "12.8").check(gpus=V100, driver="550.54.14"), "gpu.arch-unsupported")
-    assert [type(a) for a in f.fix] == [Manual]
+    assert [type(a) for a in f.fix] == [PipInstall, Manual]
+    install = f.fix[0]
+    assert install.requirements == ("torch==2.6.0+cu124",) and install.index_url == "https://download.pytorch.org/whl/cu124"
+    assert "another torch release" in install.description
+    assert "560.28.03" in f.fix[1].description and "torch==2.11.0+cu126" in f.fix[1].description
+    assert not any(isinstance(a, PipInstall) and a.index_url and a.index_url.endswith(("/cu126", "/cu128", "/cu129", "/cu130"))
+                   for a in f.fix)  # none of the builds the driver cannot run
