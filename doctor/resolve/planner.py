@@ -148,12 +148,35 @@ class _Planner:
     # -- candidates ----------------------------------------------------------------------------------------
 
     def moves(self, f: Finding, current: Facts) -> Iterator[Move]:
-        """Candidates for one finding: its fixes in order, ranges widened into release lines."""
+        """Candidates for one finding: its fixes in order, ranges widened into release lines; last, dropping the
+        package when nothing installed needs it to run."""
         for a in f.fix:
             if isinstance(a, PipUninstall):
                 yield Move("remove " + " ".join(a.names), removals=a.packages())
             elif isinstance(a, PipInstall):
                 yield from self._install_moves(a, current)
+        if any(isinstance(a, PipUninstall) for a in f.fix):
+            return
+        for name in dict.fromkeys(p for a in f.fix if isinstance(a, PipInstall) for p in a.packages()):
+            why = self._droppable(name, current)
+            if why:
+                yield Move(f"remove {name} ({why})", removals=(name,))
+
+    def _droppable(self, name: str, current: Facts) -> str:
+        """Why `name` can go ('' when it cannot): nothing installed requires it, or only requirers the matrix
+        records as running without it. torch and packages named by nobody's fix are never dropped."""
+        from doctor.compat_matrix import lookup
+        from doctor.rules.requirements import parsed_requires
+
+        if name == "torch" or current.dist(name) is None:
+            return ""
+        needing = [d for d in current.distributions.values() if d.name != name
+                   and any(canonicalize_name(r.name) == name for _, r in parsed_requires(d, current.markers))]
+        if not needing:
+            return "nothing installed requires it"
+        if all(lookup.optional_at_runtime(self.matrix, d.name, name, d.version) for d in needing):
+            return "optional at run time for " + ", ".join(d.name for d in needing)
+        return ""
 
     def _install_moves(self, a: PipInstall, current: Facts) -> Iterator[Move]:
         index = self.index_for(a.index_url)
@@ -266,7 +289,7 @@ class _Planner:
 
     def _worse(self, current: Sequence[Finding], after: Sequence[Finding]) -> str:
         """Why a candidate makes things worse (new findings not accepted, or a worse score), else ''."""
-        cmp = compare(current, after, (), self.matrix)
+        cmp = compare(current, after, (), self.matrix, facts=self.facts)
         if cmp.new:
             news = ", ".join(finding_key(f) for f in cmp.new[:3])
             if score(after) >= score(current):
@@ -275,7 +298,7 @@ class _Planner:
 
     def _finish(self, targets: Sequence[Finding], state: State, after: Sequence[Finding], installs: List[Install],
                 given_up: Dict[str, str], elapsed: float) -> Plan:
-        cmp = compare(self.findings0, after, targets, self.matrix)
+        cmp = compare(self.findings0, after, targets, self.matrix, facts=self.facts)
         unfixable = tuple((t, given_up.get(finding_key(t), "not fixed by the plan")) for t in cmp.remaining)
         doctor_seconds = max(elapsed - self.resolver.seconds, 0.0)
         base = dict(tried=tuple(self.tried), resolver_runs=self.resolver.runs, resolver_seconds=self.resolver.seconds,
@@ -382,7 +405,7 @@ def plan_install(facts: Facts, matrix: Matrix, requirements: Sequence[str], opti
         return Plan((), verification=Verification(FAILED, reason=str(exc), tried=tuple(planner.tried),
                                                   resolver_runs=planner.resolver.runs,
                                                   resolver_seconds=planner.resolver.seconds), python=options.python)
-    cmp = compare(planner.findings0, after, (), matrix)
+    cmp = compare(planner.findings0, after, (), matrix, facts=facts)
     elapsed = time.monotonic() - started
     base = dict(tried=tuple(planner.tried) + (Candidate(" ".join(map(str, reqs)), "resolved"),),
                 resolver_runs=planner.resolver.runs, resolver_seconds=planner.resolver.seconds,

@@ -69,7 +69,7 @@ def _missing_names(f: Finding) -> List[Tuple[str, str]]:
     return out
 
 
-def optional_reason(f: Finding, matrix: Matrix) -> Optional[str]:
+def optional_reason(f: Finding, matrix: Matrix, facts: Optional[Facts] = None) -> Optional[str]:
     """Why a new finding is acceptable: every requirement it names is optional at run time (matrix), else None."""
     if f.id not in ("requires.missing",):
         return None
@@ -80,7 +80,7 @@ def optional_reason(f: Finding, matrix: Matrix) -> Optional[str]:
         return None
     reasons = []
     for requirer, dep in pairs:
-        row = getattr(lookup, "optional_at_runtime", lambda *_: None)(matrix, requirer, dep)  # TODO(lead): direct call once the matrix table lands
+        row = lookup.optional_at_runtime(matrix, requirer, dep, facts.version_of(requirer) if facts else None)
         if row is None:
             return None
         reasons.append(f"{requirer} declares {dep} but does not need it to run: {row.why} ({row.source})")
@@ -88,7 +88,7 @@ def optional_reason(f: Finding, matrix: Matrix) -> Optional[str]:
 
 
 def compare(before: Sequence[Finding], after: Sequence[Finding], targets: Sequence[Finding], matrix: Matrix,
-            ignore: Iterable[str] = ()) -> Comparison:
+            ignore: Iterable[str] = (), facts: Optional[Facts] = None) -> Comparison:
     """What the would-be environment (`after`) says about the targets and what is new against `before`."""
     after_keys: Set[str] = {finding_key(f) for f in serious(after)}
     before_keys: Set[str] = {finding_key(f) for f in serious(before)} | set(ignore)
@@ -99,7 +99,7 @@ def compare(before: Sequence[Finding], after: Sequence[Finding], targets: Sequen
     for f in serious(after):
         if finding_key(f) in before_keys:
             continue
-        why = optional_reason(f, matrix)
+        why = optional_reason(f, matrix, facts)
         if why:
             accepted.append((f, why))
         else:

@@ -53,8 +53,16 @@ def torch_build(version: str, index_url: Optional[str], matrix: Matrix) -> Torch
 
 
 def xformers_build(r: Resolved, index_url: Optional[str], matrix: Matrix, python: str) -> XformersBuild:
-    """What an xformers wheel's cpp_lib.json would say: built for its exact torch pin, with the index's CUDA."""
+    """What an xformers wheel's cpp_lib.json would say: the matrix's record of that build, else built for its exact
+    torch pin (from the candidate's own metadata) with the index's CUDA."""
     from packaging.requirements import InvalidRequirement, Requirement
+
+    from doctor.compat_matrix import lookup
+
+    known = lookup.xformers_build_of(matrix, r.version, variant_of(index_url))
+    if known is not None:
+        return known._replace(python_version=known.python_version or python,
+                              path=f"(planned: xformers {r.version} from {index_url or 'the default index'})")
 
     built_for: Optional[str] = None
     for line in r.requires:
@@ -83,10 +91,13 @@ def would_be(facts: Facts, matrix: Matrix, installs: Sequence[Install], removals
     default_location = next((d.location for d in facts.distributions.values() if d.location), None)
     torch = facts.torch
     xformers = facts.xformers
+    bnb = facts.bitsandbytes
     if "torch" in removed:
         torch = None
     if "xformers" in removed:
         xformers = None
+    if "bitsandbytes" in removed:
+        bnb = None
     for inst in installs:
         r = inst.resolved
         old = dists.get(r.name)
@@ -96,4 +107,6 @@ def would_be(facts: Facts, matrix: Matrix, installs: Sequence[Install], removals
             torch = torch_build(r.version, inst.index_url, matrix)
         elif r.name == "xformers":
             xformers = xformers_build(r, inst.index_url, matrix, facts.python.version)
-    return facts._replace(distributions=dists, torch=torch, xformers=xformers)
+        elif r.name == "bitsandbytes":
+            bnb = None  # the rule reads the new release's libraries from the matrix by version
+    return facts._replace(distributions=dists, torch=torch, xformers=xformers, bitsandbytes=bnb)
