@@ -122,6 +122,7 @@ class _Planner:
     """One planning run (its resolver cache, version lists, clocks)."""
 
     def __init__(self, facts: Facts, matrix: Matrix, options: PlanOptions) -> None:
+        self.started = time.monotonic()  # the doctor's own time counts from here (pip's is subtracted)
         self.facts = facts
         self.matrix = matrix
         self.options = options
@@ -245,7 +246,6 @@ class _Planner:
     # -- the plan ------------------------------------------------------------------------------------------
 
     def plan(self, targets: Sequence[Finding]) -> Plan:
-        started = time.monotonic()
         state = State()
         current_facts, current, installs = self.facts, self.findings0, []  # type: Facts, List[Finding], List[Install]
         given_up: Dict[str, str] = {}
@@ -285,7 +285,7 @@ class _Planner:
                 given_up[key] = "; ".join(reasons) or "no fix the index can provide"
             if self.resolver.runs >= self.options.max_resolver_runs:
                 break
-        return self._finish(targets, state, current, installs, given_up, time.monotonic() - started)
+        return self._finish(targets, state, current, installs, given_up, time.monotonic() - self.started)
 
     def _worse(self, current: Sequence[Finding], after: Sequence[Finding]) -> str:
         """Why a candidate makes things worse (new findings not accepted, or a worse score), else ''."""
@@ -387,7 +387,6 @@ def plan_install(facts: Facts, matrix: Matrix, requirements: Sequence[str], opti
 
         return offline_install(facts, matrix, reqs, options)
     planner = _Planner(facts, matrix, options)
-    started = time.monotonic()
     choices = []
     for r in reqs:
         name = canonicalize_name(r.name)
@@ -406,7 +405,7 @@ def plan_install(facts: Facts, matrix: Matrix, requirements: Sequence[str], opti
                                                   resolver_runs=planner.resolver.runs,
                                                   resolver_seconds=planner.resolver.seconds), python=options.python)
     cmp = compare(planner.findings0, after, (), matrix, facts=facts)
-    elapsed = time.monotonic() - started
+    elapsed = time.monotonic() - planner.started
     base = dict(tried=tuple(planner.tried) + (Candidate(" ".join(map(str, reqs)), "resolved"),),
                 resolver_runs=planner.resolver.runs, resolver_seconds=planner.resolver.seconds,
                 doctor_seconds=max(elapsed - planner.resolver.seconds, 0.0), new=cmp.new, accepted=cmp.accepted)
