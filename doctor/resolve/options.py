@@ -35,6 +35,7 @@ class PlanOptions(NamedTuple):
     cuda: Optional[str] = None  # --cuda VER: with --torch, that build's CUDA ("12.1"; "cpu")
     wanted: Tuple[str, ...] = ()  # `doctor install PKG...`: requirements the user asked for
     max_resolver_runs: int = MAX_RESOLVER_RUNS
+    cache: bool = True  # reuse a report pip gave for the same question within the hour (doctor cache, "resolve")
 
 
 def default_indexes(env: Optional[Mapping[str, str]] = None) -> IndexConfig:

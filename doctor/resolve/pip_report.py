@@ -28,6 +28,9 @@ from doctor.envvars import (PIP_BUILD_CONSTRAINT, PIP_CONSTRAINT, PIP_DISABLE_PI
 from doctor.errors import DoctorError
 from doctor.resolve.options import RESOLVER_TIMEOUT
 
+# A report on disk answers the same question again for this long: `check --fix --dry-run` then `--fix` asks
+# pip once; after that the index may have moved on.
+DISK_TTL = 3600.0
 # pip >= 25.3 resolves from PEP 658 metadata alone; older ones download every candidate wheel.
 MIN_PIP = (25, 3)
 # The plan decides the constraints itself (the keep-set); a hook's constraint would silently change its answer.
@@ -132,12 +135,13 @@ class Resolver:
     """Runs pip's resolver for one planning run: cached by inputs, capped in count, timed."""
 
     def __init__(self, python: Optional[str], pip_env: Sequence[Tuple[str, str]] = (), max_runs: int = 24,
-                 timeout: float = RESOLVER_TIMEOUT, environment_key: str = "") -> None:
+                 timeout: float = RESOLVER_TIMEOUT, environment_key: str = "", disk_cache: bool = True) -> None:
         self.python = python
         self.pip_env = tuple(pip_env)
         self.max_runs = max_runs
         self.timeout = timeout
         self.environment_key = environment_key  # installed distributions: a report is only valid for them
+        self.disk_cache = disk_cache
         self.runs = 0
         self.seconds = 0.0
         self._cache: Dict[str, Report] = {}
@@ -159,6 +163,10 @@ class Resolver:
         k = self.key(run)
         if k in self._cache:
             return self._cache[k]._replace(seconds=0.0, cached=True)
+        stored = self._read_disk(k, run.index_url)
+        if stored is not None:
+            self._cache[k] = stored
+            return stored
         if self.runs >= self.max_runs:
             raise ResolveFailed(f"resolver budget spent ({self.max_runs} runs for one plan)")
         if pip_version() < MIN_PIP:
@@ -196,7 +204,35 @@ class Resolver:
                 raise ResolveFailed(f"pip wrote no report ({exc.strerror})") from None
         report = parse_report(text, run.index_url, elapsed)
         self._cache[k] = report
+        self._write_disk(k, text)
         return report
+
+    def _read_disk(self, k: str, index_url: Optional[str]) -> Optional[Report]:
+        """A report this machine asked pip for recently (same inputs, same installed set), or None."""
+        if not self.disk_cache:
+            return None
+        from doctor.cache.own import DoctorCache  # lazy: platformdirs and filelock only when planning
+
+        data = DoctorCache().read_json("resolve", k)
+        if not data or not isinstance(data.get("report"), str) or not isinstance(data.get("at"), (int, float)):
+            return None
+        if not 0 <= time.time() - data["at"] < DISK_TTL:
+            return None
+        try:
+            return parse_report(data["report"], index_url)._replace(cached=True)
+        except ResolveFailed:
+            return None
+
+    def _write_disk(self, k: str, text: str) -> None:
+        """Keep the report for the next planning run; a cache that cannot be written is no error."""
+        if not self.disk_cache:
+            return
+        from doctor.cache.own import DoctorCache
+
+        try:
+            DoctorCache().write_json("resolve", k, {"at": time.time(), "report": text})
+        except Exception:  # an unwritable or locked cache costs a resolver run next time, nothing else
+            pass
 
 
 def _why(stderr: str) -> str:

@@ -127,7 +127,7 @@ class _Planner:
         self.matrix = matrix
         self.options = options
         self.resolver = Resolver(options.python, options.indexes.pip_env, options.max_resolver_runs,
-                                 environment_key=environment_key(facts.distributions))
+                                 environment_key=environment_key(facts.distributions), disk_cache=options.cache)
         self.lister = VersionLister()
         self.tried: List[Candidate] = []
         self.findings0 = package_findings(facts, matrix)

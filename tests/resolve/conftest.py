@@ -49,3 +49,9 @@ def world(local_index: LocalIndex, tmp_path: Path) -> WorldFactory:
         return make_world(root, local_index, [*pins, *extra], with_pip=with_pip)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _own_doctor_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's pip reports (the planner's disk cache) and plan state live in its own directory."""
+    monkeypatch.setenv("DOCTOR_CACHE_DIR", str(tmp_path / "doctor-cache"))

@@ -75,7 +75,7 @@ def test_would_be_builds_from_label_index_and_matrix() -> None:
     wb = would_be(facts, m, [Install(Resolved("torch", "2.4.0+cu121", ())),
                              Install(Resolved("xformers", "0.0.27.post2", ("torch==2.4.0",)), "https://x/whl/cu121")])
     assert wb.torch is not None and wb.torch.cuda == "12.1"
-    assert wb.xformers is not None and wb.xformers.torch_version == "2.4.0" and wb.xformers.cuda_version == 1201
+    assert wb.xformers is not None and wb.xformers.torch_version == "2.4.0+cu121" and wb.xformers.cuda_version == 1201
     assert wb.version_of("xformers") == "0.0.27.post2" and wb.dist("xformers").requires == ("torch==2.4.0",)  # type: ignore[union-attr]
     pypi = would_be(facts, m, [Install(Resolved("torch", "2.4.0", ()))])
     assert pypi.torch is not None and pypi.torch.cuda == m.torch_default_cuda["2.4"]
@@ -203,3 +203,13 @@ def test_unwritable_temp_dir_is_resolve_failed(transformers_world: Tuple[str, st
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing" / "dir"))  # root can write anywhere: make it absent
     with pytest.raises(ResolveFailed, match="cannot write"):
         Resolver(py, NO_CONFIG).resolve(ResolverRun(("transformers==4.46.3",), ("torch===1",), url))
+
+
+def test_reports_cached_on_disk(transformers_world: Tuple[str, str]) -> None:
+    """The same question within the hour is answered from the doctor's cache: no second pip run."""
+    facts, m, findings, opts = _plan_for(*transformers_world)
+    first = plan_fixes(facts, m, findings, opts)
+    again = plan_fixes(facts, m, findings, opts)
+    assert first.verification.resolver_runs == 1 and again.verification.resolver_runs == 0
+    assert again.changes == first.changes
+    assert plan_fixes(facts, m, findings, opts._replace(cache=False)).verification.resolver_runs == 1
