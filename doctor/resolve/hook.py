@@ -340,8 +340,10 @@ def install_hook(pins: PinSet, prefix: Optional[str] = None, environ: Optional[M
 
     build = needs_build_constraint(pins.pip_version)
     messages: List[str] = []
-    composed = _composed("constraint", prefix, environ, original_sections, ours, messages)
-    build_composed = _composed("build-constraint", prefix, environ, original_sections, ours, messages) if build else []
+    seen = _before_hook(environ, sdir, state)
+    kernel = kernel_env is not None
+    composed = _composed("constraint", prefix, seen, original_sections, ours, messages, kernel)
+    build_composed = _composed("build-constraint", prefix, seen, original_sections, ours, messages, kernel) if build else []
 
     header = [f"tune-doctor pins for {pins.python or prefix}, written by `doctor pin --hook` "
               f"{time.strftime('%Y-%m-%d %H:%M:%S')}",
@@ -577,7 +579,7 @@ def _pin_reasons(blocking: Sequence[str], pins: Optional[PinSet]) -> str:
 
 
 def _composed(key: str, prefix: str, environ: Mapping[str, str], original_sections: Dict[str, Dict[str, str]],
-              ours: set, messages: List[str]) -> List[str]:
+              ours: set, messages: List[str], kernel: bool = False) -> List[str]:
     """The `key` files in force before the hook (config files, then the PIP_ variable), to include with -c.
 
     DoctorError (refusing the hook) for one that cannot be included as the same file: a relative path
@@ -591,7 +593,9 @@ def _composed(key: str, prefix: str, environ: Mapping[str, str], original_sectio
     env = effective(key, prefix, environ, original_sections)
     if env is not None and env.kind == "env":
         found += [(i, env) for i in env.items]
-        messages.append(f"{env.origin} is set in this environment and replaces pip.conf's {key}: the hook's file "
+        messages.append(f"{env.origin} was set in this kernel: the hook's file includes it, and {env.origin} now names "
+                        "the hook's file" if kernel else
+                        f"{env.origin} is set in this environment and replaces pip.conf's {key}: the hook's file "
                         f"includes it; export {env.origin}=<the hook's file> (below) or unset it")
     out: List[str] = []
     for item, setting in found:
@@ -608,6 +612,21 @@ def _composed(key: str, prefix: str, environ: Mapping[str, str], original_sectio
             item = path
         if item not in out:
             out.append(item)
+    return out
+
+
+def _before_hook(environ: Mapping[str, str], sdir: str, state: Optional[Mapping[str, Any]]) -> Mapping[str, str]:
+    """The variables as they were before this hook set them in a kernel (a second hook composes the same ones)."""
+    if state is None:
+        return environ
+    out = dict(environ)
+    before = dict(state.get("environ_before") or {})
+    for var in (PIP_CONSTRAINT, PIP_BUILD_CONSTRAINT):
+        if sdir in out.get(var, "").replace("%20", " "):
+            if before.get(var):
+                out[var] = before[var]
+            else:
+                out.pop(var, None)
     return out
 
 

@@ -442,3 +442,47 @@ def test_explain_reads_pips_own_refusal(venv_old: Venv) -> None:
     assert why.blocking == ("torch===2.13.0+cpu",) and "torch==9.9" in why.requested
     assert "the installed torch build, kept exactly" in why.explanation
     assert not explain_refusal("Successfully installed numpy-1.0").refused
+
+
+# -- a notebook kernel's variables (in-process: the API doctor.pin(hook=True) uses) ----------------------------
+
+
+def test_kernel_variables_are_set_for_pip_26_and_restored_on_unhook(tmp_path: Path) -> None:
+    """PIP_CONSTRAINT (composing the one set before), PIP_BUILD_CONSTRAINT on pip >= 26.2, uv's pair; unhook puts
+    every variable back as it was and leaves the prefix as it found it."""
+    from doctor.resolve.hook import install_hook, remove_hook
+    from doctor.resolve.pins import Pin, PinSet
+
+    prefix = tmp_path / "prefix"
+    prefix.mkdir()
+    home = tmp_path / "home"
+    before_tree = _tree(prefix)
+    theirs = tmp_path / "theirs.txt"
+    theirs.write_text("numpy<2\n")
+    kernel = {"PIP_CONSTRAINT": str(theirs), "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+              "XDG_CONFIG_DIRS": str(home / "xdg")}
+    ps = PinSet("2.13.0+cpu", None, False, (Pin("torch", "===2.13.0+cpu", "kept", "installed", kept=True),),
+                python="python", prefix=str(prefix), pip_version="26.3")
+    res = install_hook(ps, environ=kernel, kernel_env=kernel)
+    cfile = str(prefix / "etc" / "tune-doctor" / "constraints.txt")
+    assert res.in_force and res.build_constraint and res.composed == (str(theirs),)
+    assert {k: kernel[k] for k in ("PIP_CONSTRAINT", "PIP_BUILD_CONSTRAINT", "UV_CONSTRAINT", "UV_BUILD_CONSTRAINT")} == \
+        dict.fromkeys(("PIP_CONSTRAINT", "PIP_BUILD_CONSTRAINT", "UV_CONSTRAINT", "UV_BUILD_CONSTRAINT"), cfile)
+    assert f"-c {theirs}" in Path(cfile).read_text()
+    again = install_hook(ps, environ=kernel, kernel_env=kernel)  # twice: same variables, theirs still included
+    assert again.action == "updated" and again.composed == (str(theirs),) and f"-c {theirs}" in Path(cfile).read_text()
+    remove_hook(str(prefix), kernel_env=kernel)
+    assert kernel["PIP_CONSTRAINT"] == str(theirs)
+    assert not any(k in kernel for k in ("PIP_BUILD_CONSTRAINT", "UV_CONSTRAINT", "UV_BUILD_CONSTRAINT"))
+    assert _tree(prefix) == before_tree and not (prefix / "etc").exists()
+
+
+def test_status_and_hook_as_json(venv_old: Venv) -> None:
+    import json
+
+    v = venv_old
+    hooked = json.loads(v.doctor("--hook", "--format", "json").stdout)
+    assert hooked["action"] == "hooked" and hooked["in_force"] and hooked["pins"]["pins"][0]["requirement"] == "torch===2.13.0+cpu"
+    st = json.loads(v.doctor("--status", "--format", "json").stdout)
+    assert st["schema_version"] == 1 and st["hooked"] and st["in_force"] and st["pinned_torch"] == "2.13.0+cpu"
+    assert st["constraint"]["origin"] == f"{v.pip_conf} [install]"
