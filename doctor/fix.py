@@ -150,6 +150,7 @@ BUILD_AGAINST_TORCH = ("flash-attn",)
 _OTHER_INDEXES = (PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, PIP_NO_INDEX)
 STDERR_TAIL = 4000  # characters of pip's stderr kept for a failed step
 DRY_RUN = "dry run"
+_BLANK = " "  # PIP_BUILD_CONSTRAINT=" ": set (it replaces pip.conf's value), naming no file
 
 
 class PipRun(NamedTuple):
@@ -236,7 +237,8 @@ def pip_runs(actions: Sequence[Action], python: Optional[str], prefix: str, cons
 
     A source build of flash-attn needs --no-build-isolation (it compiles against the installed torch); pip
     (>= 26.2) refuses that together with a build-constraint (the pin hook writes one): that run gets
-    PIP_BUILD_CONSTRAINT set empty (which replaces pip.conf's value) and the same files as -c instead.
+    PIP_BUILD_CONSTRAINT set to a blank and the same files as -c instead. A blank, not an empty value: pip drops
+    empty settings (pip.conf's would then apply), while a blank one wins over pip.conf and splits into no file.
     """
     environ = os.environ if environ is None else environ
     out: List[PipRun] = []
@@ -257,12 +259,12 @@ def pip_runs(actions: Sequence[Action], python: Optional[str], prefix: str, cons
 
                 bc = effective("build-constraint", prefix, environ)
                 if bc is not None:
-                    env.append((PIP_BUILD_CONSTRAINT, ""))
+                    env.append((PIP_BUILD_CONSTRAINT, _BLANK))
                     for item in bc.items:
                         argv += ["-c", item]
                     note = (f"{', '.join(sorted(set(a.packages()) & set(BUILD_AGAINST_TORCH)))} builds against the "
                             "installed torch (--no-build-isolation), which pip refuses while a build-constraint is set "
-                            f"({bc.origin}): this install runs with PIP_BUILD_CONSTRAINT empty and the same file(s) "
+                            f"({bc.origin}): this install runs with PIP_BUILD_CONSTRAINT blank and the same file(s) "
                             "passed as -c, so the pins still hold")
         out.append(PipRun(a, tuple(argv), tuple(env), note))
     return out
