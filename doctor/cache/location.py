@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import stat
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -70,7 +69,7 @@ def resolve_unsloth_cache_dir(env: Mapping[str, str], cwd: str) -> Tuple[Path, b
 
 def _write_test(directory: Path) -> Optional[str]:
     """Create and remove a uniquely named file in `directory`; the error text, or None if it worked."""
-    test_file = directory / f".tune-doctor-write-test-{os.getpid()}-{uuid.uuid4().hex}"
+    test_file = directory / f".tune-doctor-write-test-{os.getpid()}-{os.urandom(16).hex()}"
     try:
         # O_EXCL: never touch an existing file; no O_NONBLOCK needed, a new regular file cannot block.
         fd = os.open(str(test_file), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -40,9 +39,28 @@ def default_root() -> Path:
     env = os.environ.get(ENV_VAR, "").strip()
     if env:
         return Path(env).expanduser()
-    import platformdirs
+    plain = _plain_linux_cache_dir()
+    if plain is not None:
+        return Path(plain, "tune-doctor")
+    import platformdirs  # lazy: ~2 ms of every `doctor check`, needed only off the plain-Linux path above
 
     return Path(platformdirs.user_cache_dir("tune-doctor", appauthor=False))
+
+
+def _plain_linux_cache_dir() -> Optional[str]:
+    """~/.cache on Linux when nothing could make platformdirs answer otherwise, else None (ask platformdirs).
+
+    The case every platformdirs version answers alike: not Android, XDG_CACHE_HOME unset or empty, HOME
+    absolute (expanded verbatim). Anything else (macOS, Windows, an XDG value, no HOME) goes to platformdirs.
+    """
+    if not sys.platform.startswith("linux") or hasattr(sys, "getandroidapilevel"):
+        return None
+    if os.environ.get("ANDROID_DATA") or os.environ.get("ANDROID_ROOT") or os.environ.get(envvars.XDG_CACHE_HOME):
+        return None
+    home = os.environ.get(envvars.HOME, "")
+    if not os.path.isabs(home):
+        return None
+    return os.path.expanduser("~/.cache")
 
 
 def safe_name(key: str) -> str:
@@ -220,6 +238,8 @@ def exec_verified(module_name: str, path: Path, text: str) -> ModuleType:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write text so readers see the old file or the new one, never a part (temp in the same dir + os.replace)."""
+    import tempfile  # lazy: only writers need it, and its import (random, shutil) is on every check's path
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
