@@ -30,8 +30,8 @@ def recorded_wheels() -> Dict[str, List[str]]:
     doc = json.loads(RECORDED.read_text(encoding="utf-8"))
     out = {}
     for version, files in doc["wheels"].items():
-        (members,) = files.values()  # one Linux x86_64 wheel per release
-        out[version] = sorted(m.rsplit("/", 1)[-1] for m in members)
+        (names,) = files.values()  # one Linux x86_64 wheel per release
+        out[version] = sorted(names)
     return out
 
 

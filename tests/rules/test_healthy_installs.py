@@ -14,6 +14,7 @@ import pytest
 
 from doctor.findings import Severity
 from tests.conftest import Env, one
+from tests.rules.bnb_files import bnb_files
 
 T4 = "Tesla T4@7.5@15360"
 A100 = "NVIDIA A100-SXM4-80GB@8.0@81920"
@@ -57,7 +58,8 @@ def test_fresh_unsloth_on_t4_no_stack_rule_warns(env: Env, real_wheels) -> None:
     cpp = ('{"version": {"cuda": 1204, "hip": null, "torch": "2.6.0+cu124", "python": "%s"},'
            ' "env": {"TORCH_CUDA_ARCH_LIST": "6.0 7.0 7.5 8.0 8.6 9.0"}}' % PY)
     env.wheel("xformers", "0.0.29.post3", ["numpy", "torch==2.6.0"], {"xformers/__init__.py": "", "xformers/cpp_lib.json": cpp})
-    env.wheel("bitsandbytes", "0.45.3", ["torch<3,>=2.0", "numpy>=1.17"])
+    # the stand-in carries the real 0.45.3 wheel's library files (empty): the doctor lists what bitsandbytes can load
+    env.wheel("bitsandbytes", "0.45.3", ["torch<3,>=2.0", "numpy>=1.17"], bnb_files("0.45.3"))
     env.wheel("trl", "0.15.2", ["accelerate>=0.34.0", "datasets>=2.21.0", "rich", "transformers>=4.46.0"])
     for name, version in (("torchvision", "0.21.0+cu124"), ("packaging", "24.2"), ("tyro", "0.9.16"), ("datasets", "3.3.2"),
                           ("sentencepiece", "0.2.0"), ("tqdm", "4.67.1"), ("psutil", "7.0.0"), ("wheel", "0.45.1"),
@@ -69,4 +71,5 @@ def test_fresh_unsloth_on_t4_no_stack_rule_warns(env: Env, real_wheels) -> None:
     assert one(report, "gpu.no-bf16").severity is Severity.INFO
     assert one(report, "xformers.binary").severity is Severity.OK
     assert one(report, "bitsandbytes.torch").severity is Severity.OK
+    assert one(report, "bitsandbytes.cuda-library").title.endswith("loads libbitsandbytes_cuda124.so for torch's CUDA 12.4")
     assert "unsloth.zoo-skew" not in {f.id for f in report.findings}
