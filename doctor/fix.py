@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from doctor.facts import Facts
     from doctor.resolve.options import IndexConfig
     from doctor.resolve.plan import Plan
+    from doctor.report_data import ReportData
     from doctor.resolve.undo import Store, UndoPlan
 
 PIP_TIMEOUT = 1800.0  # a CUDA torch download is GBs
@@ -216,6 +217,20 @@ class Defect(NamedTuple):
 
         return {"still_there": [finding_key(f) for f in self.still], "new": [finding_key(f) for f in self.new],
                 "drift": [{"name": n, "planned": p, "installed": i} for n, p, i in self.drift]}
+
+
+class Outcome(NamedTuple):
+    """How applying a plan (and the other fix steps) ended."""
+
+    plan: "Plan"
+    runs: Tuple["PipRun", ...]  # the pip runs as shown
+    exit_code: int
+    dry_run: bool = False
+    applied: Optional["Applied"] = None  # None: nothing was run
+    steps: Tuple[Tuple["Step", bool], ...] = ()  # other fix steps run, and whether each succeeded
+    after: Optional["ReportData"] = None  # the re-check
+    defect: Optional["Defect"] = None
+    message: str = ""  # why nothing was applied
 
 
 def refusal(plan: "Plan", yes: bool, allow_unverified: bool) -> Optional[str]:

@@ -1,4 +1,5 @@
-"""`doctor check`: inventory + compatibility matrix, then the report."""
+"""`doctor check`: inventory + compatibility matrix, then the report; `--fix` applies a verified plan,
+`--undo` puts back what the last applied plan changed."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import sys
 
 from doctor.commands import add_common, seconds
 from doctor.errors import DoctorError
-from doctor.exits import COMMON, epilog
+from doctor.exits import COMMON, ExitCode, epilog
 from doctor.report.console import console
 
-EXIT_CODES = epilog(COMMON, notes=("with --fix: the code of the re-check after the changes",))
+EXIT_CODES = epilog(COMMON + (ExitCode.CHANGE_FAILED, ExitCode.PLAN_DEFECT), notes=(
+    "with --fix: the code of the re-check after the changes; 5 when a change failed (what was applied is "
+    "listed), 6 when the re-check contradicts the verified plan",
+    "with --undo: the code of the re-check after putting things back; 3 when nothing is recorded, 5 when a "
+    "step failed (run it again)",
+))
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -23,9 +29,13 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     c.add_argument("-v", "--verbose", action="store_true", help="evidence and explanation for every finding")
     c.add_argument("--script", action="append", default=[], metavar="PATH",
                    help="also check the import order of a training script or notebook (parsed, never run); repeatable")
-    c.add_argument("--fix", action="store_true", help="apply the fixes: the plan is printed first, then confirmed, then re-checked")
-    c.add_argument("--yes", action="store_true", help="with --fix: do not ask for confirmation")
-    c.add_argument("--dry-run", action="store_true", help="with --fix: print the plan only")
+    c.add_argument("--fix", action="store_true", help="apply the fixes: a verified plan is printed first, then confirmed, "
+                                                     "applied (what it touches saved first) and re-checked")
+    c.add_argument("--undo", action="store_true", help="put back what the last plan applied here changed (--fix or "
+                                                      "`doctor install`), from the versions saved before it ran")
+    from doctor.commands.install import add_plan_options
+
+    add_plan_options(c)
     c.add_argument("--python", default=None, metavar="PATH",
                    help="check another interpreter's environment (a python executable or a venv directory), without "
                         "installing the doctor there; probes and --fix use that interpreter")
@@ -38,10 +48,13 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run `doctor check`, print the report, and with --fix apply the plan and re-check."""
+    """Run `doctor check`, print the report; with --fix apply the plan and re-check; with --undo put things back."""
     _validate(args)
+    if args.undo:
+        return _undo(args)
     report = _run(args)
-    _render(report, args)
+    if not (args.fix and args.json):  # --fix --json: one document at the end, with the plan and the re-check
+        _render(report, args)
     if not args.fix:
         return report.exit_code
     return _fix(report, args)
@@ -49,10 +62,24 @@ def run(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> None:
     """DoctorError (exit 3) for options that make no sense together or overrides that name nothing, before any work."""
+    from doctor.commands.install import validate_plan_options
     from doctor.dispatch import validate_overrides
 
-    if not args.fix and (args.dry_run or args.yes):
-        raise DoctorError(f"--{'dry-run' if args.dry_run else 'yes'} only applies with --fix")
+    if args.fix and args.undo:
+        raise DoctorError("--fix and --undo contradict each other")
+    if args.undo and args.script:
+        raise DoctorError("--script does not apply with --undo")
+    if not (args.fix or args.undo):
+        for flag in ("dry_run", "yes"):
+            if getattr(args, flag):
+                raise DoctorError(f"--{flag.replace('_', '-')} only applies with --fix or --undo")
+    if not args.fix:
+        for flag in ("offline", "allow_unverified", "torch", "cuda"):
+            if getattr(args, flag) not in (None, False):
+                raise DoctorError(f"--{flag.replace('_', '-')} only applies with --fix")
+    if args.cuda is not None and args.torch is None:
+        raise DoctorError("--cuda only applies with --torch (the build of that torch release)")
+    validate_plan_options(args)
     validate_overrides()
 
 
@@ -93,31 +120,82 @@ def _render(report, args: argparse.Namespace) -> None:  # type: ignore[no-untype
 
 
 def _fix(report, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
-    """Show the plan, confirm, apply it step by step, then check again and return the new exit code."""
-    from doctor.fix import apply_step, confirm, plan
-    from doctor.report.plan import render_plan
+    """Plan the package fixes (verified), show them with the other steps, confirm, apply, re-check."""
+    from doctor.actions import PipInstall, PipUninstall
+    from doctor.commands.install import _echo, carry_out, render_after
+    from doctor.compat_matrix.loader import load_matrix
+    from doctor.fix import plan
+    from doctor.resolve.options import PlanOptions, default_indexes
+    from doctor.resolve.planner import plan_fixes
 
-    # plan text goes to stderr under --json/--markdown so stdout stays machine-readable
-    echo = (lambda m: print(m, file=sys.stderr)) if (args.json or args.markdown) else print
-    steps = plan(report.findings)
-    echo("")
-    render_plan(steps, echo, conda="conda" in report.facts.env_kinds)
-    runs = [s for s in steps if s.automatic]
-    if not runs:
-        echo("nothing to apply automatically.")
-        return report.exit_code
-    if args.dry_run:
+    echo = _echo(args)
+    indexes = default_indexes()
+    python = report.facts.python.executable if args.python else None
+    options = PlanOptions(python=python, indexes=indexes, offline=args.offline, torch=args.torch, cuda=args.cuda)
+    package_plan = plan_fixes(report.facts, load_matrix(), report.findings, options)
+    # package changes come from the verified plan; the findings' own steps only for the rest (caches, manual)
+    steps = [s for s in plan(report.findings) if not isinstance(s.action, (PipInstall, PipUninstall))]
+    out = carry_out(package_plan, report, args, echo, "check --fix", indexes, lambda: _run(args), steps,
+                    idle_code=report.exit_code, unconfirmed_code=report.exit_code)
+    if args.json:
+        from doctor.report.json import dumps, fix_document
+
+        sys.stdout.write(dumps(fix_document(report, out)) + "\n")
+    else:
+        render_after(out, args, echo)
+    return out.exit_code
+
+
+def _undo(args: argparse.Namespace) -> int:
+    """Put back the last applied plan's "before" (saved versions, from their indexes), then re-check."""
+    from doctor.commands.install import _echo
+    from doctor.fix import apply_undo, confirm, pip_runs
+    from doctor.inventory import gather
+    from doctor.report.plan import render_applied, render_undo
+    from doctor.resolve.options import default_indexes
+    from doctor.resolve.undo import UNDONE, Store, finish, last_record, undo_plan
+
+    echo = _echo(args)
+    facts = gather(gpu_timeout=args.gpu_timeout, python=args.python)
+    store = Store(facts.python.prefix, facts.python.executable)
+    record = last_record(store)
+    if record is None:
+        raise DoctorError(f"nothing to undo: no plan applied by the doctor is recorded for {facts.python.prefix}")
+    indexes = default_indexes()
+    if indexes.torch_index_url:
+        base = indexes.torch_index_url
+    else:
+        from doctor.compat_matrix.loader import load_matrix
+
+        base = load_matrix().torch_index_url
+    undo = undo_plan(record, facts, base, indexes.index_url)
+    python = facts.python.executable if args.python else None
+    runs = pip_runs(undo.actions, python, facts.python.prefix)
+    render_undo(undo, echo, runs)
+    applied = None
+    if not undo.actions:
+        if not args.dry_run:
+            finish(store, record.id, UNDONE)
+    elif args.dry_run:
         echo("dry run: nothing was changed.")
-        return report.exit_code
-    if not args.yes and not confirm("apply these steps? [y/N] "):
+    elif not args.yes and not confirm("put these back? [y/N] "):
         echo("not applied (no confirmation; rerun with --yes to apply without asking).")
-        return report.exit_code
-    for i, step in enumerate(runs, 1):
-        echo(f"[{i}/{len(runs)}] {step.finding_id}")
-        if not apply_step(step, echo=echo, python=report.facts.python.executable if args.python else None):
-            echo(f"step {i} failed; stopping. Nothing after it was run.")
-            break
-    echo("\nre-checking:")
-    again = _run(args)
-    _render(again, args)
-    return again.exit_code
+        return ExitCode.BAD_INPUT
+    else:
+        applied = apply_undo(undo, store, indexes, python, facts.python.prefix, echo)
+        render_applied(applied, echo)
+        if not applied.ok:
+            echo("the record is kept: `doctor check --undo` again retries from what is installed then")
+    after = None
+    if not args.dry_run:
+        echo("\nre-checking:")
+        after = _run(args)
+    code = int(ExitCode.CHANGE_FAILED if applied is not None and not applied.ok
+               else (after.exit_code if after is not None else ExitCode.HEALTHY))
+    if args.json:
+        from doctor.report.json import dumps, undo_document
+
+        sys.stdout.write(dumps(undo_document(undo, runs, applied, after, code)) + "\n")
+    elif after is not None:
+        _render(after, args)
+    return code

@@ -1,10 +1,11 @@
-"""The one JSON schema of `doctor check`, `doctor probe` and `doctor cache` output.
+"""The one JSON schema of `doctor check`, `doctor probe`, `doctor cache` and `doctor install` output.
 
 Every document starts with the same envelope, so one reader handles all three:
 
     schema_version  int     bumped when a field is removed or changes meaning (additions keep it)
     doctor_version  str
-    command         str     "check", "probe", "cache status", "cache verify", "cache repair", "cache clear"
+    command         str     "check", "check --undo", "probe", "cache status", "cache verify", "cache repair",
+                            "cache clear", "install"
     exit_code       int     the process's exit code (doctor.exits)
     status          str     its word: healthy / warnings / errors / a change failed
     summary         object  findings per severity: {"ok": n, "info": n, "warn": n, "error": n}
@@ -12,6 +13,24 @@ Every document starts with the same envelope, so one reader handles all three:
 
 then the command's own fields (check: facts, rules_run, probes, dispatch; probe: fingerprint, results,
 dispatch with candidates; cache: roots, plan, applied, ...).
+
+A package plan (`check --fix`, `install`) adds the same fields wherever it appears:
+
+    plan        object  Plan.to_dict(): status (verified / unverified / failed / nothing-to-do), verified_against,
+                        reason, targets, changes (name, before, after, kind, index_url, reason), keeps,
+                        constraints, actions, verification (fixed, remaining, new, accepted, tried, resolver
+                        runs and seconds, doctor seconds), unfixable, notes, restart; plus python (the target)
+                        and runs (the pip command lines as run)
+    dry_run     bool
+    applied     array   per pip run: action, command, status (applied / failed / not run / dry run), detail, note
+    steps       array   the findings' other fix steps run (check --fix): action, ok
+    state_file  str     where the versions before the plan were saved (`doctor check --undo` reads it), or null
+    after       array   the re-check's findings (null when nothing was applied)
+    defect      object  null, or still_there / new / drift: the re-check contradicts the verified plan (exit 6)
+
+`check --fix --json` is ONE document: the check before (findings, facts, ...), the plan fields above, and
+exit_code/status of the whole command. `check --undo --json`: the re-check (null in a dry run) and `undo`
+(the record undone, changes, the pip runs as applied).
 """
 
 from __future__ import annotations
@@ -25,6 +44,8 @@ from doctor.report.summary import counts, facts_summary
 
 if TYPE_CHECKING:
     from doctor.findings import Finding
+    from doctor.fix import Applied, Outcome, PipRun
+    from doctor.resolve.undo import UndoPlan
     from doctor.probes.session import ProbeRun
     from doctor.report.cache import CacheOutcome
     from doctor.report_data import ReportData as Report
@@ -119,3 +140,51 @@ def cache_document(out: "CacheOutcome") -> Dict[str, Any]:
 def applied_documents(out: "CacheOutcome") -> List[Dict[str, Any]]:
     """Each change tried: the action, whether it was done (or would be, in a dry run), and what happened."""
     return [{"action": x.action.to_dict(), "ok": x.ok, "result": x.result} for x in out.applied]
+
+
+def plan_fields(out: "Outcome") -> Dict[str, Any]:
+    """The fields a package plan adds to a document (see the module's docstring)."""
+    applied = out.applied
+    plan = dict(out.plan.to_dict())
+    plan.update(python=out.plan.python, runs=[r.command for r in out.runs])
+    return {
+        "plan": plan,
+        "dry_run": out.dry_run,
+        "applied": [s.to_dict() for s in applied.steps] if applied is not None else [],
+        "steps": [{"action": s.action.to_dict(), "finding": s.finding_id, "ok": ok} for s, ok in out.steps],
+        "state_file": applied.state_file if applied is not None else None,
+        "after": [f.to_dict() for f in out.after.findings] if out.after is not None else None,
+        "defect": out.defect.to_dict() if out.defect is not None else None,
+    }
+
+
+def fix_document(report: "Report", out: "Outcome") -> Dict[str, Any]:
+    """`doctor check --fix --json`: the check, its plan, what was applied and the re-check, as one document."""
+    doc = check_document(report)
+    doc.update(exit_code=int(out.exit_code), status=status_of(out.exit_code), **plan_fields(out))
+    return doc
+
+
+def install_document(requested: List[str], report: "Report", out: "Outcome") -> Dict[str, Any]:
+    """`doctor install --json`: findings of the re-check (of the check before when nothing was applied)."""
+    findings = out.after.findings if out.after is not None else report.findings
+    return {**envelope("install", out.exit_code, findings), "requested": requested,
+            "facts": facts_summary(out.after if out.after is not None else report), **plan_fields(out)}
+
+
+def undo_document(undo: "UndoPlan", runs: Iterable["PipRun"], applied: "Applied | None", after: "Report | None",
+                  exit_code: int) -> Dict[str, Any]:
+    """`doctor check --undo --json`: the re-check (when one ran) and the undo: record, changes, pip runs."""
+    doc = check_document(after) if after is not None else envelope("check --undo", exit_code, ())
+    rec = undo.record
+    doc.update(command="check --undo", exit_code=int(exit_code), status=status_of(exit_code))
+    doc["undo"] = {
+        "record": {"id": rec.id, "command": rec.command, "status": rec.status, "progress": rec.progress},
+        "changes": [{"name": c.name, "before": c.before, "after": c.after, "kind": c.kind, "index_url": c.index_url}
+                    for c in undo.changes],
+        "unchanged": list(undo.unchanged),
+        "notes": list(undo.notes),
+        "runs": [r.command for r in runs],
+        "applied": [s.to_dict() for s in applied.steps] if applied is not None else [],
+    }
+    return doc
