@@ -18,18 +18,18 @@ import importlib.machinery
 import importlib.util
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from doctor import envvars
+from doctor._util.regex import lazy
 from doctor._version import __version__
 
 ENV_VAR = envvars.DOCTOR_CACHE_DIR
 FORMAT = 1
-_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+_SAFE = lazy(r"[^A-Za-z0-9._-]")
 LOCK_TIMEOUT = 30.0
 MODULE_STAMP = "# tune-doctor-cache: "  # first line of a generated module, followed by a JSON object
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import stat
 from typing import List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from doctor import envvars as ev
+from doctor._util.regex import lazy
 from doctor.errors import DoctorError
 
 KINDS = ("unsloth", "triton", "inductor", "doctor")
@@ -36,7 +36,7 @@ ENV_VARS = {
 }
 LABELS = {"unsloth": "unsloth compiled cache", "triton": "Triton cache", "inductor": "TorchInductor cache",
           "doctor": "tune-doctor cache"}
-_USER_UNSAFE = re.compile(r'[\\/:*?"<>|]')
+_USER_UNSAFE = lazy(r'[\\/:*?"<>|]')
 
 
 class CacheRoot(NamedTuple):

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from typing import Collection, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from doctor._util.regex import lazy
 from doctor.facts import Distribution
 from doctor._util.files import describe_os_error, read_bytes, read_text
 
@@ -28,7 +28,7 @@ from doctor._util.files import describe_os_error, read_bytes, read_text
 _HEADER_CHUNK = 8 * 1024
 _HEADER_LIMIT = 4 * 1024 * 1024
 _KEYS = frozenset({"name", "version", "requires-dist"})
-_EGG_PY_TAG = re.compile(r"-py\d+(\.\d+)*(-.*)?$")
+_EGG_PY_TAG = lazy(r"-py\d+(\.\d+)*(-.*)?$")
 
 
 class ScanResult(NamedTuple):

@@ -9,9 +9,10 @@ terminal rich wraps prose to the window; fix commands are printed with `print_co
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from typing import IO, TYPE_CHECKING, Any, Optional, cast
+
+from doctor._util.regex import lazy
 
 if TYPE_CHECKING:  # rich is imported lazily: the --json path never pays for it
     from rich.console import Console
@@ -20,7 +21,7 @@ if TYPE_CHECKING:  # rich is imported lazily: the --json path never pays for it
 UNWRAPPED_WIDTH = 1_000_000
 
 # Spaces at the end of a line, possibly followed by style resets (colour forced on in a CI log).
-_TRAILING = re.compile(r"[ \t]+((?:\x1b\[[0-9;]*m)*)$")
+_TRAILING = lazy(r"[ \t]+((?:\x1b\[[0-9;]*m)*)$")
 
 
 def console(args: Optional[argparse.Namespace] = None, stderr: bool = False, file: Optional[IO[str]] = None) -> "Console":

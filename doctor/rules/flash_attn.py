@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Tuple
 
+from doctor._util.regex import lazy
 from doctor.compat_matrix import lookup
 from doctor.compat_matrix.model import Matrix
 from doctor.facts import Distribution, Facts
@@ -14,7 +15,7 @@ from doctor.rules._common import cc_of, fmt_cc, gpu_label, minor, torch_version,
 
 CAT = Category.KERNELS
 # Release wheels are named per torch/CUDA/ABI: flash_attn-2.6.3+cu123torch2.4cxx11abiFALSE-cp310-...whl
-BUILD_TAG = re.compile(r"cu(?P<cuda>\d+)torch(?P<torch>\d+\.\d+)(?:cxx11abi(?P<abi>TRUE|FALSE))?", re.IGNORECASE)
+BUILD_TAG = lazy(r"cu(?P<cuda>\d+)torch(?P<torch>\d+\.\d+)(?:cxx11abi(?P<abi>TRUE|FALSE))?", re.IGNORECASE)
 
 
 def built_for(dist: Distribution) -> Optional[Tuple[str, str, str]]:

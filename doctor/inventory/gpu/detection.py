@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from typing import List, Optional
 
+from doctor._util.regex import lazy
 from doctor.facts import GPU
 
 # [0-9], not \d: \d also matches other scripts' digits; \Z, not $: $ accepts a trailing newline.
-DRIVER_RE = re.compile(r"[0-9]+\.[0-9]+(\.[0-9]+)?\Z")
-CUDA_RE = re.compile(r"[0-9]+\.[0-9]+\Z")
-CC_RE = re.compile(r"([0-9]+)\.([0-9]+)\Z")
+DRIVER_RE = lazy(r"[0-9]+\.[0-9]+(\.[0-9]+)?\Z")
+CUDA_RE = lazy(r"[0-9]+\.[0-9]+\Z")
+CC_RE = lazy(r"([0-9]+)\.([0-9]+)\Z")
 NA = {"", "n/a", "[n/a]", "[not supported]", "not supported", "[unknown error]"}  # "no value" as drivers spell it
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 
 from doctor._util.files import describe_os_error, read_text
+from doctor._util.regex import lazy
 from doctor.facts import GPU
 from doctor.inventory.gpu.detection import NA, Detection, short
 
-_PROC_VERSION_RE = re.compile(r"Kernel Module(?:\s+for\s+\S+)?\s+([0-9]+\.[0-9]+(?:\.[0-9]+)?)")
+_PROC_VERSION_RE = lazy(r"Kernel Module(?:\s+for\s+\S+)?\s+([0-9]+\.[0-9]+(?:\.[0-9]+)?)")
 
 
 def read_procfs(proc_root: str = "/proc") -> Detection:

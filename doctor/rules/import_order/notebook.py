@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import ast
 import json
-import re
 from typing import List, Tuple
 
+from doctor._util.regex import lazy
 from doctor.errors import DoctorError
 from doctor.rules.import_order.sites import ImportSite, import_sites
 
 
 # IPython lines that are not Python: shell escapes, line magics, `x = !cmd`, `x = %magic`, help `obj?`.
-_IPY_LINE = re.compile(r"^\s*(?:[!%]|[A-Za-z_][\w.,\s]*=\s*[!%])|^\s*[\w.]+\?{1,2}\s*$")
+_IPY_LINE = lazy(r"^\s*(?:[!%]|[A-Za-z_][\w.,\s]*=\s*[!%])|^\s*[\w.]+\?{1,2}\s*$")
 # Cell magics whose body is still Python; any other %%magic (bash, writefile, html...) is skipped.
 _PYTHON_CELL_MAGICS = {"capture", "time", "timeit", "prun", "debug", "python", "python3"}
 
