@@ -494,7 +494,7 @@ def hook_status(prefix: str, environ: Optional[Mapping[str, str]] = None, pip_ve
         if build_needed and not (build and _names(build, cfile, os.path.join(sdir, BUILD_CONSTRAINTS))):
             problems.append(f"pip {pip_version} keeps constraints out of build isolation and no build-constraint names "
                             "the hook's file: run `doctor pin --hook` again")
-        if torch and pinned and torch != pinned:
+        if torch and pinned and _normal(torch) != _normal(pinned):
             problems.append(f"the hook keeps torch {pinned} but torch {torch} is installed: installs that touch torch "
                             "are refused; run `doctor pin --hook` again (or --unhook)")
     elif constraint is not None:
@@ -651,6 +651,16 @@ def _in_force(prefix: str, environ: Mapping[str, str], cfile: str) -> bool:
     except DoctorError:
         return False
     return s is not None and _names(s, cfile)
+
+
+def _normal(version: str) -> str:
+    """A version as pip prints it (what === compares), or the text itself when it is no PEP 440 version."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return str(Version(version))
+    except InvalidVersion:
+        return version.strip()
 
 
 def _pinned_torch(cfile: str) -> Optional[str]:
