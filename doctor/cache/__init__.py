@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 def apply_cache_action(action: "Action", dry_run: bool = False) -> str:
     """Perform ONE cache repair Action (or describe it, with dry_run); a one-line description. DoctorError on refusal."""
-    from doctor.cache.repair import apply_cache_action as _apply
+    from doctor.cache.repair import apply_cache_action as _apply  # lazy: `import doctor.cache` stays cheap
 
     return _apply(action, dry_run=dry_run)
 

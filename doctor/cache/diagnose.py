@@ -256,6 +256,7 @@ def syntax_checked(modules: Sequence[str], budget: float = SYNTAX_BUDGET) -> Lis
     """
     import time
 
+    # lazy: only when an unsloth cache has modules (verify is the `doctor cache verify` feature)
     from doctor.cache.own import DoctorCache
     from doctor.cache.verify import ModuleResult, syntax_only
 
@@ -365,7 +366,7 @@ def diagnose(facts: Facts, which: Sequence[str] = KINDS, mode: str = "status", t
                        timeout=timeout, full=mode != "check", lock_age=lock_age, write_check=write_check)
     findings: List[Finding] = []
     if mode != "check" and "unsloth" in which:
-        from doctor.cache.location import check_unsloth_cache_location
+        from doctor.cache.location import check_unsloth_cache_location  # lazy: status/verify only (check has its rule)
 
         if matrix is None and (facts.dist("unsloth") or facts.dist("unsloth-zoo")):
             from doctor.compat_matrix.loader import load_matrix  # lazy: only to grade unsloth's fallback
@@ -391,7 +392,7 @@ def diagnose(facts: Facts, which: Sequence[str] = KINDS, mode: str = "status", t
             fs.extend(_hinted(verify_findings(s, results, "", facts)))
             results = ()
         if mode == "verify" and s.root.kind == "unsloth" and s.modules:
-            from doctor.cache.verify import verify_modules
+            from doctor.cache.verify import verify_modules  # lazy: child-process imports, verify only
 
             pre = list(preload) if preload is not None else (["unsloth"] if facts.dist("unsloth") else [])
             results, n = verify_modules(s.real_path or s.root.path, s.modules, facts.python.executable or None,

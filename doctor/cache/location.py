@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Dict, List, Mapping, NamedTuple, Optional, Seq
 from doctor import envvars
 from doctor._util.timeouts import TimedOut, call_with_timeout
 from doctor.actions import Action, Manual, SetEnv
+from doctor.cache.fsinfo import mount_for
 from doctor.facts import Facts
 from doctor.findings import Category, Finding, Severity, finding
 
@@ -128,7 +129,7 @@ def _kind_of(mode: int) -> str:
 
 def _suggested_location(current: Path, check: Optional[WriteCheck], env: Mapping[str, str], timeout: float) -> str:
     """An absolute, per-user, writable location to recommend (never the shared temp fallback)."""
-    from doctor.cache.roots import suggest_location
+    from doctor.cache.roots import suggest_location  # lazy: roots imports this module (cycle)
 
     if check is not None and check.writable and check.exists and _private(current, env):
         return str(current)  # keep the cache the user already has, just pin it
@@ -150,7 +151,7 @@ def _private(current: Path, env: Mapping[str, str]) -> bool:
 
 def _tempdir() -> str:
     """The temp directory unsloth_zoo falls back into (tempfile.gettempdir, imported lazily)."""
-    from doctor.cache.roots import gettempdir
+    from doctor.cache.roots import gettempdir  # lazy: roots imports this module (cycle)
 
     return gettempdir()
 
@@ -170,6 +171,7 @@ def cache_fallback(facts: Facts, matrix: Optional["Matrix"]) -> Fallback:
     fact = matrix.unsloth_cache_fallback if matrix is not None else None
     if matrix is None or fact is None or not zoo:
         return Fallback("unknown", zoo, fact.since if fact else "", None)
+    # lazy: grading the fallback needs the matrix lookups only when unsloth_zoo is installed
     from doctor.compat_matrix.lookup import unsloth_has_cache_fallback
     from doctor.compat_matrix.versions import parse_version
 
@@ -248,8 +250,6 @@ def check_unsloth_cache_location(facts: Facts, matrix: Optional["Matrix"] = None
 def _relative(path: Path, evidence: Mapping[str, str], suggestion: str, check: Optional[WriteCheck], facts: Facts,
               scripts: Sequence[str], fb: Fallback) -> Finding:
     """INFO for a location that depends on the working directory; WARN where that already bites."""
-    from doctor.cache.fsinfo import mount_for
-
     ev: Dict[str, str] = dict(evidence)
     reasons: List[str] = []
     if check is None or not check.writable:

@@ -324,6 +324,7 @@ def _set_location(var: str, path: str, dry_run: bool) -> str:
         return f"would {'use' if os.path.isdir(p) else 'create'} {p} for {var}" + persist
     from pathlib import Path
 
+    # lazy: only when a location is applied (the check path imports this module for the action types)
     from doctor._util.timeouts import TimedOut, call_with_timeout
     from doctor.cache.location import try_write
 
@@ -393,7 +394,7 @@ def apply_cache_action(action: Action, dry_run: bool = False) -> str:
     a lock that is held, a file that is not ours) or is not a cache action.
     """
     op, fn, items = _operation(action)
-    from doctor._util.timeouts import TimedOut, call_with_timeout
+    from doctor._util.timeouts import TimedOut, call_with_timeout  # lazy: only when a repair is applied
 
     try:
         # In a daemon thread with a limit: a cache on a hung mount gives an error, not a frozen doctor.

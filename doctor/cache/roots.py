@@ -25,6 +25,8 @@ from typing import List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from doctor import envvars as ev
 from doctor._util.regex import lazy
+from doctor._util.timeouts import TimedOut, call_with_timeout
+from doctor.cache.own import default_root
 from doctor.errors import DoctorError
 
 KINDS = ("unsloth", "triton", "inductor", "doctor")
@@ -135,7 +137,7 @@ def user_name(environ: Optional[Mapping[str, str]] = None) -> str:
 
 def unsloth_roots(env: Mapping[str, str], cwd: str, tempdir: Optional[str] = None) -> List[CacheRoot]:
     """unsloth's configured location, and its temp-dir fallback (used when the first cannot be created)."""
-    from doctor.cache.location import ENV_VAR, resolve_unsloth_cache_dir
+    from doctor.cache.location import ENV_VAR, resolve_unsloth_cache_dir  # lazy: location imports roots (cycle)
 
     path, relative = resolve_unsloth_cache_dir(env, cwd)
     setting = env.get(ENV_VAR) or ""
@@ -177,8 +179,6 @@ def doctor_root(env: Mapping[str, str], cwd: str) -> CacheRoot:
     value = os.path.expanduser((env.get(ev.DOCTOR_CACHE_DIR) or "").strip())  # as own.default_root reads it
     if value:
         return CacheRoot("doctor", _abs(value, cwd), ev.DOCTOR_CACHE_DIR, not os.path.isabs(value))
-    from doctor.cache.own import default_root
-
     return CacheRoot("doctor", os.path.abspath(str(default_root())), "default (per-user cache dir)")
 
 
@@ -282,7 +282,7 @@ def _usable(path: str) -> bool:
     """Only ours (or not there yet) and write-checked (blocking: run it with a timeout)."""
     from pathlib import Path
 
-    from doctor.cache.location import try_write
+    from doctor.cache.location import try_write  # lazy: location imports roots (cycle)
 
     return _only_ours(path) and try_write(Path(path)).writable
 
@@ -293,8 +293,6 @@ def suggest_location(kind: str, avoid: str = "", timeout: float = 2.0) -> str:
     When no candidate passes, the first (under the user cache dir): a fix that fails with a clear error
     beats one that points at a directory other users share.
     """
-    from doctor._util.timeouts import TimedOut, call_with_timeout
-
     candidates = suggestions(kind)
     for cand in candidates:
         if os.path.normpath(cand) == os.path.normpath(avoid):

@@ -27,6 +27,7 @@ def gather(
     `python`: check that interpreter's environment (`doctor check --python PATH`): its sys.path, version and
     marker environment come from a stdlib-only child of it (inventory.interpreter); the rest is read as usual.
     """
+    # lazy: the package re-exports gather() eagerly, so `import doctor.inventory` must not load the readers
     from doctor.inventory.builds import bitsandbytes_build, torch_build, xformers_build
     from doctor.inventory.distributions import scan_distributions
     from doctor.inventory.environment import relevant_env
@@ -37,7 +38,7 @@ def gather(
     environ = os.environ if environ is None else environ
     target = None
     if python is not None:
-        from doctor.inventory.interpreter import ask_interpreter
+        from doctor.inventory.interpreter import ask_interpreter  # lazy: only for --python
 
         target = ask_interpreter(python, environ=environ)  # DoctorError (exit 3) when it is not a working Python
         if paths is None:

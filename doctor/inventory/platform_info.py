@@ -7,6 +7,7 @@ import sys
 from typing import Collection, Mapping, Optional, Tuple
 
 from doctor import envvars as E
+from doctor._util.files import read_text
 from doctor.facts import PlatformInfo, PythonInfo
 
 # Reported in this order, so the tuple reads the same on every run.
@@ -108,7 +109,5 @@ def is_wsl(*, root: str = "/") -> bool:
 
 
 def _read_small(path: str) -> str:
-    from doctor._util.files import read_text
-
     text, _ = read_text(path, limit=64 * 1024)
     return text or ""

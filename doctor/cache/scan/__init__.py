@@ -15,8 +15,10 @@ import os
 import stat
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from doctor.cache import location as _location  # through the module: tests stand in a blocking try_write
 from doctor.cache.fsinfo import Mount, mount_for
 from doctor.cache.roots import CacheRoot, protected_reason
 from doctor.cache.scan.inductor import scan_inductor
@@ -55,12 +57,8 @@ def scan_root(root: CacheRoot, expect: Expect, w: Walk, write_check: bool) -> Ro
     t0 = time.monotonic()
     wc = None
     if write_check:
-        from pathlib import Path
-
-        from doctor.cache.location import try_write
-
         w.path = root.path
-        wc = try_write(Path(root.path))
+        wc = _location.try_write(Path(root.path))
     w.path = root.path
     try:
         st = os.stat(root.path)

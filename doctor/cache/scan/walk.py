@@ -14,6 +14,7 @@ import stat
 import time
 from typing import FrozenSet, List, Mapping, NamedTuple, Optional, Tuple
 
+from doctor._util.files import read_bytes
 from doctor.cache.roots import CacheRoot
 
 LOCK_AGE = 600.0  # seconds a lock file with no holder must have existed before it is called stale
@@ -84,8 +85,6 @@ class Walk:
 
 def read_head(path: str, limit: int) -> bytes:
     """Up to `limit` bytes of a regular file; never follows a symlink, never blocks on a FIFO/device."""
-    from doctor._util.files import read_bytes
-
     try:
         return read_bytes(path, limit, nofollow=True)
     except IsADirectoryError:  # the shared reader's "not a regular file": say which kind it is
