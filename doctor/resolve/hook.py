@@ -529,8 +529,10 @@ def explain_refusal(pip_output: object, pins: Optional[PinSet] = None) -> Refusa
     if "--build-constraint cannot be used with --no-build-isolation" in text:
         return Refusal(True, "no-build-isolation", (), (), NO_BUILD_ISOLATION,
                        ("`doctor install PKG` (it installs without build isolation and keeps the pins)",
-                        "or, for that one command: PIP_CONFIG_FILE=/dev/null pip install --no-build-isolation "
-                        "-c <the hook's constraints file> PKG (no pip.conf: the runtime pins come with -c)"))
+                        "or, for that one command: PIP_CONFIG_FILE=FILE where FILE holds `[install]` and an empty "
+                        "`build-constraint =` (it is read after the site pip.conf and replaces its value; the hook's "
+                        "constraint stays in force; a blank PIP_BUILD_CONSTRAINT does not work: pip drops empty "
+                        "values, so the site file's stands)"))
     requested: List[str] = []
     blocking: List[str] = []
     for line in text.splitlines():
