@@ -529,10 +529,9 @@ def explain_refusal(pip_output: object, pins: Optional[PinSet] = None) -> Refusa
     if "--build-constraint cannot be used with --no-build-isolation" in text:
         return Refusal(True, "no-build-isolation", (), (), NO_BUILD_ISOLATION,
                        ("`doctor install PKG` (it installs without build isolation and keeps the pins)",
-                        "or, for that one command: PIP_CONFIG_FILE=FILE where FILE holds `[install]` and an empty "
-                        "`build-constraint =` (it is read after the site pip.conf and replaces its value; the hook's "
-                        "constraint stays in force; a blank PIP_BUILD_CONSTRAINT does not work: pip drops empty "
-                        "values, so the site file's stands)"))
+                        "or, for that one command: PIP_BUILD_CONSTRAINT=' ' (a space: it replaces pip.conf's value and "
+                        "names no file; an empty value is dropped by pip, so pip.conf's would stand) and -c <the hook's "
+                        "constraints file>, so the runtime pins still hold"))
     requested: List[str] = []
     blocking: List[str] = []
     for line in text.splitlines():

@@ -372,16 +372,15 @@ def test_pip_26_needs_build_constraint_and_the_hook_writes_it(venv_26: Venv) -> 
     assert clash.returncode != 0 and "--build-constraint cannot be used with --no-build-isolation" in clash.stderr
     why = explain_refusal(clash.stderr)
     assert why.kind == "no-build-isolation" and "doctor install flash-attn" in why.explanation
-    # a blank PIP_BUILD_CONSTRAINT does not lift it (pip drops empty values, the site file's stands) ...
-    blank = v.pip("install", "--no-build-isolation", "--no-index", "--find-links", str(v.links), str(v.project),
+    # an empty PIP_BUILD_CONSTRAINT does not lift it (pip drops empty values, so pip.conf's stands) ...
+    empty = v.pip("install", "--no-build-isolation", "--no-index", "--find-links", str(v.links), str(v.project),
                   env={"PIP_BUILD_CONSTRAINT": ""})
-    assert "--build-constraint cannot be used with --no-build-isolation" in blank.stderr
-    # ... an empty value in a PIP_CONFIG_FILE (read after the site file) does, and the build uses the venv's torch
-    override = v.prefix / "no-build-constraint.conf"
-    override.write_text("[install]\nbuild-constraint =\n")
+    assert "--build-constraint cannot be used with --no-build-isolation" in empty.stderr
+    # ... a blank one (a space) does, as the explanation says; the build then uses the venv's own torch
     lifted = v.pip("install", "--no-build-isolation", "--no-index", "--find-links", str(v.links), str(v.project),
-                   env={"PIP_CONFIG_FILE": str(override)})
+                   env={"PIP_BUILD_CONSTRAINT": " "})
     assert lifted.returncode == 0, lifted.stdout + lifted.stderr
+    assert "PIP_BUILD_CONSTRAINT=' '" in " ".join(why.advice)
     built_with = subprocess.run([v.python, "-c", "import needs_torch; print(needs_torch.BUILT_WITH_TORCH)"],
                                 capture_output=True, text=True, timeout=60, env=v.env).stdout
     assert built_with.strip() == "2.13.0+cpu"
