@@ -72,7 +72,8 @@ def test_dir_lists_the_public_names_and_unknown_names_fail() -> None:
         except ImportError as e:
             print("ImportError")
     """).splitlines()
-    assert out[0] == str(sorted(["Category", "DoctorError", "Finding", "Report", "Severity", "check", "check_imports"]))
+    assert out[0] == str(sorted(["Category", "DoctorError", "Finding", "PinResult", "Report", "Severity", "check", "check_imports",
+                                 "pin"]))
     assert out[1] == "AttributeError: module 'doctor' has no attribute 'chek'"
     assert out[2] == "ImportError"
     assert set(doctor.__all__) >= {"__version__", "check", "check_imports", "Report", "Finding"}
