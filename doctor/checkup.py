@@ -86,6 +86,7 @@ def _recorded(report: ReportData) -> "Console":
     """A rich Console that recorded the text report (printed to a string, never to the terminal)."""
     import io
 
+    # lazy: rich and the text renderer load only when a report is shown as text or HTML
     from rich.console import Console
 
     from doctor.report.text import render_text
@@ -104,7 +105,7 @@ def _plain(text: str) -> str:
 def run_rules(facts: Facts, matrix: Matrix, debug: bool = False,
               scripts: Sequence[str] = ()) -> Tuple[List[Finding], List[str]]:
     """Run every matrix rule; a rule that raises becomes a WARN finding about the doctor, unless debugging."""
-    from doctor.rules import all_rules
+    from doctor.rules import all_rules  # lazy: check_imports() (a notebook cell) never loads the rules
 
     findings: List[Finding] = []
     names: List[str] = []
@@ -141,18 +142,18 @@ def run_check(
     if matrix is None:
         matrix = load_matrix()
     if facts is None:
-        from doctor.inventory import gather
+        from doctor.inventory import gather  # lazy: callers that bring their own Facts (tests, plans) skip it
 
         facts = gather(gpu_timeout=gpu_timeout, python=python)
     findings, names = run_rules(facts, matrix, debug, scripts)
     if scripts:
-        from doctor.rules.import_order.script import check_script
+        from doctor.rules.import_order.script import check_script  # lazy: only with --script
 
         for path in scripts:
             findings.extend(check_script(path))  # DoctorError on an unreadable script: exit 3
             names.append(f"script:{path}")
     if include_process_imports:
-        from doctor.rules.import_order.live import check_imports as live_imports
+        from doctor.rules.import_order.live import check_imports as live_imports  # lazy: library calls only
 
         findings.extend(live_imports(sys.modules))
         names.append("process-imports")
@@ -162,12 +163,13 @@ def run_check(
     choices: Tuple["Choice", ...] = ()
     note = "probes off (--no-probes)" if not probes else ""
     if probes:
-        from doctor.probes.session import probes_apply
+        from doctor.probes.session import probes_apply  # lazy: the probe machinery loads only when probes run
 
         if not probes_apply(facts):
             note = ("probes skipped: simulated hardware (DOCTOR_GPUS / DOCTOR_DRIVER_VERSION)" if facts.hardware.source == "override"
                     else "probes skipped: they need a CUDA build of torch and an NVIDIA GPU")
         else:
+            # lazy: runner, catalogue, dispatcher only when there is a GPU to probe
             from doctor import dispatch
             from doctor.probes.findings import probe_findings
             from doctor.probes.session import run_probes

@@ -16,6 +16,7 @@ import traceback
 from typing import Any, Callable, Dict, Optional
 
 from doctor._util.events import open_channel
+from doctor.probes.spec import ProbeContext
 
 
 def resolve(target: str) -> Callable[..., Any]:
@@ -36,8 +37,6 @@ def _number(value: Any) -> Optional[float]:
 
 def run_one(spec: Dict[str, Any], device: str) -> Dict[str, Any]:
     """Run one body and turn what it returned (or raised) into a result record."""
-    from doctor.probes.spec import ProbeContext
-
     t0 = time.perf_counter()
     try:
         fn = resolve(spec["target"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from doctor.cache.diagnose import _size
 from doctor.exits import ExitCode, status_of
 from doctor.findings import Finding, Severity
 from doctor.report.console import print_command
@@ -129,8 +130,6 @@ def _line(con: "Console", text: str, indent: int, style: str = "") -> None:
 def _root_lines(con: "Console", s: Any) -> None:
     """'  Triton cache  /path  (TRITON_CACHE_DIR)' and its state line."""
     from rich.text import Text
-
-    from doctor.cache.diagnose import _size
 
     d = root_document(s)
     con.print(Text.assemble(("  " + s.root.label, "bold"), f"  {s.root.path}", (f"  ({s.root.source})", "dim")))

@@ -14,8 +14,9 @@ import os
 import sys
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
+from doctor.compat_matrix.loader import load_matrix
 from doctor.resolve.hook import HookResult, HookStatus, Refusal, explain_refusal, install_hook, remove_hook
-from doctor.resolve.pins import PinSet, constraint_lines, pins_document, requirement_lines
+from doctor.resolve.pins import PinSet, constraint_lines, known_good_pins, pin_facts, pins_document, requirement_lines
 
 _HTML = ('<pre style="white-space:pre-wrap;overflow-x:auto;line-height:normal;'
          "font-family:Menlo,'DejaVu Sans Mono',consolas,'Courier New',monospace\">{}</pre>")
@@ -217,9 +218,6 @@ def pin(hook: bool = False, *, only: Sequence[str] = (), torch: Optional[str] = 
     `only` limits the pins to those packages (torch's pin always comes along); `torch`/`cuda` pin for another
     torch build. Raises doctor.DoctorError for bad input or a file that cannot be written (nothing changed).
     """
-    from doctor.compat_matrix.loader import load_matrix
-    from doctor.resolve.pins import known_good_pins, pin_facts
-
     if isinstance(only, str):
         only = [only]
     facts = pin_facts(python)

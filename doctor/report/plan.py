@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from doctor.actions import PipInstall
 from doctor.fix import Step
+from doctor.resolve.plan import finding_key
 
 if TYPE_CHECKING:
     from doctor.fix import Applied, Defect, PipRun
@@ -43,8 +44,6 @@ def render_package_plan(plan: "Plan", echo: Callable[[str], None] = print, env_k
                         runs: Sequence["PipRun"] = (), verbose: bool = False) -> None:
     """Print a package plan: its verification, what changes (before -> after, kind, index), what stays, the pip
     runs, notes, and the restart notice in Colab/Kaggle when torch-level packages move."""
-    from doctor.resolve.plan import finding_key
-
     v = plan.verification
     head = _STATUS_WORDS.get(v.status, v.status)
     if v.status == "unverified" and v.reason:
@@ -103,8 +102,6 @@ def render_applied(applied: "Applied", echo: Callable[[str], None] = print) -> N
 
 def render_defect(defect: "Defect", echo: Callable[[str], None] = print) -> None:
     """A verified plan whose re-check contradicts its verification: the difference, and no further fix."""
-    from doctor.resolve.plan import finding_key
-
     echo("plan defect: the plan was verified to remove these, and the re-check still finds them:")
     for f in defect.still:
         echo(f"  - {finding_key(f)} ({f.severity.label}): {f.title}")

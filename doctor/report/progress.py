@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Tuple
 
+from doctor.report.tables import short_detail
+
 
 def live_progress(console, total: int):  # type: ignore[no-untyped-def]
     """(callback, stop): a rich progress bar on a terminal, one line per verdict elsewhere (CI logs)."""
@@ -11,8 +13,6 @@ def live_progress(console, total: int):  # type: ignore[no-untyped-def]
 
     if not console.is_terminal:
         from rich.text import Text
-
-        from doctor.report.tables import short_detail
 
         def line(pid: str, result) -> None:  # type: ignore[no-untyped-def]
             if result is not None:  # one line per verdict: the first line of its detail, cut

@@ -9,6 +9,7 @@ from doctor.findings import Severity
 from doctor.report.console import console as default_console
 from doctor.report.console import print_command
 from doctor.report.summary import EMPTY_SECTION, ICONS, STYLES, environment_line, grouped, summary_line, torch_label
+from doctor.report.tables import dispatch_table_view, render_verdict_details, verdict_table
 
 if TYPE_CHECKING:  # rich is imported lazily: the --json path never pays for it
     from rich.console import Console
@@ -55,8 +56,6 @@ def render_text(report: "Report", console: Optional["Console"] = None, verbose: 
                 # one line even on a narrow terminal: a wrapped command pastes as a partial one
                 print_command(console, Text.from_markup(f"[bold]{line}[/bold]" + (f"  [dim]# {escape(a.description)}[/dim]" if cmd else "")), 6)
     if report.probes and verbose:
-        from doctor.report.tables import dispatch_table_view, render_verdict_details, verdict_table
-
         console.print()
         console.print(verdict_table(report.probes))
         render_verdict_details(console, report.probes)

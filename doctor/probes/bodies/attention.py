@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+from doctor.backends.attention import BackendUnavailable, get, sdpa_backend
+from doctor.probes.bodies._attn_check import check_attention
 from doctor.probes.spec import ProbeContext
 
 
 def sdpa(ctx: ProbeContext) -> Dict[str, Any]:
     """Force SDPA onto params['backend'] and check it (skipped when this torch lacks that backend)."""
     import torch
-
-    from doctor.backends.attention import BackendUnavailable, get, sdpa_backend
-    from doctor.probes.bodies._attn_check import check_attention
 
     backend = str(ctx.params.get("backend", "math"))
     name = f"sdpa-{backend}"

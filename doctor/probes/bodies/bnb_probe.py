@@ -5,6 +5,21 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, List
 
+from doctor.probes.bodies._numerics import (
+    device_label,
+    dtype_name,
+    dtype_skip_reason,
+    eps,
+    fmt,
+    lowp_tolerance,
+    matmul_tf32,
+    median_ms,
+    own_error_factor,
+    probe_dtype,
+    rel_err,
+    synchronize,
+    timing_iters,
+)
 from doctor.probes.spec import ProbeContext
 
 # The 16 NF4 levels (QLoRA paper, appendix E; the table bitsandbytes ships), normalised to [-1, 1].
@@ -35,21 +50,6 @@ def four_bit(ctx: ProbeContext) -> Dict[str, Any]:
     import bitsandbytes as bnb
     import bitsandbytes.functional as F
     import torch
-
-    from doctor.probes.bodies._numerics import (
-        device_label,
-        dtype_name,
-        dtype_skip_reason,
-        eps,
-        fmt,
-        lowp_tolerance,
-        matmul_tf32,
-        median_ms,
-        own_error_factor,
-        probe_dtype,
-        rel_err,
-        timing_iters,
-    )
 
     p = ctx.params
     dtype = probe_dtype(p, ctx.device)
@@ -112,8 +112,6 @@ def adam8bit(ctx: ProbeContext) -> Dict[str, Any]:
     """A few bnb.optim.AdamW8bit steps vs torch.optim.AdamW from the same parameters and gradients."""
     import bitsandbytes as bnb
     import torch
-
-    from doctor.probes.bodies._numerics import device_label, fmt, synchronize
 
     p = ctx.params
     rows, cols, steps = int(p.get("rows", 1024)), int(p.get("cols", 1024)), int(p.get("steps", 3))

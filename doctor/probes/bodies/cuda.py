@@ -7,6 +7,20 @@ import math
 import time
 from typing import TYPE_CHECKING, Any, Dict
 
+from doctor.probes.bodies._numerics import (
+    device_label,
+    dtype_name,
+    dtype_skip_reason,
+    eps,
+    fmt,
+    lowp_tolerance,
+    matmul_tf32,
+    median_ms,
+    own_error_factor,
+    rel_err,
+    timing_iters,
+    torch_dtype,
+)
 from doctor.probes.spec import ProbeContext
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,21 +75,6 @@ def matmul(ctx: ProbeContext) -> Dict[str, Any]:
         or reduced-precision kernel silently used for fp32 is ~100x over it; a correct GEMM ~10x under.
     """
     import torch
-
-    from doctor.probes.bodies._numerics import (
-        device_label,
-        dtype_name,
-        dtype_skip_reason,
-        eps,
-        fmt,
-        lowp_tolerance,
-        matmul_tf32,
-        median_ms,
-        own_error_factor,
-        rel_err,
-        timing_iters,
-        torch_dtype,
-    )
 
     p = ctx.params
     dtype = torch_dtype(p.get("dtype", "float32"))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any, Dict
 
+from doctor.backends.attention import get
 from doctor.envvars import DOCTOR_BACKEND_PREFIX
+from doctor.probes.bodies._attn_check import check_attention
 from doctor.probes.spec import ProbeContext
 
 ENV_OVERRIDE = DOCTOR_BACKEND_PREFIX + "ATTENTION"  # the override for this op, as the dispatcher names it
@@ -13,8 +15,6 @@ ENV_OVERRIDE = DOCTOR_BACKEND_PREFIX + "ATTENTION"  # the override for this op, 
 
 def attention(ctx: ProbeContext) -> Dict[str, Any]:
     """Check the backend named by params['choice'] (or $DOCTOR_BACKEND_ATTENTION) like the sdpa probes do."""
-    from doctor.backends.attention import get
-    from doctor.probes.bodies._attn_check import check_attention
 
     choice = ctx.params.get("choice") or os.environ.get(ENV_OVERRIDE)
     if not choice:

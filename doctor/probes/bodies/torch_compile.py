@@ -5,6 +5,16 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Dict, List
 
+from doctor.probes.bodies._numerics import (
+    device_label,
+    fmt,
+    lowp_tolerance,
+    matmul_tf32,
+    median_ms,
+    own_error_factor,
+    rel_err,
+    timing_iters,
+)
 from doctor.probes.spec import ProbeContext
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,17 +47,6 @@ def small_function(ctx: ProbeContext) -> Dict[str, Any]:
     from fp64 in different ways; an outright miscompile is orders of magnitude above.
     """
     import torch
-
-    from doctor.probes.bodies._numerics import (
-        device_label,
-        fmt,
-        lowp_tolerance,
-        matmul_tf32,
-        median_ms,
-        own_error_factor,
-        rel_err,
-        timing_iters,
-    )
 
     p = ctx.params
     backend = str(p.get("backend", "inductor"))

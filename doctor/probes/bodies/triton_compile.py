@@ -8,6 +8,7 @@ import time
 from typing import Any, Dict
 
 from doctor.envvars import TRITON_CACHE_DIR, TRITON_INTERPRET
+from doctor.probes.bodies._numerics import device_label, fmt, median_ms, rel_err, synchronize, timing_iters
 from doctor.probes.spec import ProbeContext
 
 tl: Any = None  # triton.language, bound by _add_kernel (the kernel resolves it through these globals)
@@ -43,8 +44,6 @@ def vector_add(ctx: ProbeContext) -> Dict[str, Any]:
         return {"status": "skipped", "detail": "Triton kernels need CUDA (set TRITON_INTERPRET=1 to run through the interpreter on CPU)"}
     import torch
     import triton
-
-    from doctor.probes.bodies._numerics import device_label, fmt, median_ms, rel_err, synchronize, timing_iters
 
     kernel = _add_kernel()
     n = int(ctx.params.get("n", 98_765))  # not a multiple of BLOCK: the masked tail is exercised too

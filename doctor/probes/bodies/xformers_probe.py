@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
+from doctor.backends.attention import get
+from doctor.probes.bodies._attn_check import check_attention, check_forward, shapes
+from doctor.probes.bodies._numerics import dtype_name, probe_dtype
 from doctor.probes.spec import ProbeContext
 
 
@@ -18,9 +21,6 @@ def _fw_op_name(ctx: ProbeContext, bias: Any) -> str:
         import torch
         from xformers.ops.fmha import _dispatch_fw
         from xformers.ops.fmha.common import Inputs
-
-        from doctor.probes.bodies._attn_check import shapes
-        from doctor.probes.bodies._numerics import probe_dtype
 
         batch, heads, seq, head_dim, _ = shapes(ctx)
         dtype = probe_dtype(ctx.params, ctx.device)
@@ -37,9 +37,6 @@ def mea(ctx: ProbeContext) -> Dict[str, Any]:
     import xformers
     from xformers.ops.fmha.attn_bias import LowerTriangularMask
 
-    from doctor.backends.attention import get
-    from doctor.probes.bodies._attn_check import check_attention
-
     version = getattr(xformers, "__version__", "?")
     op = _fw_op_name(ctx, LowerTriangularMask())
     return check_attention(get("xformers"), ctx, f"xformers {version} memory_efficient_attention (fw op {op})")
@@ -50,9 +47,6 @@ def bias_to(ctx: ProbeContext) -> Dict[str, Any]:
     import torch
     import xformers
     from xformers.ops.fmha.attn_bias import LowerTriangularMask
-
-    from doctor.probes.bodies._attn_check import check_forward
-    from doctor.probes.bodies._numerics import dtype_name, probe_dtype
 
     version = getattr(xformers, "__version__", "?")
     bias = LowerTriangularMask()
