@@ -184,16 +184,22 @@ def reinstall(name: str, raw_version: Optional[str], index_url: str) -> Action:
 def xformers_install(matrix: Matrix, tv: Version, installed: Optional[str] = None, cuda: Optional[str] = "") -> Optional[PipInstall]:
     """The xformers built for this torch release and CUDA variant, or None when the matrix knows none.
 
-    `cuda` is torch's CUDA ("12.6"), None for a CPU build, "" when unknown. Wheels for a CUDA that is
-    not the index default come from the PyTorch index of that variant (it hosts xformers per variant).
+    `cuda` is torch's CUDA ("12.6"), None for a CPU build, "" when unknown. Wheels for a CUDA other than the
+    one the default index's wheel is built with come from the PyTorch index of that variant (it hosts
+    xformers per variant).
     """
-    pick = xformers_built_for(matrix, tv)
+    # the smallest change first: the installed release, when it is the one built for this torch (a rebuild
+    # from torch's CUDA family index), else the newest built for it
+    pick = _built_for_this_torch(matrix, tv, installed) or xformers_built_for(matrix, tv)
     if not pick or cuda is None:
         return None
     index_url = None
     if cuda:
         tag = lookup.cuda_tag(cuda)
-        if matrix.torch_default_cuda.get(minor_of(tv)) != cuda:
+        # the default index's wheel is built for one CUDA (recorded from its cpp_lib.json; 0.0.28.post3: 12.1,
+        # while torch 2.5.1 there is 12.4): any other CUDA takes the build of that family's PyTorch index
+        wheel_cuda = lookup.xformers_wheel_cuda(matrix, pick) or matrix.torch_default_cuda.get(minor_of(tv))
+        if wheel_cuda != cuda:
             index_url = f"{matrix.torch_index_url}/{tag}"
     return PipInstall(
         (f"xformers=={pick}",),
@@ -220,6 +226,28 @@ def drop_xformers(why: str = "remove xformers; torch SDPA covers attention") -> 
     return PipUninstall(("xformers",), description=why)
 
 
+def _built_for_this_torch(matrix: Matrix, tv: Version, installed: Optional[str]) -> Optional[str]:
+    """`installed` when the matrix pins that xformers release exactly to this torch release and no known issue hits it."""
+    v = parse_version(installed)
+    row = lookup.torch_requirement_of_xformers(matrix, v) if v is not None else None
+    if v is None or row is None:
+        return None
+    specs = list(row.spec)
+    rel = release_of(tv)
+    if not (len(specs) == 1 and specs[0].operator == "==" and row.spec.contains(rel, prereleases=True)):
+        return None
+    if _known_bad(matrix, v, rel):
+        return None
+    return str(v)
+
+
+def _known_bad(matrix: Matrix, xv: Version, rel: Version) -> bool:
+    """Whether a known issue of the matrix hits this xformers release on this torch release."""
+    return any(i.package == "xformers" and i.affected.contains(xv, prereleases=True)
+               and all(s.contains(rel, prereleases=True) for o, s in i.requires.items() if o == "torch")
+               for i in matrix.known_issues)
+
+
 def xformers_built_for(matrix: Matrix, tv: Version) -> Optional[str]:
     """Newest xformers pinned exactly (==) to this torch release and free of known issues; else the known-good pair."""
     rel = release_of(tv)
@@ -229,9 +257,7 @@ def xformers_built_for(matrix: Matrix, tv: Version) -> Optional[str]:
         if len(specs) == 1 and specs[0].operator == "==" and row.spec.contains(rel, prereleases=True):
             exact.append(Version(row.version))
     for cand in sorted(exact, reverse=True):
-        if not any(i.package == "xformers" and i.affected.contains(cand, prereleases=True)
-                   and all(s.contains(rel, prereleases=True) for o, s in i.requires.items() if o == "torch")
-                   for i in matrix.known_issues):
+        if not _known_bad(matrix, cand, rel):
             return str(cand)
     pair = matrix.torch_xformers_pairs.get(str(rel)) or matrix.torch_xformers_pairs.get(minor_of(tv))
     return pair or None

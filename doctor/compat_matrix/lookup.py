@@ -40,7 +40,7 @@ from doctor.compat_matrix.versions import (  # noqa: F401  (re-exported)
 
 __all__ = [
     "BnbPick", "arch_verdict", "archs_for", "cubin_serves", "ptx_serves", "bitsandbytes_libs", "bnb_archs", "bnb_library_cuda", "bnb_loader", "bnb_pick", "bnb_requirement",
-    "optional_at_runtime", "xformers_build_of", "xformers_exception", "xformers_stable_abi", "cc_for_gpu_name", "cuda_variants_for", "default_cuda_for", "driver_floor",
+    "optional_at_runtime", "xformers_build_of", "xformers_exception", "xformers_stable_abi", "xformers_wheel_cuda", "cc_for_gpu_name", "cuda_variants_for", "default_cuda_for", "driver_floor",
     "feature", "feature_supported", "known_good_xformers", "torch_requirement_of_xformers", "triton_pin_for_torch",
     "unsloth_has_cache_fallback", "unsloth_requirement", "xformers_for_torch",
     # re-exported from doctor.compat_matrix.versions
@@ -239,37 +239,47 @@ def xformers_stable_abi(m: Matrix, xformers_version: VersionArg, built_for: Vers
 def xformers_build_of(m: Matrix, xformers_version: VersionArg, index_variant: Optional[str]) -> Optional[XformersBuild]:
     """What cpp_lib.json would say for this xformers release installed from an index, without the wheel.
 
-    The torch it was built for is its exact torch pin (or the recorded build where the pin is loose,
-    0.0.35); its CUDA is the variant's when it comes from a PyTorch CUDA-family index ('cu126'), else
-    (index_variant None: the default index) the index default CUDA of that torch minor. None when
-    either is unknown, or the variant is not a CUDA one ('cpu').
+    index_variant None (the default index): the recorded build of that index's wheel (its torch build and
+    CUDA, read from the real wheel), else its exact torch pin with the index default CUDA of that torch
+    minor. A PyTorch CUDA-family index ('cu126'): its exact torch pin (or the recorded build's release,
+    where the pin is loose) with that variant's CUDA. None when unknown, or for a non-CUDA variant ('cpu').
     """
     req = torch_requirement_of_xformers(m, xformers_version)
     if req is None:
         return None
+    if index_variant is None and req.wheel_torch:
+        cuda = _cuda_int(req.wheel_cuda)
+        return XformersBuild(torch_version=req.wheel_torch, cuda_version=cuda) if cuda is not None else None
     built = _built_for(req)
     if built is None:
         return None
-    if index_variant is None:
-        cuda = m.torch_default_cuda.get(minor_of(built))
-    else:
-        cuda = cuda_from_tag(index_variant)
-    match = _CUDA_RE.match(cuda) if cuda else None
-    if match is None:
+    cuda_text = m.torch_default_cuda.get(minor_of(built)) if index_variant is None else cuda_from_tag(index_variant)
+    cuda = _cuda_int(cuda_text)
+    if cuda is None:
         return None
-    major, minor = int(match.group(1)), int(match.group(2))
-    return XformersBuild(torch_version=f"{built}+cu{major}{minor}", cuda_version=major * 100 + minor)
+    return XformersBuild(torch_version=f"{built}+cu{cuda // 100}{cuda % 100}", cuda_version=cuda)
+
+
+def xformers_wheel_cuda(m: Matrix, xformers_version: VersionArg) -> Optional[str]:
+    """The CUDA the default index's wheel of this xformers release is built with ('12.1'), if recorded."""
+    req = torch_requirement_of_xformers(m, xformers_version)
+    return (req.wheel_cuda or None) if req is not None else None
+
+
+def _cuda_int(cuda: Optional[str]) -> Optional[int]:
+    """'12.1' -> 1201, as cpp_lib.json writes it; None for garbage."""
+    match = _CUDA_RE.match(cuda) if isinstance(cuda, str) else None
+    return int(match.group(1)) * 100 + int(match.group(2)) if match else None
 
 
 def _built_for(req: Requirement) -> Optional[Version]:
-    """The torch release an xformers row's binary is built for: the recorded one, else its exact == pin."""
-    if req.built_for:
-        return Version(req.built_for)
+    """The torch release an xformers row's binary is built for: its exact == pin, else the recorded wheel's release."""
     specs = list(req.spec)
     if len(specs) == 1 and specs[0].operator in ("==", "===") and "*" not in specs[0].version:
         v = parse_version(specs[0].version)
         return release_of(v) if v is not None else None
-    return None
+    wheel = parse_version(req.wheel_torch)
+    return release_of(wheel) if wheel is not None else None
 
 
 # -- optional at run time ----------------------------------------------------------------------------------

@@ -27,8 +27,9 @@ class Requirement(NamedTuple):
     spec: SpecifierSet  # what it requires of the other package
     source: str  # source key
     note: str = ""
-    built_for: str = ""  # torch release the binary was built for when `spec` is not an exact pin ("2.10.0")
-    built_for_source: str = ""  # source key of built_for
+    wheel_torch: str = ""  # the default index's wheel: torch build it was compiled against, "2.5.1+cu121" (cpp_lib.json)
+    wheel_cuda: str = ""  # the default index's wheel: CUDA toolkit it was compiled with, "12.1"
+    wheel_source: str = ""  # source key of wheel_torch / wheel_cuda
 
 
 class XformersException(NamedTuple):

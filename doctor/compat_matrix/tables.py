@@ -41,20 +41,25 @@ def _xformers_torch(doc: Doc, b: Builder) -> None:
     doc.check_tables({"meta", "sources", "requirement", "exception", "stable_abi", "note"})
     fields: Fields = {
         "xformers": ("str", True), "torch": ("str", True), "source": ("str", True), "note": ("str", False),
-        "built_for": ("str", False), "built_for_source": ("str", False),
+        "wheel_torch": ("str", False), "wheel_cuda": ("str", False), "wheel_source": ("str", False),
     }
     seen: Dict[Any, str] = {}
     rows = []
     for where, row in doc.rows("requirement", fields):
         v = doc.version(f"{where}.xformers", row["xformers"])
         doc.unique(seen, v, f"{where}.xformers")
-        built_for = row.get("built_for", "")
-        if built_for:
-            doc.release(f"{where}.built_for", built_for, parts=(3,))
-            if not row.get("built_for_source"):
-                doc.fail(f"{where}.built_for_source", "missing (every built_for needs its source)")
+        wheel_torch, wheel_cuda = row.get("wheel_torch", ""), row.get("wheel_cuda", "")
+        if bool(wheel_torch) != bool(wheel_cuda):
+            doc.fail(f"{where}.{'wheel_cuda' if wheel_torch else 'wheel_torch'}", "missing (wheel_torch and wheel_cuda go together)")
+        if wheel_torch:
+            wt = doc.version(f"{where}.wheel_torch", wheel_torch)
+            if not wt.local or not _VARIANT_RE.match(wt.local) or len(wt.release) != 3:
+                doc.fail(f"{where}.wheel_torch", f"invalid torch build {show(wheel_torch)} (expected 'X.Y.Z+cuXYZ')")
+            doc.match(f"{where}.wheel_cuda", wheel_cuda, _CUDA_RE, "CUDA version", "'X.Y'")
+            if not row.get("wheel_source"):
+                doc.fail(f"{where}.wheel_source", "missing (the wheel's build facts need their source)")
         rows.append(Requirement(row["xformers"], doc.spec(f"{where}.torch", row["torch"]), row["source"], row.get("note", ""),
-                                built_for=built_for, built_for_source=row.get("built_for_source", "")))
+                                wheel_torch=wheel_torch, wheel_cuda=wheel_cuda, wheel_source=row.get("wheel_source", "")))
     b.tables["xformers_torch"] = tuple(rows)
     known = {Version(r.version): r for r in rows}
 

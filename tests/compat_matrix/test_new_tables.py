@@ -1,9 +1,10 @@
-"""The tables the planner's verification relies on: bitsandbytes' libraries, xformers exceptions and
-stable ABI, requirements that are optional at run time, and the lookups over them.
+"""The tables the planner's verification relies on: bitsandbytes' libraries, xformers' wheel builds,
+exceptions and stable ABI, requirements that are optional at run time, and the lookups over them.
 
 The bitsandbytes wheel file lists are checked against `recorded/bitsandbytes_wheel_files.json`: the
 libbitsandbytes_* members of every real Linux x86_64 wheel 0.41.0 .. 0.50.2 on the package index, as read
-from each wheel's zip central directory (HTTP Range requests) when the data was written.
+from each wheel's zip central directory (HTTP Range requests) when the data was written; xformers' wheel
+builds against `recorded/xformers_cpp_lib.json`, the cpp_lib.json read out of each real wheel the same way.
 """
 
 from __future__ import annotations
@@ -185,11 +186,15 @@ def test_xformers_stable_abi(matrix: Matrix) -> None:
 
 
 @pytest.mark.parametrize("version, variant, torch_version, cuda", [
-    ("0.0.26.post1", None, "2.3.0+cu121", 1201),  # PyPI: torch 2.3's index default CUDA
+    ("0.0.26.post1", None, "2.3.0+cu121", 1201),  # the default index: the recorded wheel
     ("0.0.26.post1", "cu118", "2.3.0+cu118", 1108),
+    ("0.0.28.post3", None, "2.5.1+cu121", 1201),  # not torch 2.5's default cu124
+    ("0.0.28.post3", "cu124", "2.5.1+cu124", 1204),
+    ("0.0.31", None, "2.7.1+cu126", 1208),  # compiled with CUDA 12.8 against torch 2.7.1+cu126
     ("0.0.32.post2", "cu126", "2.8.0+cu126", 1206),
     ("0.0.32.post2", None, "2.8.0+cu128", 1208),
-    ("0.0.35", None, "2.10.0+cu128", 1208),  # the loose >=2.10 pin: the recorded build (SEEN)
+    ("0.0.35", None, "2.10.0+cu128", 1208),  # the loose >=2.10 pin: the recorded build
+    ("0.0.35", "cu130", "2.10.0+cu130", 1300),
     ("0.0.34", "cu130", "2.10.0+cu130", 1300),
 ])
 def test_xformers_build_of(matrix: Matrix, version: str, variant: object, torch_version: str, cuda: int) -> None:
@@ -205,13 +210,37 @@ def test_xformers_build_of_unknown(matrix: Matrix) -> None:
     assert lookup.xformers_build_of(matrix, "abc", None) is None
 
 
-def test_built_for_matches_the_observed_cpp_lib(matrix: Matrix) -> None:
-    """The 0.0.35 row's built_for is what its real cpp_lib.json says (tests/inventory builders hold it)."""
+XF_RECORDED = Path(__file__).parent / "recorded" / "xformers_cpp_lib.json"
+
+
+def test_every_wheel_build_fact_is_the_real_cpp_lib(matrix: Matrix) -> None:
+    """wheel_torch / wheel_cuda of every row are what the real wheel's cpp_lib.json says (recorded from the index)."""
+    recorded = json.loads(XF_RECORDED.read_text(encoding="utf-8"))["wheels"]
+    assert len(recorded) == 31 and "0.0.28.post3" in recorded and "0.0.35" in recorded
+    for version, rec in recorded.items():
+        row = lookup.torch_requirement_of_xformers(matrix, version)
+        assert row is not None, version
+        v = rec["cpp_lib.json"]["version"]
+        assert row.wheel_torch == v["torch"], version
+        assert row.wheel_cuda == f"{v['cuda'] // 100}.{v['cuda'] % 100}", version
+        assert row.wheel_source in matrix.sources
+        # the exact pin names the release the wheel was compiled against
+        if len(row.spec) == 1 and next(iter(row.spec)).operator == "==":
+            assert v["torch"].startswith(next(iter(row.spec)).version + "+"), version
+
+
+def test_the_default_index_wheel_is_not_always_built_for_the_default_torch_cuda(matrix: Matrix) -> None:
+    """The fact behind failure class 5: PyPI's xformers 0.0.28.post3 is cu121, PyPI's torch 2.5.1 is cu124."""
+    assert lookup.xformers_wheel_cuda(matrix, "0.0.28.post3") == "12.1"
+    assert lookup.default_cuda_for(matrix, "2.5.1") == "12.4"
+    assert lookup.xformers_wheel_cuda(matrix, "0.0.99") is None
+
+
+def test_the_observed_035_build_agrees_with_the_inventory_fixture(matrix: Matrix) -> None:
     from tests.inventory.builders import CPP_LIB_JSON
 
     row = lookup.torch_requirement_of_xformers(matrix, "0.0.35")
-    assert row is not None and CPP_LIB_JSON["version"]["torch"].startswith(row.built_for + "+")  # type: ignore[index]
-    assert row.built_for_source in matrix.sources
+    assert row is not None and row.wheel_torch == CPP_LIB_JSON["version"]["torch"]  # type: ignore[index]
 
 
 # -- optional at run time -----------------------------------------------------------------------------------
@@ -272,9 +301,16 @@ def test_optional_names_are_canonical(data_copy: Path) -> None:
     assert "optional[0].requirer: not a canonical package name 'Unsloth'" in load_error(data_copy)
 
 
-def test_built_for_needs_a_source(data_copy: Path) -> None:
-    edit(data_copy / "xformers_torch.toml", 'built_for_source = "SEEN"\n', "")
-    assert "built_for_source: missing (every built_for needs its source)" in load_error(data_copy)
+def test_wheel_facts_need_a_source_and_a_build(data_copy: Path) -> None:
+    edit(data_copy / "xformers_torch.toml", 'wheel_torch = "2.0.1+cu118"\nwheel_cuda = "11.8"\nwheel_source = "WHEEL-CPPLIB"\n',
+         'wheel_torch = "2.0.1+cu118"\nwheel_cuda = "11.8"\n')
+    assert load_error(data_copy) == ("matrix data error: xformers_torch.toml: requirement[0].wheel_source: missing "
+                                     "(the wheel's build facts need their source)")
+
+
+def test_wheel_torch_must_be_a_cuda_build(data_copy: Path) -> None:
+    edit(data_copy / "xformers_torch.toml", 'wheel_torch = "2.0.1+cu118"', 'wheel_torch = "2.0.1"')
+    assert "requirement[0].wheel_torch: invalid torch build '2.0.1' (expected 'X.Y.Z+cuXYZ')" in load_error(data_copy)
 
 
 def test_the_edited_copies_load_when_put_back(data_copy: Path) -> None:

@@ -59,11 +59,12 @@ def test_xformers_metadata_pin_mismatch_suggests_matching_pair(env: Env) -> None
 
 
 def test_xformers_without_requires_falls_back_to_matrix(env: Env) -> None:
-    """A conda-style install with no Requires-Dist: the matrix supplies the pin."""
+    """A conda-style install with no Requires-Dist: the matrix supplies the pin. The fix is 0.0.29.post1 from the
+    cu124 PyTorch index: the default index's 0.0.29.post1 is built with CUDA 12.1 (its cpp_lib.json), torch is cu124."""
     env.torch("2.5.1+cu124", "12.4").wheel("xformers", "0.0.28.post1")
     f = one(env.check(gpus=H100, driver="580.159.04"), "xformers.torch-mismatch")
     assert ev(f)["xformers requires torch"] == "==2.4.1" and ev(f)["from"].startswith("compat matrix")
-    assert commands(f)[0] == "pip install xformers==0.0.29.post1 --no-deps"
+    assert commands(f)[0] == "pip install xformers==0.0.29.post1 --index-url https://download.pytorch.org/whl/cu124 --no-deps"
 
 
 def test_xformers_dtype_layout_known_issue(env: Env) -> None:

@@ -27,7 +27,7 @@ V100 = "Tesla V100-SXM2-16GB@7.0@16384"
 B200 = "NVIDIA B200@10.0@183359"
 DRIVER = "580.159.04"
 PY = f"{sys.version_info[0]}.{sys.version_info[1]}.{sys.version_info[2]}"
-RECORDED = Path(__file__).parent / "recorded" / "xformers_cpp_lib.json"
+RECORDED = Path(__file__).resolve().parents[1] / "compat_matrix" / "recorded" / "xformers_cpp_lib.json"
 
 
 def real_cpp_lib(version: str) -> str:
@@ -121,6 +121,18 @@ def test_no_state_on_231_loops(env: Env, tmp_path: Path) -> None:
     xformers(after, "0.0.26.post1", ["numpy", "torch==2.3.0"], real_cpp_lib("0.0.26.post1"))
     loud = [f.id for f in after.check(gpus=H100, driver=DRIVER).findings if f.id.startswith("xformers.") and f.severity >= Severity.WARN]
     assert loud == []
+
+
+def test_default_index_xformers_on_a_torch_of_another_cuda_is_rebuilt_from_that_family_index(env: Env) -> None:
+    """Failure class 5: PyPI's torch 2.5.1 is cu124, PyPI's xformers 0.0.28.post3 is built with CUDA 12.1 (its real
+    cpp_lib.json). The fix is the same version from the cu124 PyTorch index, forced; never the identical PyPI wheel."""
+    env.torch("2.5.1+cu124", "12.4")
+    xformers(env, "0.0.28.post3", ["numpy", "torch==2.5.1"], real_cpp_lib("0.0.28.post3"))
+    binary = xformers_findings(env.check(gpus=H100, driver=DRIVER))["xformers.binary-mismatch"]
+    assert binary.severity is Severity.WARN and "built with CUDA 12.1, torch uses CUDA 12.4" in binary.title  # type: ignore[attr-defined]
+    install = binary.fix[0]  # type: ignore[attr-defined]
+    assert isinstance(install, PipInstall) and install.requirements == ("xformers==0.0.28.post3",)
+    assert install.index_url == "https://download.pytorch.org/whl/cu124" and install.force_reinstall and install.no_deps
 
 
 # -- xformers: stable ABI (0.0.34+) and CUDA family ------------------------------------------------------------
