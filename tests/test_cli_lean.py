@@ -46,10 +46,18 @@ def test_unknown_command_still_lists_every_choice(capsys: pytest.CaptureFixture[
     assert all(f"'{name}'" in err for name in COMMANDS)
 
 
-def test_main_with_argv_does_not_freeze_the_heap(capsys: pytest.CaptureFixture[str]) -> None:
-    before = gc.get_freeze_count()
+def test_main_with_argv_leaves_the_collector_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    before, threshold = gc.get_freeze_count(), gc.get_threshold()
     assert cli.main(["check", "--json", "--no-probes"]) in (0, 1, 2)
-    assert gc.get_freeze_count() == before
+    assert gc.get_freeze_count() == before and gc.get_threshold() == threshold
+
+
+def test_program_run_tunes_the_collector() -> None:
+    code = ("import gc, sys\nsys.argv = ['doctor', '--version']\nfrom doctor.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\nprint(gc.get_threshold()[0])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "50000"
 
 
 def test_program_run_exits_with_the_report() -> None:
