@@ -20,6 +20,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import List
@@ -29,10 +30,29 @@ RESULTS = HERE / "RESULTS.md"
 
 
 def timed(cmd: List[str], timeout: float = 300) -> float:
-    """Seconds one command takes from spawn to exit (output discarded)."""
+    """Seconds one command takes from spawn to exit (output discarded).
+
+    The wait is a blocking waitpid, with the timeout as a watchdog that kills the command. Not
+    subprocess.run(timeout=...): with a timeout, Popen.wait polls with sleeps of 1, 2, 4 ... 32, then 50 ms,
+    so an exit is only seen 1, 3, 7, 15, 31, 63, 113, 163 ... ms after the spawn, and every run between
+    63 and 113 ms read as 113 ms (the 114 ms rows in RESULTS.md before 2026-12-01 were that step).
+    """
     t0 = time.perf_counter()
-    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    watchdog = threading.Timer(timeout, proc.kill)
+    watchdog.start()
+    try:
+        proc.wait()
+    finally:
+        watchdog.cancel()
     return time.perf_counter() - t0
+
+
+# `python -c` body that runs `doctor` from a source tree (argv[1]) instead of the installed one: an editable
+# install's finder sits in sys.meta_path ahead of PYTHONPATH, so it is taken out first.
+_FROM_TREE = ("import runpy, sys; tree = sys.argv.pop(1); "
+              "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in type(f).__module__.lower()]; "
+              "sys.path.insert(0, tree); sys.argv[0] = 'doctor'; runpy.run_module('doctor', run_name='__main__', alter_sys=True)")
 
 
 def doctor_bytecode() -> str:
@@ -87,7 +107,12 @@ def main() -> int:
     ap.add_argument("--write", action="store_true", help=f"append the result to {RESULTS.name}")
     ap.add_argument("--label", default="", help="machine label for the results table")
     ap.add_argument("--compile", action="store_true", help="write the doctor's .pyc files first (as a pip install has them)")
+    ap.add_argument("--tree", action="append", default=[], metavar="DIR",
+                    help="run the doctor from this source tree (a folder holding doctor/, e.g. `git archive <commit> doctor "
+                         "| tar -x -C DIR`) instead of the installed one; repeat to compare trees in the same alternation")
     args = ap.parse_args()
+    if args.write and args.tree:
+        ap.error("--write records the installed doctor; leave out --tree")
     try:
         import importlib.util
 
@@ -98,22 +123,36 @@ def main() -> int:
         return 3
     if args.compile:
         compile_doctor()
-    doctor = [sys.executable, "-m", "doctor", "check", "--json", "--no-probes"]
+        for tree in args.tree:
+            import compileall
+
+            compileall.compile_dir(str(Path(tree) / "doctor"), quiet=1)
+    check = ["check", "--json", "--no-probes"]
+    doctors = [[sys.executable, "-m", "doctor", *check]] if not args.tree else \
+        [[sys.executable, "-c", _FROM_TREE, tree, *check] for tree in args.tree]
     collect = [sys.executable, "-m", "torch.utils.collect_env"]
-    timed(doctor), timed(collect)  # warm the file cache for both, as a user's second run would be
-    d: List[float] = []
+    for cmd in doctors:
+        timed(cmd)
+    timed(collect)  # warm the file cache for all, as a user's second run would be
+    ds: List[List[float]] = [[] for _ in doctors]
     c: List[float] = []
     for _ in range(args.runs):
-        d.append(timed(doctor))
+        for i, cmd in enumerate(doctors):
+            ds[i].append(timed(cmd))
         c.append(timed(collect))
-    md, mc = statistics.median(d), statistics.median(c)
+    mc = statistics.median(c)
     desc = (args.label or machine()) + f"; doctor bytecode: {doctor_bytecode()}"
     print(f"machine: {desc}")
-    print(f"doctor check --json --no-probes median {md * 1000:7.0f} ms  (min {min(d) * 1000:.0f}, max {max(d) * 1000:.0f}, n={len(d)})")
-    print(f"torch.utils.collect_env         median {mc * 1000:7.0f} ms  (min {min(c) * 1000:.0f}, max {max(c) * 1000:.0f}, n={len(c)})")
+    for i, d in enumerate(ds):
+        md = statistics.median(d)
+        name = f"doctor ({args.tree[i]})" if args.tree else "doctor check --json --no-probes"
+        print(f"{name:<32} median {md * 1000:7.1f} ms  (min {min(d) * 1000:.1f}, max {max(d) * 1000:.1f}, n={len(d)}); "
+              f"collect_env / doctor = {mc / md:.1f}x")
+    print(f"torch.utils.collect_env          median {mc * 1000:7.0f} ms  (min {min(c) * 1000:.0f}, max {max(c) * 1000:.0f}, n={len(c)})")
+    md = statistics.median(ds[0])
     print(f"ratio: doctor is {mc / md:.1f}x faster; target >= 15x and <= 0.15 s (issue 7)")
     if args.write:
-        row = (f"| {_dt.date.today()} | {desc} | {md * 1000:.0f} ms | {mc * 1000:.0f} ms | {mc / md:.1f}x | {len(d)} |\n")
+        row = (f"| {_dt.date.today()} | {desc} | {md * 1000:.0f} ms | {mc * 1000:.0f} ms | {mc / md:.1f}x | {len(ds[0])} |\n")
         if not RESULTS.exists() or "## doctor check speed" not in RESULTS.read_text():
             with RESULTS.open("a") as fh:
                 fh.write("\n## doctor check speed (benchmarks/check_speed.py)\n\n"
