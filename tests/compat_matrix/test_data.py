@@ -34,6 +34,8 @@ def test_every_row_names_a_known_source(matrix: Matrix) -> None:
         *matrix.xformers_torch, *matrix.torch_triton, *matrix.cuda_min_driver, *matrix.torch_cuda_archs,
         *matrix.gpu_features, *matrix.bitsandbytes_torch, *matrix.known_issues, *matrix.gpu_names,
         *(r for reqs in matrix.unsloth_requires.values() for r in reqs),
+        *matrix.xformers_exceptions, *matrix.xformers_stable_abi, *matrix.optional_runtime,
+        *matrix.bitsandbytes_wheels, *matrix.bitsandbytes_loaders, *matrix.bitsandbytes_archs,
     ]
     assert rows
     for row in rows:
