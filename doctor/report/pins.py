@@ -15,8 +15,10 @@ import sys
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 from doctor.compat_matrix.loader import load_matrix
-from doctor.resolve.hook import HookResult, HookStatus, Refusal, explain_refusal, install_hook, remove_hook
-from doctor.resolve.pins import PinSet, constraint_lines, known_good_pins, pin_facts, pins_document, requirement_lines
+from doctor.resolve.hook import HookResult, HookStatus, install_hook, remove_hook
+from doctor.resolve.pin_files import constraint_lines, pins_document, requirement_lines
+from doctor.resolve.pins import PinSet, known_good_pins, pin_facts
+from doctor.resolve.refusal import Refusal, explain_refusal
 
 _HTML = ('<pre style="white-space:pre-wrap;overflow-x:auto;line-height:normal;'
          "font-family:Menlo,'DejaVu Sans Mono',consolas,'Courier New',monospace\">{}</pre>")

@@ -14,8 +14,9 @@ from doctor.facts import Facts
 from doctor.findings import Finding, Severity
 
 # Compiled against (or shipped with) one torch build: replacing any of them can break the others.
+# The one list of them: pins.py keeps the same packages (and torchao's C++ ops are built per torch release too).
 TORCH_COUPLED = ("torch", "torchvision", "torchaudio", "triton", "pytorch-triton", "xformers", "flash-attn",
-                 "bitsandbytes")
+                 "bitsandbytes", "torchao")
 # Distributions PyTorch publishes per CUDA family: only ever installed from that family's index.
 TORCH_FAMILY = ("torch", "torchvision", "torchaudio", "triton", "pytorch-triton", "xformers")
 

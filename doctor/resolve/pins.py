@@ -22,35 +22,35 @@ can tell (a flash-attn `undefined symbol`) is `doctor check`'s probes' business,
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from doctor.compat_matrix import lookup
 from doctor.compat_matrix.model import Matrix
-from doctor.compat_matrix.versions import minor_of, parse_torch_version, parse_version, release_of, torch_variant
+from doctor.compat_matrix.versions import minor_of, parse_torch_version, parse_version, release_of
 from doctor.errors import DoctorError
 from doctor.facts import Distribution, Facts
+from doctor.resolve.keep import TORCH_COUPLED, pin as exact_pin
+# The file formats live in pin_files; these names stay importable from here for existing callers.
+from doctor.resolve.pin_files import SCHEMA_VERSION, constraint_lines, one_token, pins_document, requirement_lines
+from doctor.resolve.torch_target import TorchTarget, torch_target
+from doctor.rules.requirements import parsed_requires
 
-SCHEMA_VERSION = 1  # of pins_document() / `doctor pin --format json`
+__all__ = ["INSTALLED", "REQUESTED", "SCHEMA_VERSION", "Pin", "PinSet", "Unfit", "constraint_lines", "known_good_pins",
+           "parse_names", "pin_facts", "pins_document", "requirement_lines"]
 
 INSTALLED = "installed"  # Pin.source of a pin that keeps what is installed
 REQUESTED = "requested"  # Pin.source of the torch asked for with --torch/--cuda
 
-# Packages built against one torch (or shipped per torch build): kept only while their facts admit that torch.
-TORCH_COUPLED = ("torchvision", "torchaudio", "triton", "pytorch-triton", "xformers", "flash-attn", "bitsandbytes",
-                 "torchao")
 # They pin torch exactly in their metadata: with torch's pin in force, pip picks their matching build itself.
 _PINS_TORCH_EXACTLY = ("torchvision", "torchaudio")
 
 _NAME = re.compile(r"^([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])$")  # PEP 508 project name
-_UNSAFE = re.compile(r"[\s;#\\]")  # a version string that would not stay one token on a constraints line
 
 
 class Pin(NamedTuple):
@@ -141,75 +141,6 @@ def parse_names(names: Iterable[str]) -> Tuple[str, ...]:
     return tuple(out)
 
 
-class _Target(NamedTuple):
-    """The torch build the pins are for."""
-
-    version: Optional[Version]  # parsed, local label included
-    text: Optional[str]  # the exact version string pinned with ===
-    cuda: Optional[str]  # "12.8"; None: CPU or unknown
-    cuda_known: bool
-    tag: Optional[str]  # PyTorch index variant ("cu128", "cpu"); None: the default index's plain wheel
-    requested: bool
-
-
-def _target(facts: Facts, matrix: Matrix, torch: Optional[str], cuda: Optional[str], notes: List[str]) -> _Target:
-    """The installed torch, or the build --torch/--cuda ask for (validated against the matrix)."""
-    from doctor.remedies import torch_cuda
-
-    if torch is None and cuda is None:
-        raw = facts.version_of("torch")
-        tv = parse_torch_version(raw)
-        if raw is None:
-            return _Target(None, None, None, True, None, False)
-        if tv is None or _UNSAFE.search(raw):
-            notes.append(f"the installed torch version {raw!r} is unreadable: torch is not pinned")
-            return _Target(None, None, None, False, None, False)
-        c, known = torch_cuda(facts)
-        return _Target(tv, str(tv), c, known, torch_variant(tv), False)
-    if torch is None:  # --cuda alone: the installed release, built for that CUDA
-        tv = parse_torch_version(facts.version_of("torch"))
-        if tv is None:
-            raise DoctorError("--cuda needs --torch VER when no readable torch is installed")
-        torch = str(release_of(tv))
-    tv = parse_torch_version(torch.strip())
-    if tv is None or tv.is_devrelease or _UNSAFE.search(torch):
-        raise DoctorError(f"--torch {torch!r}: not a torch version (e.g. 2.8.0, 2.8.0+cu128)")
-    if len(tv.release) < 3:
-        raise DoctorError(f"--torch {torch}: give the full release (e.g. {minor_of(tv)}.0): builds are per release")
-    label = torch_variant(tv)
-    if tv.local and label is None:
-        raise DoctorError(f"--torch {torch}: '+{tv.local}' is no PyTorch index variant (e.g. +cu128, +cpu)")
-    tag = _cuda_arg(cuda) if cuda is not None else label
-    if label is not None and tag != label:
-        raise DoctorError(f"--torch {torch} and --cuda {cuda} disagree ({label} vs {tag})")
-    rel = release_of(tv)
-    if tag is None:  # the plain wheel of the default index: its CUDA is the matrix's default for the minor
-        c = lookup.default_cuda_for(matrix, rel)
-        if c is None:
-            notes.append(f"the matrix does not know which CUDA the plain torch {rel} wheel is built for")
-        return _Target(rel, str(rel), c, c is not None, None, True)
-    if tag != "cpu":
-        variants = lookup.cuda_variants_for(matrix, rel)
-        if variants and tag not in variants:
-            raise DoctorError(f"torch {minor_of(rel)} has no {tag} build on the PyTorch index "
-                              f"(it has {', '.join(variants)}, cpu)")
-        if not variants:
-            notes.append(f"the matrix lists no CUDA builds of torch {minor_of(rel)}: {tag} is not checked against it")
-    text = f"{rel}+{tag.replace('-', '.')}"
-    return _Target(Version(text), text, lookup.cuda_from_tag(tag), True, tag, True)
-
-
-def _cuda_arg(cuda: str) -> str:
-    """--cuda as an index variant: '12.8' / 'cu128' -> 'cu128', 'cpu' / 'none' -> 'cpu'; DoctorError otherwise."""
-    text = cuda.strip().lower()
-    if text in ("cpu", "none"):
-        return "cpu"
-    try:
-        return lookup.cuda_tag(text)
-    except ValueError:
-        raise DoctorError(f"--cuda {cuda!r}: not a CUDA version (e.g. 12.8, cu128, cpu)") from None
-
-
 # -- the pins ---------------------------------------------------------------------------------------------
 
 
@@ -222,7 +153,7 @@ def known_good_pins(facts: Facts, matrix: Matrix, only: Sequence[str] = (), torc
     """
     wanted = parse_names(only)
     notes: List[str] = []
-    t = _target(facts, matrix, torch, cuda, notes)
+    t = torch_target(facts, matrix, torch, cuda, notes)
     b = _Builder(facts, matrix, t, notes)
     b.torch_pin()
     if t.version is not None:
@@ -259,7 +190,7 @@ def _dedupe(pins: Iterable[Pin]) -> List[Pin]:
 class _Builder:
     """Collects pins, unfit packages and notes for one target torch."""
 
-    def __init__(self, facts: Facts, matrix: Matrix, target: _Target, notes: List[str]) -> None:
+    def __init__(self, facts: Facts, matrix: Matrix, target: TorchTarget, notes: List[str]) -> None:
         self.facts, self.m, self.t, self.notes = facts, matrix, target, notes
         self.pins: List[Pin] = []
         self.unfit: List[Unfit] = []
@@ -278,10 +209,10 @@ class _Builder:
     def _keep(self, dist: Distribution, reason: str) -> None:
         """Pin the installed version string exactly."""
         v = parse_version(dist.version)
-        if v is None or _UNSAFE.search(dist.version):
+        if v is None or not one_token(dist.version):
             self.notes.append(f"{dist.name}: its installed version {dist.version!r} is unreadable, so it is not pinned")
             return
-        self.pins.append(Pin(dist.name, f"==={v}", reason, INSTALLED, kept=True))
+        self.pins.append(Pin(dist.name, _exactly(dist.name, str(v)), reason, INSTALLED, kept=True))
         self.decided[dist.name] = "kept"
 
     def _installed(self, name: str) -> Optional[Distribution]:
@@ -301,17 +232,17 @@ class _Builder:
         if t.requested:
             where = f"from {self._index(t.tag)}" if t.tag else "the plain wheel of the default index"
             cuda = f"CUDA {t.cuda}" if t.cuda else ("CPU" if t.tag == "cpu" else "its default CUDA")
-            self.pins.append(Pin("torch", f"==={t.text}", f"torch {t.text} for {cuda} ({where}), asked for with --torch/--cuda",
+            self.pins.append(Pin("torch", _exactly("torch", t.text), f"torch {t.text} for {cuda} ({where}), asked for with --torch/--cuda",
                                  REQUESTED, index_url=self._index(t.tag)))
         else:
-            self.pins.append(Pin("torch", f"==={t.text}", "the installed torch build, kept exactly (=== admits no other "
+            self.pins.append(Pin("torch", _exactly("torch", t.text), "the installed torch build, kept exactly (=== admits no other "
                                  "build of the same release, such as +cpu or +cu126)", INSTALLED,
                                  index_url=self._index(t.tag), kept=True))
         self.decided["torch"] = "pinned"
 
     def triton(self) -> None:
         """The triton torch's wheel pins (Linux CUDA builds; CPU wheels carry no triton)."""
-        if self.t.tag == "cpu" or (self.t.cuda is None and self.t.cuda_known) or not self._linux():
+        if self.t.cpu or not self._linux():
             return
         req = lookup.triton_pin_for_torch(self.m, self.rel)
         have = self._installed("triton")
@@ -337,10 +268,10 @@ class _Builder:
 
         have = self._installed("xformers")
         if have is None and not asked:
-            if self.t.tag == "cpu" or (self.t.cuda is None and self.t.cuda_known):
+            if self.t.cpu:
                 return  # nothing installed, nothing asked, and no xformers runs on a CPU torch
         alternatives = ("remove xformers: torch SDPA covers attention for transformers and Unsloth",)
-        if self.t.tag == "cpu" or (self.t.cuda is None and self.t.cuda_known):
+        if self.t.cpu:
             self._unfit_or_note("xformers", have, asked, f"xformers needs a CUDA torch; torch {self.t.text} is a CPU build",
                                 alternatives + ("a CUDA build of torch: doctor pin --torch VER --cuda VER",))
             return
@@ -431,7 +362,7 @@ class _Builder:
 
     def coupled(self, wanted: Sequence[str]) -> None:
         for name in TORCH_COUPLED:
-            if name in self.decided:
+            if name == "torch" or name in self.decided:  # torch: its own pin, above
                 continue
             have = self._installed(name)
             if have is None:
@@ -541,80 +472,12 @@ class _Builder:
 
 def _requirement_on(dist: Distribution, name: str, markers: Mapping[str, str]) -> Optional[SpecifierSet]:
     """The specifier `dist` puts on `name` where its markers apply (empty set: any version), or None."""
-    from packaging.markers import default_environment
-
-    env: Dict[str, str] = dict(markers) if markers else dict(default_environment())  # type: ignore[arg-type]
-    env.setdefault("extra", "")
     key = canonicalize_name(name)
-    for line in dist.requires:
-        try:
-            req = Requirement(line)
-        except InvalidRequirement:
-            continue
-        if canonicalize_name(req.name) != key:
-            continue
-        try:
-            if req.marker is not None and not req.marker.evaluate(env):
-                continue
-        except Exception:  # an odd marker counts as applying: the safer reading for a keep decision
-            pass
-        try:
-            return SpecifierSet(str(req.specifier))
-        except InvalidSpecifier:
-            return None
-    return None
+    # an odd marker counts as applying (rules.requirements reads them so): the safer reading for a keep decision
+    return next((req.specifier for _line, req in parsed_requires(dist, markers) if canonicalize_name(req.name) == key),
+                None)
 
 
-# -- the pins as a file pip and uv read ---------------------------------------------------------------------
-
-
-def constraint_lines(ps: PinSet, header: Sequence[str] = ()) -> List[str]:
-    """The pins as constraints-file lines pip and uv accept: `name<spec>  # reason (source)`, comments for the rest."""
-    lines = [f"# {h}" for h in header]
-    if ps.torch:
-        lines.append(f"# known-good pins for torch {ps.torch}" + (f" (CUDA {ps.cuda})" if ps.cuda else "")
-                     + (f", matrix {ps.matrix_version}" if ps.matrix_version else ""))
-    if ps.index_url:
-        lines.append(f"# torch-family builds of this variant come from --index-url {ps.index_url}")
-    for p in ps.pins:
-        where = f"; from {p.index_url}" if p.index_url and not p.kept else ""
-        lines.append(f"{p.requirement}  # {_comment(p.reason)} ({p.source}{where})")
-    for u in ps.unfit:
-        lines.append(f"# {u.name}: no release fits: {_comment(u.why)}")
-        lines.extend(f"#   alternative: {_comment(a)}" for a in u.alternatives)
-    lines.extend(f"# note: {_comment(n)}" for n in ps.notes)
-    return lines
-
-
-def requirement_lines(ps: PinSet) -> List[str]:
-    """The pins as requirements-file lines (`pip install -r`): the same pins, installing what they name."""
-    lines = []
-    if ps.index_url:
-        lines.append(f"# install torch-family packages with --index-url {ps.index_url} (never --extra-index-url)")
-    for p in ps.pins:
-        lines.append(f"{p.requirement}  # {_comment(p.reason)} ({p.source})")
-    return lines
-
-
-def _comment(text: str) -> str:
-    """One line of comment text."""
-    return " ".join(str(text).split())
-
-
-def pins_document(ps: PinSet) -> Dict[str, object]:
-    """The pins as JSON-ready data (`doctor pin --format json`), with a schema_version."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "torch": ps.torch, "cuda": ps.cuda, "requested": ps.requested, "index_url": ps.index_url,
-        "python": ps.python, "prefix": ps.prefix, "pip_version": ps.pip_version, "matrix_version": ps.matrix_version,
-        "only": list(ps.only),
-        "pins": [{"name": p.name, "specifier": p.specifier, "requirement": p.requirement, "reason": p.reason,
-                  "source": p.source, "index_url": p.index_url, "kept": p.kept} for p in ps.pins],
-        "unfit": [{"name": u.name, "why": u.why, "alternatives": list(u.alternatives)} for u in ps.unfit],
-        "notes": list(ps.notes),
-    }
-
-
-def default_prefix() -> str:
-    """This interpreter's sys.prefix (the site pip.conf lives there)."""
-    return os.path.abspath(sys.prefix)
+def _exactly(name: str, version: str) -> str:
+    """The keep-set's specifier (keep.pin): arbitrary equality with the whole version string, local label included."""
+    return exact_pin(name, version)[len(name):]

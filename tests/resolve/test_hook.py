@@ -27,7 +27,7 @@ from typing import Dict, Iterator, List, Optional
 import pytest
 from packaging.version import Version
 
-from doctor.resolve.hook import explain_refusal
+from doctor.resolve.refusal import explain_refusal
 from tests.conftest import torch_wheel
 from tests.wheels import build_wheel
 

@@ -18,7 +18,8 @@ from packaging.requirements import Requirement
 
 from doctor.compat_matrix.loader import load_matrix
 from doctor.errors import DoctorError
-from doctor.resolve.pins import PinSet, constraint_lines, known_good_pins, pins_document
+from doctor.resolve.pin_files import constraint_lines, pins_document
+from doctor.resolve.pins import PinSet, known_good_pins
 from tests.conftest import Env, run_doctor
 from tests.wheels import build_wheel
 
