@@ -126,24 +126,12 @@ def _unhook_or_status(args: argparse.Namespace, facts) -> int:  # type: ignore[n
 
 def _write(path: str, text: str) -> None:
     """Write the file atomically (temp + os.replace in its directory); DoctorError with one line, nothing half-written."""
-    import tempfile
+    from doctor.resolve.atomic_files import write_all  # lazy, as above: the parser is built without resolve
 
     target = os.path.abspath(path)
-    d = os.path.dirname(target)
     if os.path.isdir(target):
         raise DoctorError(f"-o {path}: is a directory")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=d)
-    except OSError as exc:
-        raise DoctorError(f"-o {path}: cannot write there ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise DoctorError(f"-o {path}: cannot write it ({exc.strerror or exc})") from None
+        write_all({target: text.encode("utf-8")}, modes={target: 0o644})
+    except DoctorError as exc:
+        raise DoctorError(f"-o {path}: {exc}") from None
