@@ -103,15 +103,13 @@ def _hook(args: argparse.Namespace, ps) -> int:  # type: ignore[no-untyped-def]
 
 def _unhook_or_status(args: argparse.Namespace, facts) -> int:  # type: ignore[no-untyped-def]
     """--unhook / --status for the target environment."""
-    from doctor.report.pins import hook_text, status_document, status_text
+    from doctor.report.pins import hook_document, hook_text, status_document, status_text
     from doctor.resolve.hook import hook_status, remove_hook
 
     prefix, pip = facts.python.prefix, facts.version_of("pip")
     if args.unhook:
         result = remove_hook(prefix, pip_version=pip)
         if args.format == "json":
-            from doctor.report.pins import hook_document
-
             sys.stdout.write(json.dumps(hook_document(result), indent=2) + "\n")
         else:
             print("\n".join(hook_text(result)))

@@ -96,6 +96,12 @@ def state_dir(prefix: str) -> str:
     return os.path.join(prefix, STATE_DIR)
 
 
+def _places(prefix: str) -> Tuple[str, str, str]:
+    """(the site pip.conf, the hook's state directory, its constraints file) of one environment."""
+    sdir = state_dir(prefix)
+    return site_config(prefix), sdir, os.path.join(sdir, CONSTRAINTS)
+
+
 # -- install / remove -------------------------------------------------------------------------------------
 
 
@@ -110,8 +116,7 @@ def install_hook(pins: PinSet, prefix: Optional[str] = None, environ: Optional[M
     """
     prefix = os.path.abspath(prefix or pins.prefix or sys.prefix)
     environ = os.environ if environ is None else environ
-    conf, sdir = site_config(prefix), state_dir(prefix)
-    cfile = os.path.join(sdir, CONSTRAINTS)
+    conf, sdir, cfile = _places(prefix)
     state = _load_state(sdir)
     current_bytes, _ = read_conf(conf)
     if state is not None:  # already hooked: the file as it was before the first hook is the original
@@ -206,8 +211,7 @@ def remove_hook(prefix: str, environ: Optional[Mapping[str, str]] = None,
                 kernel_env: Optional[MutableMapping[str, str]] = None, pip_version: Optional[str] = None) -> HookResult:
     """Undo install_hook: pip.conf (and bin/activate) back byte for byte, or removed when there was none; idempotent."""
     prefix = os.path.abspath(prefix)
-    conf, sdir = site_config(prefix), state_dir(prefix)
-    cfile = os.path.join(sdir, CONSTRAINTS)
+    conf, sdir, cfile = _places(prefix)
     state = _load_state(sdir)
     if state is None:
         return HookResult("not-hooked", prefix, conf, cfile, False, pip_version,
@@ -247,8 +251,7 @@ def hook_status(prefix: str, environ: Optional[Mapping[str, str]] = None, pip_ve
     """What pip and uv apply in the environment at `prefix` with these variables, and whether that is the hook."""
     prefix = os.path.abspath(prefix)
     environ = os.environ if environ is None else environ
-    conf, sdir = site_config(prefix), state_dir(prefix)
-    cfile = os.path.join(sdir, CONSTRAINTS)
+    conf, sdir, cfile = _places(prefix)
     state = _load_state(sdir)
     problems: List[str] = []
     notes: List[str] = []
@@ -396,22 +399,22 @@ def _load_state(sdir: str) -> Optional[Dict[str, Any]]:
 
 
 def _read_backup(sdir: str, name: str) -> bytes:
-    path = os.path.join(sdir, name)
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError as exc:
-        raise DoctorError(f"{path}: the hook's backup is unreadable ({exc.strerror or exc}); nothing changed") from None
+    return _read_whole(os.path.join(sdir, name), "the hook's backup is unreadable")
 
 
 def _activate_files(activate: str, sdir: str, cfile: str, bfile: str) -> Dict[str, bytes]:
     """The activate script with the uv block, and its byte-for-byte backup."""
-    try:
-        with open(activate, "rb") as fh:
-            data = fh.read()
-    except OSError as exc:
-        raise DoctorError(f"{activate}: cannot read it ({exc.strerror or exc}); nothing changed") from None
+    data = _read_whole(activate, "cannot read it")
     return {os.path.join(sdir, ACTIVATE_BACKUP): data, activate: with_uv_exports(decode(data), cfile, bfile).encode()}
+
+
+def _read_whole(path: str, what: str) -> bytes:
+    """All of a file that is put back byte for byte (so no size cap); DoctorError `PATH: what (why); nothing changed`."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise DoctorError(f"{path}: {what} ({exc.strerror or exc}); nothing changed") from None
 
 
 # -- a notebook kernel's environment -----------------------------------------------------------------------
