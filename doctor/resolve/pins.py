@@ -447,7 +447,7 @@ class _Builder:
             have = self._installed(name)
             if name == "flash-attn":
                 prebuilt = self.m.notes.get("flash_attn.prebuilt", "")
-                self.unfit.append(Unfit("flash-attn", f"the matrix records no flash-attn wheels per torch build"
+                self.unfit.append(Unfit("flash-attn", "the matrix records no flash-attn wheels per torch build"
                                         + (f" ({prebuilt})" if prebuilt else ""),
                                         ("`doctor install flash-attn`: resolved and verified against this torch",
                                          f"a release wheel built for torch "
