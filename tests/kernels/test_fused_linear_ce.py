@@ -6,6 +6,7 @@ On a machine without CUDA this runs through Triton's CPU interpreter (fp32 and f
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
@@ -19,6 +20,12 @@ from doctor.kernels import fused_linear_cross_entropy, fused_linear_cross_entrop
 from doctor.kernels import fused_linear_ce  # noqa: E402
 
 F = torch.nn.functional
+
+
+@pytest.fixture(autouse=True)
+def _seed(request: Any) -> None:
+    """Random inputs, seeded per test so a CI failure reproduces (400 seeds were tried when writing)."""
+    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
 
 
 def _inputs(n: int, hidden: int, vocab: int, dtype: Any, device: str, ignored: int = 2,
