@@ -20,6 +20,7 @@ from doctor.compat_matrix.compiled import preparsed
 from doctor.compat_matrix.document import Doc
 from doctor.compat_matrix.files import DEFAULT_DIR, FILES, PREFIX, SCHEMA, one_line, parse, read_bytes
 from doctor.compat_matrix.model import Matrix
+from doctor.compat_matrix.refresh import overlay
 from doctor.compat_matrix.tables import LOADERS
 from doctor.envvars import DOCTOR_MATRIX_DIR as ENV_VAR
 from doctor.errors import DoctorError
@@ -70,15 +71,21 @@ def _resolve(path: Union[str, Path]) -> Path:
 
 
 def load_matrix(data_dir: Optional[Union[Path, str]] = None) -> Matrix:
-    """Load the validated Matrix from data_dir (default: $DOCTOR_MATRIX_DIR or the bundled data, cached)."""
+    """Load the validated Matrix from data_dir (default: $DOCTOR_MATRIX_DIR, or the bundled data + the refresh overlay).
+
+    The overlay (`doctor matrix refresh`'s file in the doctor's cache root) is laid over the bundled data only:
+    an explicit directory or $DOCTOR_MATRIX_DIR is a deliberate copy and is taken as it is. Reading it is a
+    stat and, when it changed, one local JSON file; a malformed one is a warning line and the bundled data stays.
+    """
     if data_dir is not None:
         return _load(_resolve(data_dir))  # explicit dirs are not cached: the refresh tool rewrites them
     env = os.environ.get(ENV_VAR, "").strip()
     if env:
         return _load_cached(_resolve(env), f" (from ${ENV_VAR})")
-    return _load_cached(DEFAULT_DIR, "")
+    return overlay.overlaid(_load_cached(DEFAULT_DIR, ""))
 
 
 def clear_cache() -> None:
-    """Forget cached default matrices (tests, or after the refresh tool rewrote the data)."""
+    """Forget cached default matrices (tests, or after the refresh tool rewrote the data or the overlay)."""
     _load_cached.cache_clear()
+    overlay.clear_cache()
