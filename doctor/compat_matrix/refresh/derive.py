@@ -157,10 +157,8 @@ def _derive_one(fetcher: Fetcher, target: Target, version: str, f: IndexFile, py
         return None
     wheel_torch = wheel_cuda = ""
     if CPP_LIB in target.members:
-        if CPP_LIB in members:
+        if CPP_LIB in members:  # releases before 0.0.16 ship none: their row simply has no build
             wheel_torch, wheel_cuda = cpp_lib_build(members[CPP_LIB], f.filename, warnings)
-        else:
-            warnings.append(f"{f.filename}: no {CPP_LIB} in the wheel: its build (torch, CUDA) is not recorded")
     return Row(target.table, version, spec, f.filename, f.url, via, wheel_torch, wheel_cuda, f.yanked)
 
 
