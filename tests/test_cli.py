@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -263,19 +264,21 @@ def test_internal_error_is_exit_4_not_bad_input() -> None:
     assert "Traceback" in debug.stderr and debug.returncode not in (0, 3, 4)
 
 
-@pytest.mark.parametrize("command", [[], ["check"], ["probe"], ["cache"]])
+@pytest.mark.parametrize("command", [[], ["check"], ["probe"], ["cache"], ["install"]])
 def test_every_command_documents_its_exit_codes(command) -> None:  # type: ignore[no-untyped-def]
-    """Each --help lists its codes from doctor.exits, each code once; cache adds 5 (a change failed)."""
+    """Each --help lists its codes from doctor.exits, each code once; commands that change things add 5, plans add 6."""
     from doctor.exits import ExitCode
 
     proc = run_doctor(*command, "--help")
     assert proc.returncode == 0
     block = proc.stdout.split("exit codes:\n", 1)[1]
-    codes = [int(line.split()[0]) for line in block.splitlines() if line.strip()[:1].isdigit()]
+    # a code's row is the number, two spaces, its meaning; notes below the table ('3 also: ...') are not rows
+    codes = [int(m.group(1)) for m in re.finditer(r"^ *(\d+)  \S", block, re.M)]
     assert len(codes) == len(set(codes)), codes
     for code in (ExitCode.HEALTHY, ExitCode.WARNINGS, ExitCode.ERRORS, ExitCode.BAD_INPUT, ExitCode.INTERNAL):
         assert f"{int(code)}  {code.meaning}" in block
-    assert (ExitCode.CHANGE_FAILED in codes) == (command in ([], ["cache"]))
+    assert (ExitCode.CHANGE_FAILED in codes) == (command in ([], ["check"], ["cache"], ["install"]))
+    assert (ExitCode.PLAN_DEFECT in codes) == (command in ([], ["check"], ["install"]))
 
 
 def test_readme_exit_code_table_matches_the_code() -> None:

@@ -31,7 +31,8 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 def mismatch_world(env: Env) -> Dict[str, str]:
     """torch 2.8.0+cu126 with xformers built for cu128 (long fix commands), on a simulated H100: its env vars."""
     cpp = '{"version": {"cuda": 1208, "hip": null, "torch": "2.8.0+cu128", "python": "3.11.9"}, "env": {}}'
-    env.torch("2.8.0+cu126", "12.6").wheel("xformers", "0.0.32.post2", ["torch==2.8.0"], {"xformers/cpp_lib.json": cpp})
+    # triton as torch 2.8.0 pins it: the test venv's own triton would otherwise be an error here
+    env.torch("2.8.0+cu126", "12.6").wheel("triton", "3.4.0").wheel("xformers", "0.0.32.post2", ["torch==2.8.0"], {"xformers/cpp_lib.json": cpp})
     return {"PYTHONPATH": str(env.site), "DOCTOR_GPUS": H100, "DOCTOR_DRIVER_VERSION": "580.159.04", "COLUMNS": "40"}
 
 
