@@ -14,6 +14,7 @@ DOCTOR_GPUS = "DOCTOR_GPUS"  # simulated GPUs, NAME@CC[@MEM_MIB],... or "none": 
 DOCTOR_DRIVER_VERSION = "DOCTOR_DRIVER_VERSION"  # simulated NVIDIA driver version (replaces detection)
 DOCTOR_CUDA_DRIVER_VERSION = "DOCTOR_CUDA_DRIVER_VERSION"  # simulated highest CUDA the driver supports
 DOCTOR_CACHE_DIR = "DOCTOR_CACHE_DIR"  # the doctor's own cache (probe verdicts, compiled checks)
+DOCTOR_STATE_DIR = "DOCTOR_STATE_DIR"  # the doctor's state: what each applied plan changed (for --undo)
 DOCTOR_MATRIX_DIR = "DOCTOR_MATRIX_DIR"  # another copy of the compatibility data (compat_matrix/data)
 DOCTOR_BACKEND_PREFIX = "DOCTOR_BACKEND_"  # DOCTOR_BACKEND_<OP>=<backend> forces the dispatcher's choice
 DOCTOR_INDEX_URL = "DOCTOR_INDEX_URL"  # the package index plans draw from (default: pip's configuration)

@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Seq
 
 from packaging.utils import canonicalize_name
 
+from doctor import envvars
 from doctor.actions import Action, PipInstall, PipUninstall
 from doctor.errors import DoctorError
 from doctor.facts import Facts
@@ -103,7 +104,9 @@ class UndoPlan(NamedTuple):
 
 
 def default_root() -> str:
-    """The per-user state directory of the doctor (platformdirs: $XDG_STATE_HOME/tune-doctor on Linux)."""
+    """$DOCTOR_STATE_DIR, else the per-user state directory (platformdirs: $XDG_STATE_HOME/tune-doctor on Linux)."""
+    if os.environ.get(envvars.DOCTOR_STATE_DIR):
+        return os.path.abspath(os.environ[envvars.DOCTOR_STATE_DIR])
     import platformdirs
 
     return platformdirs.user_state_dir(APP, appauthor=False)

@@ -55,3 +55,4 @@ def world(local_index: LocalIndex, tmp_path: Path) -> WorldFactory:
 def _own_doctor_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test's pip reports (the planner's disk cache) and plan state live in its own directory."""
     monkeypatch.setenv("DOCTOR_CACHE_DIR", str(tmp_path / "doctor-cache"))
+    monkeypatch.setenv("DOCTOR_STATE_DIR", str(tmp_path / "doctor-state"))
