@@ -36,6 +36,8 @@ TRITON_HOME = "TRITON_HOME"  # Triton's home; the cache is $TRITON_HOME/.triton/
 TRITON_INTERPRET = "TRITON_INTERPRET"  # "1": Triton's CPU interpreter (probe bodies read it)
 TORCHINDUCTOR_CACHE_DIR = "TORCHINDUCTOR_CACHE_DIR"  # torch.compile's Inductor cache
 XDG_CACHE_HOME = "XDG_CACHE_HOME"  # the user cache base directory (platformdirs)
+XDG_CONFIG_HOME = "XDG_CONFIG_HOME"  # the user config base directory (pip reads pip.conf there)
+XDG_CONFIG_DIRS = "XDG_CONFIG_DIRS"  # the system config directories (pip reads pip.conf there)
 HOME = "HOME"
 
 # --- which Python environment is active (it may not be the one the doctor runs in) -------------------
@@ -52,6 +54,7 @@ KUBERNETES_SERVICE_HOST = "KUBERNETES_SERVICE_HOST"  # a Kubernetes pod (contain
 
 # --- reported in the facts because they change how the stack behaves ---------------------------------
 PYTORCH_CUDA_ALLOC_CONF = "PYTORCH_CUDA_ALLOC_CONF"
+BNB_CUDA_VERSION = "BNB_CUDA_VERSION"  # bitsandbytes: load libbitsandbytes_cudaXY.so instead of torch's CUDA
 HF_HOME = "HF_HOME"
 
 # --- pip and uv (the pin hook sets them; the planner neutralises some for its own pip runs) ----------

@@ -28,6 +28,7 @@ from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
 from doctor.compat_matrix.versions import parse_version
+from doctor import envvars
 from doctor.envvars import HOME, PIP_CONFIG_FILE
 from doctor.errors import DoctorError
 
@@ -35,8 +36,6 @@ CONFIG_BASENAME = "pip.ini" if sys.platform == "win32" else "pip.conf"
 BUILD_CONSTRAINT_SINCE = (26, 2)  # pip releases from which constraints no longer reach build isolation
 CONSTRAINT_KEYS = ("constraint", "build-constraint")
 
-_XDG_CONFIG_HOME = "XDG_CONFIG_HOME"
-_XDG_CONFIG_DIRS = "XDG_CONFIG_DIRS"
 # The comment edit_conf puts above the settings it writes (and drops when it edits the file again).
 MARK = "# tune-doctor pins: `doctor pin --unhook` restores this file as it was"
 _SECTION = re.compile(r"^\s*\[([^\]]+)\]")
@@ -74,7 +73,7 @@ def config_files(prefix: str, environ: Mapping[str, str]) -> List[Tuple[str, str
     if sys.platform == "darwin":
         files.append(("global", os.path.join("/Library/Application Support/pip", CONFIG_BASENAME)))
     elif sys.platform != "win32":
-        dirs = (environ.get(_XDG_CONFIG_DIRS) or "/etc/xdg").split(os.pathsep)
+        dirs = (environ.get(envvars.XDG_CONFIG_DIRS) or "/etc/xdg").split(os.pathsep)
         files += [("global", os.path.join(d, "pip", CONFIG_BASENAME)) for d in dirs if d]
         files.append(("global", os.path.join("/etc", CONFIG_BASENAME)))
     if not (env_file and os.path.exists(env_file)):  # pip skips the user files when PIP_CONFIG_FILE names a file
@@ -82,7 +81,7 @@ def config_files(prefix: str, environ: Mapping[str, str]) -> List[Tuple[str, str
         if sys.platform == "darwin" and os.path.isdir(os.path.join(home, "Library/Application Support/pip")):
             files.append(("user", os.path.join(home, "Library/Application Support/pip", CONFIG_BASENAME)))
         else:
-            base = environ.get(_XDG_CONFIG_HOME) or os.path.join(home, ".config")
+            base = environ.get(envvars.XDG_CONFIG_HOME) or os.path.join(home, ".config")
             files.append(("user", os.path.join(base, "pip", CONFIG_BASENAME)))
     files.append(("site", site_config(prefix)))
     if env_file:
