@@ -7,9 +7,10 @@ backend that failed its probe is an error, not a silent fallback.
 from __future__ import annotations
 
 import os
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 from doctor.backends.attention import BACKENDS as ATTENTION_BACKENDS
+from doctor.backends.ops import BACKENDS as KERNEL_BACKENDS
 from doctor.envvars import DOCTOR_BACKEND_PREFIX, backend_op, backend_var
 from doctor.errors import DoctorError
 from doctor.verdicts import ProbeResult
@@ -18,12 +19,9 @@ REFERENCE = "torch"  # plain torch implementation: always available, never the f
 # Candidates in preference order (used when probes gave no timing to compare).
 OPS: Mapping[str, Tuple[str, ...]] = {
     "attention": ATTENTION_BACKENDS,  # their order lives with the backends; "torch" (the reference) is last
-    # filled by the kernels work: each gains its Triton backend ahead of the reference
-    "rms_norm": (REFERENCE,),
-    "rope": (REFERENCE,),
-    "swiglu": (REFERENCE,),
-    "geglu": (REFERENCE,),
-    "cross_entropy": (REFERENCE,),
+    # rms_norm, rope, swiglu, geglu, cross_entropy (fused linear + CE): doctor's Triton kernels, Liger,
+    # torch.compile (+ Cut Cross-Entropy for the loss), then the reference; order in doctor.backends.ops
+    **KERNEL_BACKENDS,
 }
 
 
@@ -100,3 +98,15 @@ def table(results: Iterable[ProbeResult], environ: Optional[Mapping[str, str]] =
         if r.op in by_op and r.backend:
             by_op[r.op][r.backend] = r
     return [choose(op, by_op[op], environ) for op in OPS]
+
+
+def implementation(op: str, backend: str) -> Callable[..., Any]:
+    """The callable behind (op, backend): attention from doctor.backends.attention, the kernel ops from
+    doctor.backends.ops (one signature per op). KeyError for a name neither knows."""
+    if op == "attention":
+        from doctor.backends.attention import get as attention_fn
+
+        return attention_fn(backend)
+    from doctor.backends.ops import get as op_fn
+
+    return op_fn(op, backend)

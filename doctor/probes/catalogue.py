@@ -6,15 +6,35 @@ in seconds on any GPU and large enough to take the real kernels' code paths.
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Any, Dict, List, Tuple
+
+from doctor.backends.ops import BACKENDS as KERNEL_BACKENDS
+from doctor.backends.ops import REQUIRES as KERNEL_REQUIRES
 
 from doctor.probes.spec import ProbeSpec
 
 # Bump when probes change meaning: part of the fingerprint, so old verdicts become misses.
-CATALOGUE_VERSION = 1
+CATALOGUE_VERSION = 2  # 2: the training kernels' ops (kernels.*) and their dispatch probes
 
 B = "doctor.probes.bodies"
 ATTN = {"batch": 2, "heads": 8, "seq": 512, "head_dim": 64, "causal": True}
+# The training kernels' ops at shapes that take their real code paths and time in milliseconds on any GPU
+# (the benchmark's ANCHORS shapes are 4-16x larger); every backend of an op runs the same shapes, so the
+# dispatcher compares like with like. GeGLU in the tanh form every GeGLU model (Gemma) uses.
+KOPS: Dict[str, Dict[str, Any]] = {
+    "rms_norm": {"rows": 4096, "hidden": 4096},
+    "rope": {"batch": 1, "heads_q": 32, "heads_k": 8, "seq": 2048, "head_dim": 128, "layout": "bshd"},
+    "swiglu": {"rows": 4096, "inter": 8192},
+    "geglu": {"rows": 4096, "inter": 8192, "approximate": "tanh"},
+    "cross_entropy": {"tokens": 2048, "hidden": 2048, "vocab": 32768, "ignored": 0.1},
+}
+KOPS_TITLES = {"rms_norm": "RMSNorm", "rope": "RoPE (q and k, views of [B,S,H,D])", "swiglu": "SwiGLU silu(gate)*up",
+               "geglu": "GeGLU gelu_tanh(gate)*up", "cross_entropy": "fused linear cross-entropy"}
+# backend -> (probe id suffix, who, group, timeout s); the first launch of a Triton backend compiles (and autotunes)
+KBACKENDS = {"triton": ("triton", "doctor's Triton kernel", "kernels-triton", 180.0),
+             "liger": ("liger", "Liger-Kernel", "kernels-liger", 180.0),
+             "cut-cross-entropy": ("cce", "Cut Cross-Entropy", "kernels-cce", 180.0),
+             "torch-compile": ("compile", "torch.compile of the reference", "kernels-compile", 240.0)}
 
 
 def probe(id: str, title: str, target: str, **kw) -> ProbeSpec:  # type: ignore[no-untyped-def]
@@ -53,6 +73,12 @@ CATALOGUE: Tuple[ProbeSpec, ...] = (
           group="bnb"),
     probe("dispatch.attention", "the dispatcher's attention pick, run and verified", "dispatch_probe:attention",
           group="dispatch", params=ATTN),
+    *(probe(f"kernels.{op}.{KBACKENDS[b][0]}", f"{KOPS_TITLES[op]}: {KBACKENDS[b][1]}, fwd+bwd vs fp32 reference",
+            f"kernel_ops:{op}", op=op, backend=b, requires=KERNEL_REQUIRES[b], group=KBACKENDS[b][2],
+            timeout=KBACKENDS[b][3], params={**KOPS[op], "backend": b})
+      for b in KBACKENDS for op in KERNEL_BACKENDS if b in KERNEL_BACKENDS[op]),
+    *(probe(f"dispatch.{op}", f"the dispatcher's {op} pick, run and verified", "kernel_ops:dispatch", group="dispatch",
+            timeout=240.0, params={**KOPS[op], "op": op}) for op in KERNEL_BACKENDS),
 )
 
 
