@@ -15,6 +15,11 @@ built here as real zips (`add_wheel`). Switches, set on the `Index` between requ
 
 Every request is logged (method, path, Range header) and the most requests in flight at once is kept,
 so tests check what was (not) downloaded and the concurrency limit.
+
+A client that hangs up mid-answer (it timed out on a slow answer, or stopped after another request failed)
+is expected here, not a server error: it is not printed. `stop()` wakes the slow answers, closes every
+connection and joins the handler threads, so nothing of one test's server runs on into the next test
+(a handler still sleeping would otherwise write into a later test's captured stderr).
 """
 
 from __future__ import annotations
@@ -24,13 +29,14 @@ import hashlib
 import html
 import io
 import json
+import socket
+import sys
 import threading
-import time
 import zipfile
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 from urllib.parse import unquote
 
 RECORDED = Path(__file__).resolve().parent / "recorded"
@@ -104,7 +110,8 @@ class Index:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        self._server: Optional[ThreadingHTTPServer] = None
+        self._stopping = threading.Event()  # set by stop(): slow answers stop waiting
+        self._server: Optional[_Server] = None
 
     def add_wheel(self, project: str, wheel: WheelFile) -> None:
         """Serve one more file in a project."""
@@ -118,23 +125,62 @@ class Index:
 
     def start(self) -> "Index":
         """Serve on a free port of 127.0.0.1 in a daemon thread."""
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        server.daemon_threads = True
-        server.index = self  # type: ignore[attr-defined]
+        self._stopping.clear()
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.index = self
         self._server = server
         threading.Thread(target=server.serve_forever, name="refresh-index", daemon=True).start()
         return self
 
     def stop(self) -> None:
-        """Shut down."""
+        """Shut down: no more requests, every connection closed, every handler thread finished."""
         if self._server is not None:
+            self._stopping.set()
             self._server.shutdown()
+            self._server.close_all()
             self._server.server_close()
             self._server = None
 
     def wheel_gets(self) -> List[Tuple[str, str, str]]:
         """Logged requests of wheel files (not .metadata)."""
         return [e for e in self.log if e[1].startswith("/files/") and e[1].endswith(".whl")]
+
+
+class _Server(ThreadingHTTPServer):
+    """A threading server that knows its handler threads and connections, so stop() can end them."""
+
+    daemon_threads = True
+    index: Index
+
+    def __init__(self, address: Tuple[str, int], handler: type) -> None:
+        super().__init__(address, handler)
+        self._conns: List[Tuple[threading.Thread, socket.socket]] = []
+        self._conns_lock = threading.Lock()
+
+    def process_request(self, request: socket.socket, client_address: Tuple[str, int]) -> None:  # type: ignore[override]
+        t = threading.Thread(target=self.process_request_thread, args=(request, client_address), daemon=True)
+        with self._conns_lock:
+            self._conns = [(th, s) for th, s in self._conns if th.is_alive()]
+            self._conns.append((t, request))
+        t.start()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # The client went away (timed out, or gave up after another request failed): expected, not printed.
+        if isinstance(sys.exc_info()[1], (ConnectionError, socket.timeout)) or self.index._stopping.is_set():
+            return
+        super().handle_error(request, client_address)  # a real bug in this server: printed
+
+    def close_all(self, wait: float = 5.0) -> None:
+        """Close every connection (blocked reads return) and join the handler threads."""
+        with self._conns_lock:
+            conns = list(self._conns)
+        for _, s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by its handler
+        for t, _ in conns:
+            t.join(wait)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -158,8 +204,8 @@ class _Handler(BaseHTTPRequestHandler):
             idx.max_in_flight = max(idx.max_in_flight, idx.in_flight)
         try:
             for part, secs in idx.slow.items():
-                if part in path:
-                    time.sleep(secs)
+                if part in path and idx._stopping.wait(secs):
+                    return  # the server is stopping: no answer
             for part, n in list(idx.fail.items()):
                 if part in path and n != 0:
                     with idx._lock:

@@ -278,3 +278,20 @@ def test_usage_errors_exit_3(argv: List[str], cache_dir: Path, capsys: pytest.Ca
     err = capsys.readouterr().err
     assert e.value.code == 3 and len(err.strip().splitlines()) == 1 and err.startswith("doctor: error:")
     assert not overlay_file(cache_dir).exists()
+
+
+def test_the_test_index_stops_whole(capfd: pytest.CaptureFixture[str]) -> None:
+    """A handler still sleeping on a slow answer must not outlive its test and print into a later test's stderr."""
+    import httpx
+
+    idx = Index().start()
+    server = idx._server
+    assert server is not None
+    idx.slow = {"/simple/": 3.0}
+    with pytest.raises(httpx.TimeoutException):
+        httpx.get(idx.url + "/xformers/", timeout=0.2)
+    t0 = time.monotonic()
+    idx.stop()
+    assert time.monotonic() - t0 < 2.0  # the sleeper was woken, not waited for
+    assert server._conns and not [t for t, _ in server._conns if t.is_alive()]
+    assert capfd.readouterr().err == ""
