@@ -19,6 +19,10 @@ DOCTOR_MATRIX_DIR = "DOCTOR_MATRIX_DIR"  # another copy of the compatibility dat
 DOCTOR_BACKEND_PREFIX = "DOCTOR_BACKEND_"  # DOCTOR_BACKEND_<OP>=<backend> forces the dispatcher's choice
 DOCTOR_INDEX_URL = "DOCTOR_INDEX_URL"  # the package index plans draw from (default: pip's configuration)
 DOCTOR_TORCH_INDEX_URL = "DOCTOR_TORCH_INDEX_URL"  # base of PyTorch's per-CUDA-family indexes (<base>/cu121)
+DOCTOR_SERVICE_URL = "DOCTOR_SERVICE_URL"  # check/pin/install ask this resolution service (--service URL)
+DOCTOR_SERVICE_TOKEN_FILE = "DOCTOR_SERVICE_TOKEN_FILE"  # a file with the bearer token the client sends (a file, not
+# the token: every DOCTOR_* value is shown in the report's facts)
+DOCTOR_SERVE_SETTINGS = "DOCTOR_SERVE_SETTINGS"  # set by `doctor serve` for its uvicorn workers (JSON settings)
 DOCTOR_EVENT_FD = "DOCTOR_EVENT_FD"  # set for a child (probe, cache verify): the fd of its JSON-lines event channel
 
 # --- output (read by rich, named here so the README and tests use one spelling) ----------------------

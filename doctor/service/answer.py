@@ -1,0 +1,202 @@
+"""What the service answers for one validated request, computed from the matrix alone (no FastAPI here).
+
+The service has no index access of its own: it answers in offline-matrix mode and says so in every
+answer (`mode`, `note`, and the plan's `verified_against: "matrix"`). Its plan is exact pins from the
+matrix, checked by the rules on the would-be environment but not against the index; the client never
+runs it: it re-derives the plan locally from the pins and verifies it there (doctor.service.client).
+
+`Answerer` is built once per worker: the matrix is loaded and the rule modules imported at start-up, its
+ETag computed from the data files, and answers are kept in a small LRU keyed by the request's bytes
+(the service is stateless and read-only: the same bytes always get the same answer from the same data).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+
+from doctor._version import __version__
+from doctor.compat_matrix.model import Matrix
+from doctor.errors import DoctorError
+from doctor.findings import Finding, Severity
+from doctor.service.schema import SCHEMA_VERSION, ServiceRequest
+
+MODE = "offline-matrix"
+NOTE = ("the service has no index access: findings and pins come from its matrix; the plan is exact pins from the "
+        "matrix, NOT verified against the index (the client re-derives it from the pins and verifies it locally)")
+
+
+class MatrixInfo(NamedTuple):
+    """The matrix a worker serves, as `GET /v1/matrix` shows it."""
+
+    data_version: str
+    etag: str  # strong ETag (quoted): sha256 of the data files and the overlay, the same on every replica
+    origin: str  # "embedded", "embedded + refreshed overlay", or "DOCTOR_MATRIX_DIR"
+    tables: Dict[str, int]  # rows per table
+
+
+def matrix_info(matrix: Matrix) -> MatrixInfo:
+    """Data version, ETag from the bytes of the data in force, where it comes from, rows per table."""
+    import os
+
+    from doctor.compat_matrix.files import DEFAULT_DIR, FILES
+    from doctor.compat_matrix.refresh.overlay import overlay_path
+    from doctor.envvars import DOCTOR_MATRIX_DIR
+
+    h = hashlib.sha256()
+    env = os.environ.get(DOCTOR_MATRIX_DIR, "").strip()
+    base = Path(env) if env else Path(DEFAULT_DIR)
+    for name in FILES:
+        h.update(name.encode() + b"\0")
+        try:
+            h.update((base / name).read_bytes())
+        except OSError:
+            h.update(b"<unreadable>")
+    origin = "DOCTOR_MATRIX_DIR" if env else "embedded"
+    if not env:
+        try:
+            h.update(b"overlay\0" + overlay_path().read_bytes())
+            origin = "embedded + refreshed overlay"
+        except OSError:
+            pass
+    h.update(matrix.data_version.encode())
+    tables = {k: len(v) for k, v in matrix._asdict().items() if isinstance(v, (tuple, dict)) or hasattr(v, "keys")}
+    return MatrixInfo(matrix.data_version, f'"{h.hexdigest()[:32]}"', origin,
+                      {k: n for k, n in sorted(tables.items()) if k != "sources"})
+
+
+def _counts(findings: List[Finding]) -> Dict[str, int]:
+    out = {s.label: 0 for s in Severity}
+    for f in findings:
+        out[f.severity.label] += 1
+    return out
+
+
+def compute(req: ServiceRequest, matrix: Matrix) -> Dict[str, Any]:
+    """The answer document: findings, pins and the offline plan for the request. DoctorError for a request the
+    matrix cannot serve (a --torch build it does not know): the caller answers 422 with that line."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    from doctor.resolve.offline import offline_install
+    from doctor.resolve.options import PlanOptions
+    from doctor.resolve.pin_files import pins_document
+    from doctor.resolve.pins import known_good_pins
+    from doctor.resolve.planner import plan_fixes
+    from doctor.resolve.verify import package_findings
+
+    facts = req.facts
+    findings = package_findings(facts, matrix)
+    names = tuple(dict.fromkeys(canonicalize_name(Requirement(p).name) for p in req.packages))
+    ps = known_good_pins(facts, matrix, only=names, torch=req.torch, cuda=req.cuda)
+    pins = pins_document(ps)
+    for key in ("python", "prefix", "pip_version"):  # the server knows none of these: the client fills them in
+        pins.pop(key, None)
+    options = PlanOptions(offline=True)
+    if req.packages:
+        wanted = [_narrowed(p, ps) for p in req.packages]
+        plan = offline_install(facts, matrix, [Requirement(w) for w in wanted], options)
+    else:
+        plan = plan_fixes(facts, matrix, findings, options)
+    plan_doc = dict(plan.to_dict())
+    plan_doc.pop("constraints", None)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "service_version": __version__,
+        "mode": MODE,
+        "note": NOTE,
+        "matrix_version": matrix.data_version,
+        "summary": _counts(findings),
+        "findings": [_finding(f) for f in findings],
+        "pins": pins,
+        "plan": plan_doc,
+    }
+
+
+def _narrowed(requirement: str, ps: Any) -> str:
+    """A wanted requirement made exact by the pin the matrix has for it, when that pin is exact and admitted."""
+    from packaging.requirements import Requirement
+
+    r = Requirement(requirement)
+    pin = ps.pin_for(r.name)
+    if pin is not None:
+        specs = list(Requirement(pin.requirement).specifier)
+        if len(specs) == 1 and specs[0].operator in ("==", "===") and "*" not in specs[0].version \
+                and r.specifier.contains(specs[0].version, prereleases=True):
+            return f"{pin.name}=={specs[0].version}"
+    return requirement
+
+
+def _finding(f: Finding) -> Dict[str, Any]:
+    """A finding without its fix commands: the client never takes a command from the network."""
+    d = f.to_dict()
+    d["fix"] = [{"kind": a.kind, "description": a.description} for a in f.fix]
+    return d
+
+
+class Answerer:
+    """One worker's matrix, its ETag and the answer cache."""
+
+    def __init__(self, matrix: Optional[Matrix] = None, cache_size: int = 256) -> None:
+        from doctor.compat_matrix.loader import load_matrix
+        from doctor.rules import all_rules
+
+        self.matrix = matrix if matrix is not None else load_matrix()
+        self.info = matrix_info(self.matrix)
+        all_rules()  # import every rule module now, not on the first request
+        self._warm_up()
+        self.cache_size = max(0, int(cache_size))
+        self._cache: "OrderedDict[bytes, bytes]" = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def _warm_up(self) -> None:
+        """Answer one small request now: the planner's and the pins' modules load here, not in the first request."""
+        from doctor.service.schema import parse_request
+
+        facts = {"python": {"version": "3.11.9"}, "platform": {"system": "Linux", "machine": "x86_64"},
+                 "distributions": [{"name": "torch", "version": "2.4.0+cu121", "requires": ["filelock"]},
+                                   {"name": "xformers", "version": "0.0.27", "requires": ["torch==2.3.1"]}],
+                 "torch_build": {"version": "2.4.0+cu121", "cuda": "12.1"},
+                 "gpus": [{"name": "NVIDIA A100-SXM4-80GB", "compute_capability": "8.0"}], "driver": "550.54.15"}
+        for packages in ([], ["xformers"]):
+            try:
+                compute(parse_request({"facts": facts, "packages": packages}), self.matrix)
+            except DoctorError:
+                pass  # a matrix without these rows still serves; the first real request pays the imports
+
+    def matrix_document(self) -> bytes:
+        """`GET /v1/matrix`'s body."""
+        i = self.info
+        return json.dumps({"schema_version": SCHEMA_VERSION, "data_version": i.data_version, "etag": i.etag,
+                           "origin": i.origin, "mode": MODE, "tables": i.tables}).encode()
+
+    def cached(self, body: bytes) -> Tuple[bytes, Optional[bytes]]:
+        """(cache key, the answer given for these exact bytes before, or None)."""
+        key = hashlib.sha256(body).digest()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                self.hits += 1
+            else:
+                self.misses += 1
+        return key, hit
+
+    def answer(self, key: bytes, req: ServiceRequest) -> bytes:
+        """Compute, serialise and remember the answer (DoctorError passes through: a 422)."""
+        body = json.dumps(compute(req, self.matrix), ensure_ascii=False, separators=(",", ":")).encode()
+        if self.cache_size:
+            with self._lock:
+                self._cache[key] = body
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return body
+
+
+__all__ = ["Answerer", "DoctorError", "MODE", "NOTE", "compute", "matrix_info"]
