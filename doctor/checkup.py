@@ -105,22 +105,9 @@ def _plain(text: str) -> str:
 def run_rules(facts: Facts, matrix: Matrix, debug: bool = False,
               scripts: Sequence[str] = ()) -> Tuple[List[Finding], List[str]]:
     """Run every matrix rule; a rule that raises becomes a WARN finding about the doctor, unless debugging."""
-    from doctor.rules import all_rules  # lazy: check_imports() (a notebook cell) never loads the rules
+    from doctor import rules  # lazy: check_imports() (a notebook cell) never loads the rules
 
-    findings: List[Finding] = []
-    names: List[str] = []
-    for name, rule in all_rules(scripts):
-        names.append(name)
-        try:
-            findings.extend(rule(facts, matrix))
-        except Exception as exc:  # a bug or an input we did not foresee must not end the check
-            if debug:
-                raise
-            findings.append(finding(
-                "doctor.rule-failed", Severity.WARN, Category.DOCTOR, f"rule '{name}' could not run: {type(exc).__name__}: {exc}",
-                {"rule": name, "error": f"{type(exc).__name__}: {exc}"},
-                "This is a tune-doctor bug; rerun with --debug for the traceback and report it.", subject=name))
-    return findings, names
+    return rules.run_rules(facts, matrix, debug=debug, scripts=scripts)
 
 
 def run_check(

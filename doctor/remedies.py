@@ -24,8 +24,9 @@ from doctor.compat_matrix.model import Matrix, RangeRequirement
 from doctor.compat_matrix.versions import minor_of, parse_torch_version, parse_version, release_of, torch_variant
 from doctor.facts import Facts
 
-# Distributions PyTorch publishes per variant (+cu128/+cpu): their builds live on its index, not the default one.
-TORCH_FAMILY = ("torch", "torchvision", "torchaudio")
+# Distributions whose versions carry the variant (+cu128/+cpu) as a local label: those builds live on the
+# PyTorch index only (triton and xformers there have plain versions; see stack.TORCH_FAMILY for the index rule).
+VARIANT_LABELLED = ("torch", "torchvision", "torchaudio")
 
 _CU_LOCAL = re.compile(r"\+cu(\d{2,3})\b")
 
@@ -165,7 +166,7 @@ def reinstall(name: str, raw_version: Optional[str], index_url: str) -> Action:
     built for another torch; nor does a torch whose local label poses as a variant ('+cu121.post3'):
     there is no index of that name.
     """
-    torch_family = name in TORCH_FAMILY
+    torch_family = name in VARIANT_LABELLED
     v = parse_torch_version(raw_version) if torch_family else parse_version(raw_version)
     if v is None:
         return Manual(f"reinstall {name} at the version you meant to have (its version '{raw_version}' is unreadable)")

@@ -13,3 +13,11 @@ TRAINING_STACK: Tuple[str, ...] = (
     "torch", "triton", "xformers", "flash-attn", "bitsandbytes", "transformers", "trl", "peft", "accelerate",
     "unsloth", "unsloth-zoo", "liger-kernel",
 )
+
+# Compiled against (or shipped with) one torch build: replacing any of them can break the others, so a plan
+# keeps them (resolve.keep), pins keep them (resolve.pins), and "any version meeting the spec" is the wrong fix
+# for them (rules.requirements). torchao's C++ ops are built per torch release too.
+TORCH_COUPLED: Tuple[str, ...] = ("torch", "torchvision", "torchaudio", "triton", "pytorch-triton", "xformers",
+                                  "flash-attn", "bitsandbytes", "torchao")
+# Distributions PyTorch publishes per CUDA family: only ever installed from that family's index.
+TORCH_FAMILY: Tuple[str, ...] = ("torch", "torchvision", "torchaudio", "triton", "pytorch-triton", "xformers")

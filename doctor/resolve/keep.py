@@ -10,15 +10,11 @@ from __future__ import annotations
 from typing import Iterable, List, Set, Tuple
 
 from doctor.actions import PipInstall, PipUninstall
+from doctor.compat_matrix.stack import TORCH_COUPLED
 from doctor.facts import Facts
 from doctor.findings import Finding, Severity
+from doctor.resolve.pin_files import one_token
 
-# Compiled against (or shipped with) one torch build: replacing any of them can break the others.
-# The one list of them: pins.py keeps the same packages (and torchao's C++ ops are built per torch release too).
-TORCH_COUPLED = ("torch", "torchvision", "torchaudio", "triton", "pytorch-triton", "xformers", "flash-attn",
-                 "bitsandbytes", "torchao")
-# Distributions PyTorch publishes per CUDA family: only ever installed from that family's index.
-TORCH_FAMILY = ("torch", "torchvision", "torchaudio", "triton", "pytorch-triton", "xformers")
 
 
 def unhealthy(findings: Iterable[Finding]) -> Set[str]:
@@ -49,7 +45,7 @@ def keep_set(facts: Facts, findings: Iterable[Finding], moving: Iterable[str] = 
             continue
         if name != "torch" and name in bad:
             continue
-        if any(c in d.version for c in " ;#\n"):  # never write a line pip would read as something else
+        if not one_token(d.version):  # never write a line pip would read as something else
             continue
         out.append(pin(name, d.version))
     return tuple(out)

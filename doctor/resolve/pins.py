@@ -35,7 +35,8 @@ from doctor.compat_matrix.model import Matrix
 from doctor.compat_matrix.versions import minor_of, parse_torch_version, parse_version, release_of
 from doctor.errors import DoctorError
 from doctor.facts import Distribution, Facts
-from doctor.resolve.keep import TORCH_COUPLED, pin as exact_pin
+from doctor.compat_matrix.stack import TORCH_COUPLED
+from doctor.resolve.keep import pin as exact_pin
 # The file formats live in pin_files; these names stay importable from here for existing callers.
 from doctor.resolve.pin_files import SCHEMA_VERSION, constraint_lines, one_token, pins_document, requirement_lines
 from doctor.resolve.torch_target import TorchTarget, torch_target

@@ -23,7 +23,8 @@ from doctor.compat_matrix.model import Matrix
 from doctor.facts import Facts
 from doctor.findings import Finding, Severity
 from doctor.resolve.index_versions import VersionLister
-from doctor.resolve.keep import TORCH_FAMILY, keep_set
+from doctor.compat_matrix.stack import TORCH_FAMILY
+from doctor.resolve.keep import keep_set
 from doctor.resolve.options import PlanOptions
 from doctor.resolve.pip_report import Resolved, ResolveFailed, Resolver, ResolverRun, environment_key
 from doctor.resolve.plan import FAILED, NOTHING, UNVERIFIED, VERIFIED, Candidate, Change, Plan, Verification, finding_key

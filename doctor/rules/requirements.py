@@ -11,7 +11,7 @@ from packaging.utils import canonicalize_name
 
 from doctor.actions import Action, Manual, PipInstall
 from doctor.compat_matrix.model import Matrix
-from doctor.compat_matrix.stack import TRAINING_STACK
+from doctor.compat_matrix.stack import TORCH_COUPLED, TRAINING_STACK
 from doctor.facts import Distribution, Facts
 from doctor.findings import Category, Finding, Severity, finding
 from doctor.remedies import reinstall, unsloth_zoo_pin, xformers_built_for, xformers_cuda_arg, xformers_install
@@ -20,10 +20,10 @@ from doctor.rules._common import satisfies, torch_version, version
 CAT = Category.PACKAGES
 # Pairs a dedicated rule reports with more evidence; not repeated here.
 COVERED = {("xformers", "torch"), ("torch", "triton"), ("torch", "pytorch-triton"), ("bitsandbytes", "torch")}
-# Compiled against one torch release: "any version meeting the spec" is the wrong fix for these.
-TORCH_COUPLED = ("xformers", "torchvision", "torchaudio", "flash-attn", "triton", "pytorch-triton")
 # Packages that move together: a floor on the partner is a release-day contract, not a loose hint.
 LOCKSTEP = {("unsloth", "unsloth-zoo")}
+# Built for one torch release: "any version meeting the spec" is the wrong fix for these (torch itself is not).
+BUILT_FOR_TORCH = frozenset(TORCH_COUPLED) - {"torch"}
 
 
 @lru_cache(maxsize=1)
@@ -120,11 +120,11 @@ def _coupled_fix(facts: Facts, matrix: Matrix, dep: str, spec: str) -> List[Acti
 
 def _missing(dist: Distribution, missing: List[Tuple[str, str]], facts: Facts, matrix: Matrix) -> Finding:
     """One finding listing every requirement of `dist` that is not installed, with one install command."""
-    plain = tuple(f"{dep}{spec}" for dep, spec in missing if dep not in TORCH_COUPLED)
+    plain = tuple(f"{dep}{spec}" for dep, spec in missing if dep not in BUILT_FOR_TORCH)
     # --no-deps: add exactly what is missing without letting pip re-resolve torch
     fix: List[Action] = [PipInstall(plain, description="install the missing requirements", no_deps=True)] if plain else []
     for dep, spec in missing:
-        if dep in TORCH_COUPLED:
+        if dep in BUILT_FOR_TORCH:
             fix.extend(_coupled_fix(facts, matrix, dep, spec))
     return finding(
         "requires.missing", Severity.WARN, CAT,
@@ -144,7 +144,7 @@ def _one(facts: Facts, matrix: Matrix, dist: Distribution, line: str, req: Requi
         sev = Severity.ERROR if lockstep else Severity.WARN
         return [finding("requires.missing", sev, CAT, f"{dist.name} {dist.version} requires {dep}{spec}, which is not installed",
                         ev, "Something was installed with --no-deps or uninstalled later; the import fails or loses features.",
-                        _coupled_fix(facts, matrix, dep, spec) if dep in TORCH_COUPLED else [_install(dep, spec)],
+                        _coupled_fix(facts, matrix, dep, spec) if dep in BUILT_FOR_TORCH else [_install(dep, spec)],
         subject=f"{dist.name}->{dep}")]
     ov = version(other.version)
     if ov is None or not spec or satisfies(ov, req.specifier):
@@ -163,7 +163,7 @@ def _one(facts: Facts, matrix: Matrix, dist: Distribution, line: str, req: Requi
         f"{dist.name} {dist.version} requires {dep}{spec}, {other.version} is installed", ev,
         "pip accepted this state (a later install, --no-deps, or a forced pin) but the package declares it does not "
         "work with this version: expect import errors or wrong behaviour.",
-        _coupled_fix(facts, matrix, dep, spec) if dep in TORCH_COUPLED else [_install(dep, spec)],
+        _coupled_fix(facts, matrix, dep, spec) if dep in BUILT_FOR_TORCH else [_install(dep, spec)],
         subject=f"{dist.name}->{dep}")]
 
 

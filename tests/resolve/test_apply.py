@@ -325,7 +325,7 @@ def test_unwritable_state_changes_nothing(world: World, tmp_path: Path, monkeypa
     py, idx = world
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the state directory should be")
-    monkeypatch.setenv("XDG_STATE_HOME", str(blocker))
+    monkeypatch.setenv("DOCTOR_STATE_DIR", str(blocker))
     before = metadata_bytes(py)
     with pytest.raises(DoctorError) as err:
         apply_plan(the_plan(world), facts_of(py), store_for(py), "check --fix", idx.config(), python=py, echo=lambda m: None)
