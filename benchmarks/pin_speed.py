@@ -37,7 +37,8 @@ def timed(cmd: List[str], timeout: float = 120) -> float:
 def in_process(python: Optional[str]) -> Dict[str, float]:
     """One run's parts, in seconds, measured inside this process (imports included in the first part)."""
     t0 = time.perf_counter()
-    from doctor.resolve.pins import constraint_lines, known_good_pins, pin_facts
+    from doctor.resolve.pin_files import constraint_lines
+    from doctor.resolve.pins import known_good_pins, pin_facts
 
     facts = pin_facts(python)
     t1 = time.perf_counter()

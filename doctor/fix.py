@@ -270,7 +270,7 @@ def pip_runs(actions: Sequence[Action], python: Optional[str], prefix: str, cons
                 env += [(k, None) for k in _OTHER_INDEXES]
             if not a.only_binary and set(a.packages()) & set(BUILD_AGAINST_TORCH):
                 argv.append("--no-build-isolation")
-                from doctor.resolve.hook import effective
+                from doctor.resolve.pip_config import effective
 
                 bc = effective("build-constraint", prefix, environ)
                 if bc is not None:

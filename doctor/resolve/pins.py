@@ -37,13 +37,11 @@ from doctor.errors import DoctorError
 from doctor.facts import Distribution, Facts
 from doctor.compat_matrix.stack import TORCH_COUPLED
 from doctor.resolve.keep import pin as exact_pin
-# The file formats live in pin_files; these names stay importable from here for existing callers.
-from doctor.resolve.pin_files import SCHEMA_VERSION, constraint_lines, one_token, pins_document, requirement_lines
+from doctor.resolve.pin_files import one_token
 from doctor.resolve.torch_target import TorchTarget, torch_target
 from doctor.rules.requirements import parsed_requires
 
-__all__ = ["INSTALLED", "REQUESTED", "SCHEMA_VERSION", "Pin", "PinSet", "Unfit", "constraint_lines", "known_good_pins",
-           "parse_names", "pin_facts", "pins_document", "requirement_lines"]
+__all__ = ["INSTALLED", "REQUESTED", "Pin", "PinSet", "Unfit", "known_good_pins", "parse_names", "pin_facts"]
 
 INSTALLED = "installed"  # Pin.source of a pin that keeps what is installed
 REQUESTED = "requested"  # Pin.source of the torch asked for with --torch/--cuda
