@@ -15,9 +15,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-from doctor.kernels import rms_norm, rms_norm_reference  # noqa: E402
+# from the module itself: `doctor.kernels.rms_norm` names both the module and (lazily) the function
+from doctor.kernels.rms_norm import rms_norm, rms_norm_reference  # noqa: E402
 
-# the module behind the function (same name: the package's lazy map hands out the function)
 rms_mod = importlib.import_module("doctor.kernels.rms_norm")
 
 
