@@ -139,10 +139,13 @@ def _derive_one(fetcher: Fetcher, target: Target, version: str, f: IndexFile, py
         via = "pep658"
         if target.members:
             lazy = LazyWheel(fetcher, f.url, f.filename)
-            members = lazy.members(lambda n: n in target.members)
+            members = lazy.members(lambda n: n in target.members, lambda found: set(target.members) <= found)
     else:
         lazy = LazyWheel(fetcher, f.url, f.filename)
-        members = lazy.members(lambda n: n in target.members or _is_metadata(n))
+        # enough: every member asked for and a METADATA seen; else the whole directory is read (a release
+        # without cpp_lib.json is only known to lack it once the whole directory was listed)
+        members = lazy.members(lambda n: n in target.members or _is_metadata(n),
+                               lambda found: set(target.members) <= found and any(_is_metadata(n) for n in found))
         metas = sorted(n for n in members if _is_metadata(n))
         if not metas:
             raise RefreshFailed(f"{f.filename}: the wheel has no *.dist-info/METADATA (not a wheel, or a broken one)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple, TypeVar
 
 if TYPE_CHECKING:
     import httpx
@@ -19,6 +19,7 @@ RETRIES = 3  # tries after the first one
 BACKOFF = 0.5  # seconds before the first retry, doubled for each further one
 CONCURRENCY = 8  # requests in flight at once (threads and pooled connections)
 USER_AGENT = "tune-doctor-matrix-refresh"
+_F = TypeVar("_F", bound="Fetcher")
 
 
 class RefreshFailed(Exception):
@@ -56,7 +57,7 @@ class Fetcher:
         """Close the pooled connections."""
         self._client.close()
 
-    def __enter__(self) -> "Fetcher":
+    def __enter__(self: _F) -> _F:
         return self
 
     def __exit__(self, *exc: object) -> None:

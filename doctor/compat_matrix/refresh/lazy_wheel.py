@@ -4,9 +4,11 @@
    700 MB torch wheel, and the refresh refuses rather than download it).
 2. The last TAIL bytes: the end-of-central-directory record (ZIP64 when the wheel is over 4 GiB or holds
    more than 65535 files) says where the central directory is.
-3. Wheels write their .dist-info entries last, so the end of the central directory, already in the tail,
-   usually lists the members wanted; a chain of entries is only trusted when it runs exactly to the
-   directory's end. Otherwise the rest of the central directory is read (~1.2 MB for torch).
+3. Wheels written by bdist_wheel list their .dist-info entries last, so the end of the central directory,
+   already in the tail, usually lists the members wanted; a chain of entries is only trusted when it runs
+   exactly to the directory's end. torch's wheels (and other repacked ones) list .dist-info FIRST: then
+   the directory's first TAIL bytes are read. Only when neither holds every member the caller needs
+   (`enough`) is the rest of the central directory read (~1.2 MB for torch).
 4. Each wanted member: its local header and compressed bytes in one Range read, inflated, CRC-checked.
 
 Every problem (no Range support, not a zip, a truncated answer, a member that fails its CRC) is one
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from doctor.compat_matrix.refresh.fetch import Fetcher, RefreshFailed
 
@@ -77,25 +79,41 @@ class LazyWheel:
         self.bytes_read += len(data)
         return data
 
-    def members(self, wanted: Callable[[str], bool]) -> Dict[str, bytes]:
-        """name -> bytes of every member `wanted` accepts (an empty dict when none is in the wheel)."""
+    def members(self, wanted: Callable[[str], bool],
+                enough: Optional[Callable[[Set[str]], bool]] = None) -> Dict[str, bytes]:
+        """name -> bytes of every member `wanted` accepts (an empty dict when none is in the wheel).
+
+        `enough(names found)` says when the wanted members found in a part of the central directory suffice
+        (e.g. METADATA and cpp_lib.json both seen); without it, or while it says no, the whole directory is
+        read, so a member listed elsewhere in it is never missed.
+        """
         tail_start = max(0, self.length - TAIL)
         tail = self._read(tail_start, self.length - 1)
         cd_start, cd_size, count = self._directory(tail, tail_start)
         cd_end = cd_start + cd_size
         if cd_end > self.length or cd_start < 0:
             raise self._fail("central directory outside the file (truncated or not a zip)")
-        entries: Optional[List[Entry]] = None
         if cd_start >= tail_start:  # the whole directory is in the tail
-            entries = self._parse(tail[cd_start - tail_start:cd_end - tail_start], count)
-        else:
-            end_part = _chain_to_end(tail[:cd_end - tail_start])
-            if end_part is not None and any(wanted(e.name) for e in end_part):
-                picked = [e for e in end_part if wanted(e.name)]
-                # Only names in the tail are known; an earlier duplicate cannot matter for METADATA (one per wheel).
-                return {e.name: self._member(e) for e in picked}
-            head = self._read(cd_start, tail_start - 1)
-            entries = self._parse(head + tail[:cd_end - tail_start], count)
+            return self._read_members(self._parse(tail[cd_start - tail_start:cd_end - tail_start], count), wanted)
+        split = min(tail_start, cd_end)  # the directory is [cd_start, split) to read + [split, cd_end) in the tail
+        in_tail = tail[split - tail_start:cd_end - tail_start]
+        if enough is None:
+            return self._read_members(self._parse(self._read(cd_start, split - 1) + in_tail, count), wanted)
+        # Wheels written by bdist_wheel list .dist-info last: the end of the directory is already in the tail.
+        last = [e for e in _chain_to_end(in_tail) or [] if wanted(e.name)]
+        if enough({e.name for e in last}):
+            return self._read_members(last, wanted)
+        # Others (torch's, repacked) list .dist-info first: the directory's head, ~100 KB, not its ~1.2 MB.
+        head_end = min(split, cd_start + TAIL)
+        head = self._read(cd_start, head_end - 1)
+        if head_end < split:
+            first = [e for e in _chain_from_start(head) if wanted(e.name)]
+            if enough({e.name for e in first + last}):
+                return self._read_members(first + last, wanted)
+            head += self._read(head_end, split - 1)
+        return self._read_members(self._parse(head + in_tail, count), wanted)
+
+    def _read_members(self, entries: List[Entry], wanted: Callable[[str], bool]) -> Dict[str, bytes]:
         return {e.name: self._member(e) for e in entries if wanted(e.name)}
 
     def _directory(self, tail: bytes, tail_start: int) -> Tuple[int, int, int]:
@@ -189,6 +207,17 @@ def _zip64_extra(extra: bytes, usize: int, csize: int, offset: int) -> Tuple[int
             break
         i += 4 + ln
     return usize, csize, offset
+
+
+def _chain_from_start(part: bytes) -> List[Entry]:
+    """The whole entries at the start of a piece of a central directory that begins at the directory's start."""
+    out: List[Entry] = []
+    pos = 0
+    while True:
+        e, pos = _entry(part, pos)
+        if e is None:
+            return out
+        out.append(e)
 
 
 def _chain_to_end(part: bytes) -> Optional[List[Entry]]:

@@ -31,21 +31,52 @@ def test_metadata_last_is_found_in_the_tail(index: Index) -> None:
     url = serve(index, "demo-1.0-py3-none-any.whl", members)
     with Fetcher(retries=0) as f:
         w = lw.LazyWheel(f, url, "demo-1.0-py3-none-any.whl")
-        got = w.members(lambda n: n == META)
+        got = w.members(lambda n: n == META, lambda found: META in found)
         assert got == {META: b"Name: demo\nVersion: 1.0\n"}
         assert w.bytes_read < lw.TAIL + 2 * lw.LOCAL_SLACK  # the ~270 KB directory was not read
     ranges = [e[2] for e in index.wheel_gets() if e[0] == "GET"]
     assert len(ranges) == 2  # the tail, then the member
 
 
-def test_metadata_first_needs_the_whole_directory(index: Index) -> None:
+def test_metadata_first_is_found_in_the_directory_head(index: Index) -> None:
+    """torch's wheels list .dist-info first: the directory's head is read, not the whole ~1.2 MB directory."""
+    members = {META: b"Name: demo\nVersion: 1.0\n", **many(2000)}
+    url = serve(index, "demo-1.0-py3-none-any.whl", members)
+    with Fetcher(retries=0) as f:
+        w = lw.LazyWheel(f, url, "demo-1.0-py3-none-any.whl")
+        assert w.members(lambda n: n == META, lambda found: META in found)[META].startswith(b"Name: demo")
+        assert w.bytes_read < 2 * lw.TAIL + 2 * lw.LOCAL_SLACK  # tail + head + member, not the ~270 KB directory
+    assert len([e for e in index.wheel_gets() if e[0] == "GET"]) == 3
+
+
+def test_without_enough_the_whole_directory_is_read(index: Index) -> None:
     members = {META: b"Name: demo\nVersion: 1.0\n", **many(2000)}
     url = serve(index, "demo-1.0-py3-none-any.whl", members)
     with Fetcher(retries=0) as f:
         w = lw.LazyWheel(f, url, "demo-1.0-py3-none-any.whl")
         assert w.members(lambda n: n == META)[META].startswith(b"Name: demo")
-        assert w.bytes_read > lw.TAIL  # the rest of the directory was read
+        assert w.bytes_read > 250_000  # the rest of the directory was read
         assert w.members(lambda n: n == "missing") == {}
+
+
+def test_a_member_in_the_middle_is_not_missed(index: Index) -> None:
+    """METADATA at the end, cpp_lib.json mid-directory: the tail alone is not enough, the whole directory is read."""
+    cpp = "xformers/cpp_lib.json"
+    members = {**many(1000), cpp: b"{}", **{f"z/{'y' * 80}/{i:05d}.py": b"" for i in range(1000)},
+               META: b"Name: demo\nVersion: 1.0\n"}
+    url = serve(index, "demo-1.0-py3-none-any.whl", members)
+    with Fetcher(retries=0) as f:
+        w = lw.LazyWheel(f, url, "demo-1.0-py3-none-any.whl")
+        got = w.members(lambda n: n in (META, cpp), lambda found: {META, cpp} <= found)
+    assert set(got) == {META, cpp} and got[cpp] == b"{}"
+    # a release that lacks the member is only known to lack it once the whole directory was listed
+    index.projects["demo"].clear()
+    members.pop(cpp)
+    url = serve(index, "demo-1.0-py3-none-any.whl", members)
+    with Fetcher(retries=0) as f:
+        w = lw.LazyWheel(f, url, "demo-1.0-py3-none-any.whl")
+        assert set(w.members(lambda n: n in (META, cpp), lambda found: {META, cpp} <= found)) == {META}
+        assert w.bytes_read > 250_000
 
 
 def test_small_zip_with_a_comment_and_stored_members(index: Index) -> None:
