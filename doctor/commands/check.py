@@ -43,6 +43,9 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     c.add_argument("--refresh", action="store_true", help="re-run probes instead of reusing cached verdicts")
     c.add_argument("--probe-timeout", type=seconds, default=None, metavar="S", help="limit per probe")
     c.add_argument("--gpu-timeout", type=seconds, default=3.0, metavar="S", help="limit for nvidia-smi (default 3 s)")
+    c.add_argument("--service", default=None, metavar="URL",
+                   help="also ask this resolution service (default $DOCTOR_SERVICE_URL); on any failure the local matrix "
+                        "answers, and one line says so")
     add_common(c)
     c.set_defaults(run=run)
 
@@ -53,11 +56,42 @@ def run(args: argparse.Namespace) -> int:
     if args.undo:
         return _undo(args)
     report = _run(args)
+    report, answer = _ask_service(report, args)
     if not (args.fix and args.json):  # --fix --json: one document at the end, with the plan and the re-check
         _render(report, args)
     if not args.fix:
         return report.exit_code
-    return _fix(report, args)
+    return _fix(report, args, answer)
+
+
+def _ask_service(report, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """With --service / DOCTOR_SERVICE_URL: the service's findings the local matrix lacks join the report, and its
+    answer is kept for --fix; on any failure one line says the local matrix answers. No service: unchanged."""
+    import os
+
+    from doctor.envvars import DOCTOR_SERVICE_URL
+
+    args.service_doc = None
+    if args.service is None and not os.environ.get(DOCTOR_SERVICE_URL, "").strip():
+        return report, None  # the fast path: not even the client module loads
+    from doctor.service.client import ServiceError, ask, fallback_line, merged_findings, service_token, service_url
+
+    url = service_url(args.service)
+    if url is None:
+        return report, None
+
+    try:
+        answer = ask(url, report.facts, token=service_token())
+    except ServiceError as exc:
+        print(fallback_line(url, exc), file=sys.stderr)
+        args.service_doc = {"url": url, "used": False, "reason": str(exc)}
+        return report, None
+    merged = merged_findings(report.findings, answer)
+    print(f"doctor: asked the service {url} (matrix {answer.matrix_version}, {answer.mode}): "
+          f"{len(merged) - len(report.findings)} finding(s) the local matrix does not have", file=sys.stderr)
+    args.service_doc = {"url": url, "used": True, "mode": answer.mode, "matrix_version": answer.matrix_version,
+                        "added": len(merged) - len(report.findings)}
+    return report._replace(findings=merged), answer
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -69,6 +103,12 @@ def _validate(args: argparse.Namespace) -> None:
         raise DoctorError("--fix and --undo contradict each other")
     if args.undo and args.script:
         raise DoctorError("--script does not apply with --undo")
+    if args.undo and args.service:
+        raise DoctorError("--service does not apply with --undo (it puts back what was saved here)")
+    if args.service is not None:
+        from doctor.service.client import service_url
+
+        service_url(args.service)  # a malformed URL is bad input now, before any work
     if not (args.fix or args.undo):
         for flag in ("dry_run", "yes"):
             if getattr(args, flag):
@@ -106,9 +146,12 @@ def _run(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _render(report, args: argparse.Namespace) -> None:  # type: ignore[no-untyped-def]
     """Print the report in the chosen format."""
     if args.json:
-        from doctor.report.json import to_json
+        from doctor.report.json import check_document, dumps
 
-        sys.stdout.write(to_json(report) + "\n")
+        doc = check_document(report)
+        if getattr(args, "service_doc", None) is not None:
+            doc["service"] = args.service_doc
+        sys.stdout.write(dumps(doc) + "\n")
     elif args.markdown:
         from doctor.report.markdown import to_markdown
 
@@ -119,8 +162,9 @@ def _render(report, args: argparse.Namespace) -> None:  # type: ignore[no-untype
         render_text(report, console(args), verbose=args.verbose)
 
 
-def _fix(report, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
-    """Plan the package fixes (verified), show them with the other steps, confirm, apply, re-check."""
+def _fix(report, args: argparse.Namespace, answer=None) -> int:  # type: ignore[no-untyped-def]
+    """Plan the package fixes (verified), show them with the other steps, confirm, apply, re-check; with a service's
+    answer, the plan is re-derived locally from its exact pins (pip's resolver and the local rules verify it)."""
     from doctor.actions import PipInstall, PipUninstall
     from doctor.commands.install import _echo, carry_out, render_after
     from doctor.compat_matrix.loader import load_matrix
@@ -132,7 +176,20 @@ def _fix(report, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-de
     indexes = default_indexes()
     python = report.facts.python.executable if args.python else None
     options = PlanOptions(python=python, indexes=indexes, offline=args.offline, torch=args.torch, cuda=args.cuda)
-    package_plan = plan_fixes(report.facts, load_matrix(), report.findings, options)
+    package_plan = None
+    if answer is not None:
+        from doctor.resolve.planner import plan_install
+        from doctor.service.client import exact_requirements
+
+        pins = exact_requirements(answer)
+        if pins:
+            echo(f"the service's plan ({answer.plan_status} against its matrix): {' '.join(pins)}; re-derived and "
+                 "verified here")
+            package_plan = plan_install(report.facts, load_matrix(), pins, options)
+        else:
+            echo("the service's plan has no exact install to re-derive; planned here")
+    if package_plan is None:
+        package_plan = plan_fixes(report.facts, load_matrix(), report.findings, options)
     # package changes come from the verified plan; the findings' own steps only for the rest (caches, manual)
     steps = [s for s in plan(report.findings) if not isinstance(s.action, (PipInstall, PipUninstall))]
     out = carry_out(package_plan, report, args, echo, "check --fix", indexes, lambda: _run(args), steps,
@@ -140,7 +197,10 @@ def _fix(report, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-de
     if args.json:
         from doctor.report.json import dumps, fix_document
 
-        sys.stdout.write(dumps(fix_document(report, out)) + "\n")
+        doc = fix_document(report, out)
+        if getattr(args, "service_doc", None) is not None:
+            doc["service"] = args.service_doc
+        sys.stdout.write(dumps(doc) + "\n")
     else:
         render_after(out, args, echo)
     return out.exit_code

@@ -18,6 +18,7 @@ from doctor.report.console import console
 
 if TYPE_CHECKING:
     from doctor.checkup import Report
+    from doctor.facts import Facts
     from doctor.fix import Outcome, Step
     from doctor.resolve.options import IndexConfig
     from doctor.resolve.plan import Plan
@@ -42,6 +43,9 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     c.add_argument("--json", action="store_true", help="machine-readable outcome: the plan, the steps, the re-check")
     c.add_argument("-v", "--verbose", action="store_true", help="every candidate the planner tried")
     c.add_argument("--gpu-timeout", type=seconds, default=3.0, metavar="S", help="limit for nvidia-smi (default 3 s)")
+    c.add_argument("--service", default=None, metavar="URL",
+                   help="ask this resolution service which versions fit (default $DOCTOR_SERVICE_URL); the plan is still "
+                        "made and verified here; on any failure the local matrix answers, and one line says so")
     add_common(c)
     c.set_defaults(run=run)
 
@@ -84,6 +88,15 @@ def run(args: argparse.Namespace) -> int:
             Requirement(text)
         except InvalidRequirement as exc:
             raise DoctorError(f"not a requirement: {text!r} ({exc})") from None
+    import os
+
+    from doctor.envvars import DOCTOR_SERVICE_URL
+
+    url = None
+    if args.service is not None or os.environ.get(DOCTOR_SERVICE_URL, "").strip():
+        from doctor.service.client import service_url
+
+        url = service_url(args.service)
     from doctor.checkup import run_check
     from doctor.compat_matrix.loader import load_matrix
     from doctor.resolve.options import PlanOptions, default_indexes
@@ -94,8 +107,11 @@ def run(args: argparse.Namespace) -> int:
     indexes = default_indexes()
     options = PlanOptions(python=python, indexes=indexes, offline=args.offline, torch=args.torch, cuda=args.cuda,
                           wanted=tuple(args.packages))
-    plan = plan_install(report.facts, load_matrix(), args.packages, options)
     echo = _echo(args)
+    wanted = list(args.packages)
+    if url is not None:
+        wanted = list(_service_requirements(url, report.facts, wanted, args, echo))
+    plan = plan_install(report.facts, load_matrix(), wanted, options)
 
     def recheck() -> "Report":
         return run_check(python=args.python, probes=False, gpu_timeout=args.gpu_timeout)
@@ -108,6 +124,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         render_after(out, args, echo)
     return out.exit_code
+
+
+def _service_requirements(url: str, facts: "Facts", wanted: List[str], args: argparse.Namespace,
+                          echo: Callable[[str], None]) -> Sequence[str]:
+    """The requirements narrowed to the service's exact pins where it has one that fits (the plan is still made and
+    verified here), or as given when the service fails (one line says so)."""
+    from doctor.service.client import ServiceError, ask, fallback_line, narrowed, service_token
+
+    try:
+        answer = ask(url, facts, packages=wanted, torch=args.torch, cuda=args.cuda, token=service_token())
+    except ServiceError as exc:
+        print(fallback_line(url, exc), file=sys.stderr)
+        return wanted
+    out = narrowed(wanted, answer)
+    changed = [f"{a} -> {b}" for a, b in zip(wanted, out) if a != b]
+    echo(f"the service {url} (matrix {answer.matrix_version}): " + (", ".join(changed) if changed else "no exact pin "
+         "for these") + "; planned and verified here")
+    return out
 
 
 def _echo(args: argparse.Namespace) -> Callable[[str], None]:

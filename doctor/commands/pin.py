@@ -46,6 +46,9 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.add_argument("--shell", action="store_true",
                    help="with --hook: also export UV_CONSTRAINT / UV_BUILD_CONSTRAINT from the venv's bin/activate "
                         "(uv never reads pip.conf); --unhook restores it")
+    p.add_argument("--service", default=None, metavar="URL",
+                   help="take the pins from this resolution service (default $DOCTOR_SERVICE_URL); on any failure the "
+                        "local matrix answers, and one line says so")
     add_common(p)
     p.set_defaults(run=run)
 
@@ -59,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     facts = pin_facts(args.python)
     if args.unhook or args.status:
         return _unhook_or_status(args, facts)
-    ps = known_good_pins(facts, load_matrix(), only=args.only, torch=args.torch, cuda=args.cuda)
+    ps = _from_service(args, facts)
+    if ps is None:
+        ps = known_good_pins(facts, load_matrix(), only=args.only, torch=args.torch, cuda=args.cuda)
     if args.hook:
         return _hook(args, ps)
     from doctor.report.pins import pins_file, pins_text
@@ -76,6 +81,27 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
+def _from_service(args: argparse.Namespace, facts):  # type: ignore[no-untyped-def]
+    """The service's pins for `facts` (validated and re-parsed), or None: no service, or it failed (one line says so)."""
+    from doctor.envvars import DOCTOR_SERVICE_URL
+
+    if args.service is None and not os.environ.get(DOCTOR_SERVICE_URL, "").strip():
+        return None
+    from doctor.resolve.pins import parse_names
+    from doctor.service.client import ServiceError, ask, fallback_line, pin_set, service_token, service_url
+
+    url = service_url(args.service)
+    if url is None:
+        return None
+    only = parse_names(args.only)  # bad --for is bad input whoever answers
+    try:
+        answer = ask(url, facts, packages=only, torch=args.torch, cuda=args.cuda, token=service_token())
+    except ServiceError as exc:
+        print(fallback_line(url, exc), file=sys.stderr)
+        return None
+    return pin_set(answer, facts, only)
+
+
 def _validate(args: argparse.Namespace) -> None:
     """Options that make no sense together are bad input (exit 3), before any work."""
     if args.shell and not args.hook:
@@ -86,6 +112,12 @@ def _validate(args: argparse.Namespace) -> None:
         raise DoctorError("--hook keeps its own constraints file in the environment; -o does not apply")
     if args.hook and args.format == "requirements":
         raise DoctorError("--hook writes constraints; --format requirements does not apply")
+    if args.service is not None:
+        if args.unhook or args.status:
+            raise DoctorError(f"--service does not apply with --{'unhook' if args.unhook else 'status'}")
+        from doctor.service.client import service_url
+
+        service_url(args.service)
 
 
 def _hook(args: argparse.Namespace, ps) -> int:  # type: ignore[no-untyped-def]
