@@ -116,6 +116,7 @@ class BwdConfig(NamedTuple):
     rows: int  # rows per loop step (a power of two)
     num_warps: int
     progs_per_sm: int  # persistent grid: this many programs per multiprocessor (capped by the rows)
+    num_stages: int = 3  # software-pipelining depth of the row loop (triton's default)
 
 
 @functools.lru_cache(maxsize=None)
@@ -189,7 +190,8 @@ def _backward(dy2: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, rstd: t
         dy2, dy2.stride(0), x2, x2.stride(0), weight, rstd, dx if dx is not None else x2,
         dx.stride(0) if dx is not None else 0, parts if parts is not None else rstd,
         n_rows, n_cols, offset, rows_per_prog,
-        BLOCK_N=block_n, ROWS=cfg.rows, HAS_DX=need_dx, HAS_DW=need_dw, num_warps=cfg.num_warps)
+        BLOCK_N=block_n, ROWS=cfg.rows, HAS_DX=need_dx, HAS_DW=need_dw, num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages)
     dw = None
     if parts is not None:
         dw = torch.empty(n_cols, dtype=weight.dtype, device=weight.device)
