@@ -33,7 +33,7 @@ def _rope_tile(  # type: ignore[no-untyped-def]  # triton reads a kernel's annot
     x_ptr, o_ptr, sx_b, sx_h, sx_s, sx_d, so_b, so_h, so_s, so_d,
     b, h0, s0, n_heads, n_seq, half, c1, c2, n1, n2,
     BACKWARD: tl.constexpr, LARGE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_S: tl.constexpr,
-    HALF: tl.constexpr,
+    HALF: tl.constexpr, MASK_D: tl.constexpr,
 ):
     # One [BLOCK_H, BLOCK_S, HALF] tile of both halves of x; c1/c2/n1/n2 are the cos/sin halves
     # [BLOCK_S, HALF] in fp32. The tile's origin is an int64 scalar; offsets inside it are int32 unless
@@ -45,8 +45,9 @@ def _rope_tile(  # type: ignore[no-untyped-def]  # triton reads a kernel's annot
         hs = hs.to(tl.int64)
         ss = ss.to(tl.int64)
         ds = ds.to(tl.int64)
-    mask = (((h0 + hs) < n_heads)[:, None, None] & ((s0 + ss) < n_seq)[None, :, None]
-            & (ds < half)[None, None, :])
+    mask = ((h0 + hs) < n_heads)[:, None, None] & ((s0 + ss) < n_seq)[None, :, None]
+    if MASK_D:  # only when half is not a power of two: a mask along d could cost the 16-byte accesses
+        mask = mask & (ds < half)[None, None, :]
     b64 = b.to(tl.int64)
     h64 = h0.to(tl.int64)
     s64 = s0.to(tl.int64)
@@ -80,7 +81,7 @@ def _rope_kernel(  # type: ignore[no-untyped-def]
     sc_b, sc_s, sc_d, sn_b, sn_s, sn_d,
     n_hq, n_hk, n_seq, half, n_qblocks,
     BACKWARD: tl.constexpr, LARGE: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_S: tl.constexpr,
-    HALF: tl.constexpr,
+    HALF: tl.constexpr, MASK_D: tl.constexpr,
 ):
     # axis 0: (batch, seq block); axis 1: head block, q's blocks first, then k's
     n_sblocks = tl.cdiv(n_seq, BLOCK_S)
@@ -104,11 +105,11 @@ def _rope_kernel(  # type: ignore[no-untyped-def]
     if pid1 < n_qblocks:
         _rope_tile(q_ptr, qo_ptr, sq_b, sq_h, sq_s, sq_d, sqo_b, sqo_h, sqo_s, sqo_d,
                    b, pid1 * BLOCK_H, s0, n_hq, n_seq, half, c1, c2, n1, n2,
-                   BACKWARD, LARGE, BLOCK_H, BLOCK_S, HALF)
+                   BACKWARD, LARGE, BLOCK_H, BLOCK_S, HALF, MASK_D)
     else:
         _rope_tile(k_ptr, ko_ptr, sk_b, sk_h, sk_s, sk_d, sko_b, sko_h, sko_s, sko_d,
                    b, (pid1 - n_qblocks) * BLOCK_H, s0, n_hk, n_seq, half, c1, c2, n1, n2,
-                   BACKWARD, LARGE, BLOCK_H, BLOCK_S, HALF)
+                   BACKWARD, LARGE, BLOCK_H, BLOCK_S, HALF, MASK_D)
 
 
 def _interpreted() -> bool:
@@ -161,7 +162,7 @@ def _launch(q: Optional[torch.Tensor], q_out: Optional[torch.Tensor], k: Optiona
         sc_b, cos.stride(1), cos.stride(2), sn_b, sin.stride(1), sin.stride(2),
         n_hq, n_hk, n_seq, half, n_qblocks,
         BACKWARD=backward, LARGE=large, BLOCK_H=block_h, BLOCK_S=block_s,
-        HALF=triton.next_power_of_2(half), num_warps=warps)
+        HALF=triton.next_power_of_2(half), MASK_D=triton.next_power_of_2(half) != half, num_warps=warps)
 
 
 def _like(shape_stride: Tuple[torch.Size, Tuple[int, ...]], dtype: torch.dtype, device: torch.device
