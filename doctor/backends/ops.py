@@ -168,11 +168,17 @@ REFERENCES: Mapping[str, Callable[..., Any]] = {
 
 
 def _kernels(name: str) -> Callable[..., Any]:
-    """doctor.kernels.<name> (a missing op module is a packaging bug: it raises, it is not 'unavailable')."""
+    """doctor.kernels.<name>, taken from its op module (a missing module is a packaging bug: it raises).
+
+    Not getattr(doctor.kernels, name): once doctor.kernels.rope (or rms_norm) has been imported as a
+    module, the package's attribute of that name is the submodule, not the function.
+    """
+    import importlib
+
     _import("triton", "triton")
     import doctor.kernels as kernels
 
-    fn: Callable[..., Any] = getattr(kernels, name)
+    fn: Callable[..., Any] = getattr(importlib.import_module(f"doctor.kernels.{kernels._OPS[name]}"), name)
     return fn
 
 
