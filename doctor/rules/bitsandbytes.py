@@ -6,7 +6,8 @@ exact one is missing). A release that ships none for torch's CUDA (0.41.x ships 
 to its CPU library, and every GPU op fails ('CUDA Setup failed', 'compiled without GPU support'). The
 library list comes from the installed files (Facts.bitsandbytes) and, when they were not read (a
 planned upgrade's would-be Facts), from the matrix by version; the archs of each index wheel's
-libraries come from the matrix. BNB_CUDA_VERSION (a manual override of the pick) is not considered.
+libraries come from the matrix. BNB_CUDA_VERSION=XY replaces the pick by libbitsandbytes_cudaXY.so (bitsandbytes
+substitutes it into the file name; meant for a CUDA runtime installed beside torch's).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import List, Optional, Tuple
 
 from packaging.version import Version
 
+from doctor import envvars
 from doctor.actions import Manual
 from doctor.compat_matrix import lookup
 from doctor.compat_matrix.model import BnbArchs, Matrix
@@ -98,6 +100,8 @@ def _library(facts: Facts, matrix: Matrix, dist: Distribution, tv: Version) -> T
         "from": src,
         "loader": f"{loader.picks} ({loader.source})",
     })
+    if envvars.BNB_CUDA_VERSION in facts.env:
+        return _override(facts, matrix, dist, libs.libraries, is_wheel, cuda, ev)
     if pick is None:
         return [finding(
             "bitsandbytes.no-cuda-library", Severity.ERROR, CAT,
@@ -116,6 +120,42 @@ def _library(facts: Facts, matrix: Matrix, dist: Distribution, tv: Version) -> T
                     "No library for exactly this CUDA: from 0.50 bitsandbytes loads the nearest one of the same CUDA "
                     "major (and logs 'No prebuilt binary for CUDA ...'), which the CUDA runtime's minor-version "
                     "compatibility runs.")], archs, pick.cuda
+
+
+def _override(facts: Facts, matrix: Matrix, dist: Distribution, libraries: Tuple[str, ...], is_wheel: bool, cuda: str,
+              ev: dict) -> Tuple[List[Finding], Optional[BnbArchs], Optional[str]]:
+    """BNB_CUDA_VERSION=XY is set: bitsandbytes loads libbitsandbytes_cudaXY.so, whatever torch's CUDA is."""
+    raw = facts.env[envvars.BNB_CUDA_VERSION]
+    value = raw.strip()
+    name = f"libbitsandbytes_cuda{value}.so"
+    parsed = lookup.bnb_library_cuda(name) if value.isdigit() and len(value) >= 3 else None
+    ev = {**ev, envvars.BNB_CUDA_VERSION: raw}
+    unset = Manual(f"unset {envvars.BNB_CUDA_VERSION} (bitsandbytes then loads the library for torch's CUDA {cuda})")
+    if parsed is None:
+        return [finding("bitsandbytes.cuda-override", Severity.ERROR, CAT,
+                        f"{envvars.BNB_CUDA_VERSION}={raw!r} is not a CUDA version as bitsandbytes reads it (like 121 for 12.1)", ev,
+                        "bitsandbytes puts the value into the library's file name; no file has this name, so it loads "
+                        "its CPU library and every 4-bit/8-bit GPU op fails.", [unset])], None, None
+    (major, minor), _ = parsed
+    lib_cuda = f"{major}.{minor}"
+    ev["loads"] = name
+    if name not in libraries:
+        return [finding("bitsandbytes.cuda-override", Severity.ERROR, CAT,
+                        f"{envvars.BNB_CUDA_VERSION}={value} asks bitsandbytes {dist.version} for {name}, which it does not ship", ev,
+                        "bitsandbytes loads only the library the override names; it is missing, so bitsandbytes falls back "
+                        "to its CPU library and every 4-bit/8-bit GPU op fails.", [unset])], None, None
+    archs = lookup.bnb_archs(matrix, dist.version, lib_cuda) if is_wheel else None
+    if lib_cuda == cuda:
+        return [finding("bitsandbytes.cuda-override", Severity.INFO, CAT,
+                        f"{envvars.BNB_CUDA_VERSION}={value} names the library for torch's own CUDA {cuda} ({name})", ev,
+                        "The override changes nothing here; it can go.")], archs, lib_cuda
+    return [finding("bitsandbytes.cuda-override", Severity.WARN, CAT,
+                    f"{envvars.BNB_CUDA_VERSION}={value}: bitsandbytes {dist.version} loads {name} (CUDA {lib_cuda}), not the "
+                    f"library for torch's CUDA {cuda}", ev,
+                    "The override is for a CUDA runtime installed beside torch's: that runtime's libraries must be on "
+                    "LD_LIBRARY_PATH and the driver must support it, or the import fails ('CUDA Setup failed'). Left over "
+                    "from another setup, it is the usual cause of bitsandbytes errors after torch was upgraded.",
+                    [unset])], archs, lib_cuda
 
 
 def _gpus(facts: Facts, matrix: Matrix, dist: Distribution, tv: Optional[Version], archs: Optional[BnbArchs],

@@ -187,6 +187,28 @@ def test_041_on_cu124_has_no_library_and_the_fix_names_a_release_that_ships_one(
     assert isinstance(drop, PipUninstall)
 
 
+@pytest.mark.parametrize("value,severity,words", [
+    ("122", Severity.WARN, "loads libbitsandbytes_cuda122.so (CUDA 12.2), not the library for torch's CUDA 12.4"),
+    ("124", Severity.INFO, "names the library for torch's own CUDA 12.4"),
+    ("131", Severity.ERROR, "asks bitsandbytes 0.45.5 for libbitsandbytes_cuda131.so, which it does not ship"),
+    ("12.2", Severity.ERROR, "is not a CUDA version as bitsandbytes reads it"),
+    ("", Severity.ERROR, "is not a CUDA version as bitsandbytes reads it"),
+])
+def test_bnb_cuda_version_override_replaces_the_pick(env: Env, value: str, severity: Severity, words: str) -> None:
+    """BNB_CUDA_VERSION=XY makes bitsandbytes load libbitsandbytes_cudaXY.so whatever torch's CUDA is: the rule says which
+    file loads, and that one missing from the wheel (or a value that names no file) is an error with 'unset' as the fix."""
+    env.torch("2.4.0+cu124", "12.4")
+    bnb(env, "0.45.5")
+    report = env.check(gpus=H100, driver=DRIVER, env={"BNB_CUDA_VERSION": value})
+    f = one(report, "bitsandbytes.cuda-override")
+    assert f.severity is severity and words in f.title, f.title
+    assert ev(f)["BNB_CUDA_VERSION"] == value
+    assert not [x for x in report.findings if x.id in ("bitsandbytes.cuda-library", "bitsandbytes.no-cuda-library")]
+    if severity >= Severity.WARN:
+        (unset,) = f.fix
+        assert isinstance(unset, Manual) and unset.description.startswith("unset BNB_CUDA_VERSION")
+
+
 def test_041_on_cu121_loads_its_library(env: Env) -> None:
     env.torch("2.3.1+cu121", "12.1")
     bnb(env, "0.41.1")
