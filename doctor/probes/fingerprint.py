@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 
 from doctor._version import __version__
 from doctor.compat_matrix.stack import TRAINING_STACK
-from doctor.envvars import CUDA_VISIBLE_DEVICES
+from doctor.envvars import BNB_CUDA_VERSION, CUDA_VISIBLE_DEVICES
 from doctor.facts import Facts
 
 # Distributions whose version changes what a probe proves (plus every nvidia-* runtime library).
@@ -32,6 +32,7 @@ def fingerprint_inputs(facts: Facts, gpu: Optional[str] = None, catalogue_versio
         "driver": hw.driver_version,
         "gpus": [[g.name, g.cc, g.uuid] for g in hw.gpus],
         "selected_gpu": gpu if gpu is not None else facts.env.get(CUDA_VISIBLE_DEVICES),
+        "bnb_cuda_override": facts.env.get(BNB_CUDA_VERSION),  # which library the bitsandbytes probe loads
     }
 
 
