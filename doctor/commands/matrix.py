@@ -18,10 +18,16 @@ HELP = """refresh re-derives, from the package index and without downloading whe
                                 torch/CUDA build of its xformers/cpp_lib.json (HTTP Range reads)
   torch    -> [torch_triton]    Requires-Dist on triton of each release's Linux x86_64 wheel (CPython 3.11)
 METADATA comes from the PEP 658 .metadata file when the index advertises one, else from the wheel by HTTP
-Range reads of its zip central directory. The rows go to a user-level overlay (matrix-overlay.json in the
-doctor's cache directory, $DOCTOR_CACHE_DIR), written atomically; `doctor check` lays it over the shipped
-data (releases the shipped data lacks are added) and never waits for the network. A failed refresh writes
-nothing: the previous overlay stays as it was.
+Range reads of its zip central directory. The rows go to a user-level overlay, matrix-overlay.json in the
+doctor's cache directory ($DOCTOR_CACHE_DIR, else ~/.cache/tune-doctor on Linux), written atomically, every
+row with its date and wheel URL. `doctor check` lays it over the shipped data (releases the shipped data
+lacks are added; its header then shows "matrix <version>+refresh.<date>") and never waits for the network;
+delete the file to go back to the shipped data. A failed refresh writes nothing: the previous overlay stays.
+
+examples:
+  doctor matrix refresh                      # both tables, ~5 s and ~9 MB from the default index
+  doctor matrix refresh --package xformers --dry-run
+  doctor matrix refresh --json | jq '.packages[].new'
 
 """ + epilog(COMMON + (ExitCode.CHANGE_FAILED,), notes=(
     "refresh: 1 when it wrote the overlay with warnings (e.g. a .metadata file whose sha256 did not match)",
@@ -161,13 +167,14 @@ def _text(args: argparse.Namespace, result: Any) -> None:
     out = console(args)
     o = result.outcome
     out.print(f"matrix refresh from {o.index_url}: {o.seconds:.1f} s, {o.requests} requests, "
-              f"{_size(o.bytes_downloaded)} downloaded (the wheels read are {_size(result.wheels_total_size)})",
+              f"{_size(o.bytes_downloaded)} downloaded (instead of {_size(result.wheels_total_size)} of wheels)",
               soft_wrap=True, markup=False)
     for r in o.results:
         c = result.comparisons[r.target.package]
-        new = f"{len(c.new)} not in the shipped data" + (f": {', '.join(c.new)}" if c.new else "")
-        out.print(f"  {r.target.package} -> [{r.target.table}]: {len(r.rows)} releases ({new}); "
-                  f"{len(r.skipped)} without a {r.target.requires} requirement skipped", soft_wrap=True, markup=False)
+        new = f"{len(c.new)} not in the shipped data: {', '.join(c.new)}" if c.new else "all in the shipped data"
+        skipped = f"; {len(r.skipped)} without a {r.target.requires} requirement skipped" if r.skipped else ""
+        out.print(f"  {r.target.package} -> [{r.target.table}]: {len(r.rows)} releases ({new}){skipped}",
+                  soft_wrap=True, markup=False)
         for d in c.differs:
             out.print(f"    differs from the shipped data (the shipped row is kept): {d}", soft_wrap=True, markup=False)
         if c.missing:
@@ -175,7 +182,8 @@ def _text(args: argparse.Namespace, result: Any) -> None:
     for w in result.warnings:
         out.print(Text("  ") + Text("warning", style="yellow") + Text(f": {w}"), soft_wrap=True)
     if result.written:
-        out.print(f"overlay written: {result.overlay_path}", soft_wrap=True, markup=False)
+        out.print(f"overlay written: {result.overlay_path} (`doctor check` uses it from now on; delete the file to go "
+                  "back to the shipped data)", soft_wrap=True, markup=False)
     else:
         out.print(f"dry run: nothing written ({result.overlay_path} unchanged)", soft_wrap=True, markup=False)
 

@@ -16,7 +16,7 @@ Every row carries the date it was read and its source (the wheel's URL and how i
 
 Merging (`overlaid`): the embedded rows stay as they are (curated, with notes; a release's metadata never
 changes on the index); the overlay adds the releases the embedded data lacks and fills a missing
-wheel_torch/wheel_cuda. `doctor check` only stats and reads this local file: it never waits for the
+wheel_torch/wheel_cuda. When it adds anything, the matrix's data_version says so ("2026.11.22+refresh.2026-12-01"). `doctor check` only stats and reads this local file: it never waits for the
 network. A malformed overlay is one warning line on stderr and is ignored; the embedded data stays.
 Writing is atomic (temp file in the same directory, fsync, os.replace): a reader sees the old file or the new.
 """
@@ -269,6 +269,7 @@ def merge(base: Any, overlay: Overlay) -> Any:
     from doctor.compat_matrix.model import Requirement
 
     changes: Dict[str, Any] = {}
+    dates: List[str] = []
     for table, rows in overlay.tables.items():
         current = {Version(r.version): r for r in getattr(base, table)}
         added = False
@@ -285,8 +286,13 @@ def merge(base: Any, overlay: Overlay) -> Any:
                 added = True
         if added:
             changes[table] = tuple(current[v] for v in sorted(current))
+            if overlay.refreshed.get(table):
+                dates.append(overlay.refreshed[table])
     if not changes:
         return base
+    # The data differs from the shipped data of that version: say so wherever the version is shown (the check
+    # header "matrix 2026.11.22+refresh.2026-12-01", pins, the service), so a report tells which rows it used.
+    changes["data_version"] = f"{base.data_version}+refresh" + (f".{max(dates)}" if dates else "")
     sources = dict(base.sources)
     sources[SOURCE_KEY] = (f"doctor matrix refresh: Requires-Dist (and xformers' cpp_lib.json) read from the package "
                            f"index's Linux x86_64 wheels; each row's wheel and date are in {overlay.path}")

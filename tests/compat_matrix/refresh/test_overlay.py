@@ -146,3 +146,12 @@ def test_doctor_check_runs_with_overlay(cache_dir: Path) -> None:
     assert out.returncode in (0, 1, 2), out.stderr
     assert "warning: matrix overlay" not in out.stderr
     json.loads(out.stdout)
+
+
+def test_data_version_says_the_overlay_is_used(cache_dir: Path) -> None:
+    """Reports show which data they used: the check header, pins and the service read data_version."""
+    bundled = loader.load_matrix(None).data_version
+    write(cache_dir, [ov.OverlayRow("0.0.35", ">=2.10", "2026-12-01", "s")])  # adds nothing: the same data
+    assert loader.load_matrix().data_version == bundled
+    write(cache_dir, [ov.OverlayRow("0.0.99", "==2.99.0", "2026-12-01", "s")])
+    assert loader.load_matrix().data_version == f"{bundled}+refresh.2026-12-01"

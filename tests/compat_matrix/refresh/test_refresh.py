@@ -295,3 +295,52 @@ def test_the_test_index_stops_whole(capfd: pytest.CaptureFixture[str]) -> None:
     assert time.monotonic() - t0 < 2.0  # the sleeper was woken, not waited for
     assert server._conns and not [t for t, _ in server._conns if t.is_alive()]
     assert capfd.readouterr().err == ""
+
+
+def test_doctor_check_offers_a_release_only_the_refresh_knows(index: Index, cache_dir: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """End to end, no code change: torch 2.99 with xformers 0.0.34 installed; before the refresh the fix can only
+    remove xformers, after it (the index gained xformers 0.0.99 built for torch 2.99) it installs 0.0.99."""
+    import os
+    import subprocess
+    import sys
+
+    from doctor.envvars import DOCTOR_MATRIX_DIR
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True, timeout=120)
+    site = next((tmp_path / "venv").glob("lib/python*/site-packages"))
+    for name, version, req in (("torch", "2.99.0", "triton==3.99.0"), ("triton", "3.99.0", ""),
+                               ("xformers", "0.0.34", "torch==2.10.0")):
+        info = site / f"{name}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_bytes(wheel_metadata(name, version, [req] if req else []))
+        (info / "RECORD").write_text(f"{info.name}/METADATA,,\n")
+    (site / "torch").mkdir()
+    (site / "torch" / "version.py").write_text("__version__ = '2.99.0+cu130'\ncuda = '13.0'\n")
+
+    def check() -> Dict[str, Any]:
+        env = {**os.environ, "DOCTOR_CACHE_DIR": str(cache_dir), "DOCTOR_GPUS": "none", "NO_COLOR": "1"}
+        env.pop(DOCTOR_MATRIX_DIR, None)
+        out = subprocess.run([sys.executable, "-m", "doctor", "check", "--python", str(tmp_path / "venv"), "--json",
+                              "--no-probes"], env=env, capture_output=True, text=True, timeout=120,
+                             stdin=subprocess.DEVNULL)
+        assert out.returncode == 2, out.stderr
+        doc: Dict[str, Any] = json.loads(out.stdout)
+        return doc
+
+    before = check()
+    assert "0.0.99" not in json.dumps(before) and "+refresh." not in before["matrix_version"]
+
+    cpp = json.dumps({"version": {"cuda": 1300, "torch": "2.99.0+cu130", "python": "3.11.9"}}).encode()
+    index.add_wheel("xformers", real_wheel("xformers-0.0.99-cp39-abi3-manylinux_2_28_x86_64.whl", {
+        "xformers/cpp_lib.json": cpp,
+        "xformers-0.0.99.dist-info/METADATA": wheel_metadata("xformers", "0.0.99", ["torch==2.99.0"]),
+    }))
+    code, _, err = refresh(capsys, index, "--package", "xformers")
+    assert code == 0, err
+
+    after = check()
+    mismatch = next(f for f in after["findings"] if f["id"] == "xformers.torch-mismatch")
+    assert "xformers==0.0.99" in json.dumps(mismatch)
+    refreshed = json.loads(overlay_file(cache_dir).read_text())["tables"]["xformers_torch"]["refreshed"]
+    assert after["matrix_version"] == before["matrix_version"] + "+refresh." + refreshed
