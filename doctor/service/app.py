@@ -20,7 +20,7 @@ import hmac
 import json
 import os
 import time
-from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, NamedTuple, Optional
+from typing import Any, Awaitable, Callable, Dict, List, MutableMapping, NamedTuple, Optional, Tuple
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -85,11 +85,15 @@ def _json(doc: Any, status: int = 200, headers: Optional[Dict[str, str]] = None)
     return Response(json.dumps(doc, separators=(",", ":")).encode(), status, headers=headers, media_type=JSON)
 
 
-def _problem(status: int, detail: str, field: str = "") -> Response:
+def _problem_body(detail: str, field: str = "") -> bytes:
     doc: Dict[str, Any] = {"detail": detail}
     if field:
         doc["field"] = field
-    return _json(doc, status)
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _problem(status: int, detail: str, field: str = "") -> Response:
+    return Response(_problem_body(detail, field), status, media_type=JSON)
 
 
 def create_app(settings: Optional[Settings] = None) -> Any:
@@ -107,33 +111,39 @@ def create_app(settings: Optional[Settings] = None) -> Any:
                   description="Findings, known-good pins and an offline-matrix plan for a Facts document. "
                               "Requests carry no paths, hostnames, user names or environment values.")
 
+    def answer_body(body: bytes) -> Tuple[int, bytes]:
+        """(status, JSON body) for one /v1/resolve body: the cached answer, a 422 with the reason, or the answer."""
+        key, hit = answerer.cached(body)
+        metrics.cache_result(hit is not None)
+        if hit is not None:
+            return 200, hit
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            return 422, _problem_body(f"not JSON ({' '.join(str(exc).split())[:160]})")
+        try:
+            req = parse_request(doc)
+        except RequestError as exc:
+            return 422, _problem_body(str(exc)[:400], exc.where)
+        try:
+            return 200, answerer.answer(key, req, body)
+        except DoctorError as exc:  # the matrix cannot serve it (an unknown --torch build): the request's problem
+            return 422, _problem_body(" ".join(str(exc).split())[:400])
+        except Exception:  # a gap in the doctor, not the client's fault: logged and counted, still never a 500
+            log.exception("resolve failed", extra={"fields": {"event": "error", "path": "/v1/resolve"}})
+            metrics.error("/v1/resolve", "exception")
+            return 422, _problem_body("this document could not be answered (the service logged why)")
+
+    # The Guard answers POST /v1/resolve itself with answer_body (FastAPI's routing and dependency solving cost
+    # more than a cached answer); the route stays for the OpenAPI schema and for callers of the bare FastAPI app.
     @api.post("/v1/resolve", summary="Findings, pins and a plan for a Facts document",
               openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": REQUEST_SCHEMA}}}},
               responses={200: {"description": "the answer (mode offline-matrix: the plan is not verified against the index)"},
                          413: {"description": "the body is larger than the limit"},
                          422: {"description": "the document does not validate; `detail` says why, `field` where"}})
     async def resolve(request: Request) -> Response:
-        body = await request.body()
-        key, hit = answerer.cached(body)
-        metrics.cache_result(hit is not None)
-        if hit is not None:
-            return Response(hit, media_type=JSON)
-        try:
-            doc = json.loads(body)
-        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-            return _problem(422, f"not JSON ({' '.join(str(exc).split())[:160]})")
-        try:
-            req = parse_request(doc)
-        except RequestError as exc:
-            return _problem(422, str(exc)[:400], exc.where)
-        try:
-            return Response(answerer.answer(key, req), media_type=JSON)
-        except DoctorError as exc:  # the matrix cannot serve it (an unknown --torch build): the request's problem
-            return _problem(422, " ".join(str(exc).split())[:400])
-        except Exception:  # a gap in the doctor, not the client's fault: logged and counted, still never a 500
-            log.exception("resolve failed", extra={"fields": {"event": "error", "path": "/v1/resolve"}})
-            metrics.error("/v1/resolve", "exception")
-            return _problem(422, "this document could not be answered (the service logged why)")
+        status, payload = answer_body(await request.body())
+        return Response(payload, status, media_type=JSON)
 
     @api.get("/v1/matrix", summary="The matrix served: data version and ETag (If-None-Match -> 304)",
              responses={200: {"description": "data version, ETag, origin, rows per table"},
@@ -153,7 +163,7 @@ def create_app(settings: Optional[Settings] = None) -> Any:
         return Response(metrics.render(labels), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     api.openapi()  # build the schema once now, not on the first /openapi.json
-    return Guard(api, token, settings.max_body, metrics, log if settings.log_requests else None)
+    return Guard(api, token, settings.max_body, metrics, log if settings.log_requests else None, answer_body)
 
 
 def _matches(header: str, etag: str) -> bool:
@@ -169,8 +179,9 @@ class Guard:
     """The ASGI layer around the routes: size limit, bearer token, timing, metrics, the JSON request log."""
 
     def __init__(self, app: ASGIApp, token: Optional[bytes], max_body: int, metrics: Metrics,
-                 log: Optional[Any]) -> None:
+                 log: Optional[Any], resolve: Optional[Callable[[bytes], Tuple[int, bytes]]] = None) -> None:
         self.app, self.token, self.max_body, self.metrics, self.log = app, token, max_body, metrics, log
+        self.resolve = resolve  # the hot path: POST /v1/resolve answered here
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one connection event (lifespan passes through)."""
@@ -199,6 +210,12 @@ class Guard:
                     state["in"] = len(body)
             if early is not None:
                 await early(scope, receive, sending)
+            elif body is not None and self.resolve is not None and path == "/v1/resolve" and method == "POST":
+                status, payload = self.resolve(body)
+                await sending({"type": "http.response.start", "status": status,
+                               "headers": [(b"content-type", b"application/json"),
+                                           (b"content-length", str(len(payload)).encode())]})
+                await sending({"type": "http.response.body", "body": payload})
             elif body is not None:
                 await self.app(scope, _replay(body, receive), sending)
             else:
