@@ -7,7 +7,7 @@ sends it. Two cases:
 
   cached    the same document again and again (a fleet of identical machines: a course's notebooks, a cluster's
             nodes): the worker answers from its answer cache (keyed by the request's bytes)
-  computed  every request different (a GPU's memory_mib counts up through 5000 values, the cache keeps 256):
+  computed  every request different (a GPU's memory_mib counts up, never repeating across runs; the cache keeps 256):
             validation, the rules three times (findings, the plan's before and after), the pins, the plan
 
 Debian's wrk is the original (no wrk2 `-R`; oha is not packaged for Debian 12): a fixed offered rate is made
@@ -52,7 +52,6 @@ end
 -- waits for its slot, and when the server falls behind, the free connections catch up (open loop, capped at C)
 local step = %(step_ms)s
 local n = 0
-function setup(thread) thread:set("id", math.random(1, 1000000)) end
 if step > 0 then
   local ffi = require("ffi")
   ffi.cdef[[ typedef struct { long tv_sec; long tv_usec; } s2_timeval; int gettimeofday(s2_timeval *tv, void *tz); ]]
@@ -71,7 +70,7 @@ end
 if vary then
   function request()
     n = n + 1
-    return wrk.format(nil, nil, nil, prefix .. tostring(100000 + (n * 7919 + id) %% 5000) .. suffix)
+    return wrk.format(nil, nil, nil, prefix .. tostring(%(offset)s + n) .. suffix)
   end
 else
   wrk.body = body  -- one request string, built once by wrk
@@ -120,12 +119,25 @@ def start(port: int, log: Path, cores: str, request_log: bool) -> "subprocess.Po
     raise SystemExit(f"the server did not start: {log.read_text()[-1000:]}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+_RUNS = [0]
+
+
 def wrk(url: str, body: Path, rate: Optional[float], connections: int, duration: int, vary: bool, tmp: Path,
-        core: str) -> Dict[str, Any]:
-    """One wrk run; rate None: as fast as the connections go."""
+        core: str, server_pid: int) -> Dict[str, Any]:
+    """One wrk run; rate None: as fast as the connections go. Also the server's CPU time per request: what one
+    request costs a core whatever else runs on it (the latency figures depend on what shares the core)."""
+    _RUNS[0] += 1
     step = 0 if rate is None else 1000.0 / rate  # one wrk thread holds the schedule
     script = tmp / "load.lua"
-    script.write_text(LUA % {"body": body, "vary": "true" if vary else "false", "step_ms": step})
+    script.write_text(LUA % {"body": body, "vary": "true" if vary else "false", "step_ms": step,
+                             "offset": 1_000_000 * _RUNS[0]})
+    cpu0 = cpu_seconds(server_pid)
     cmd = ["taskset", "-c", core, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s", "-s", str(script),
            url + "/v1/resolve"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
@@ -133,6 +145,7 @@ def wrk(url: str, body: Path, rate: Optional[float], connections: int, duration:
     if line is None:
         raise SystemExit(f"wrk gave no result: {out.stdout[-800:]} {out.stderr[-800:]}")
     r = json.loads(line[len("RESULT "):])
+    r["server_cpu_ms_per_request"] = (cpu_seconds(server_pid) - cpu0) * 1000 / max(1, r["requests"])
     r["offered"] = rate
     r["connections"] = connections
     r["achieved"] = r["requests"] / (r["duration_us"] / 1e6)
@@ -142,7 +155,8 @@ def wrk(url: str, body: Path, rate: Optional[float], connections: int, duration:
 def row(case: str, r: Dict[str, Any]) -> str:
     offered = "max" if r["offered"] is None else f"{r['offered']:.0f}"
     return (f"| {case} | {offered} | {r['connections']} | {r['achieved']:.0f} | {r['p50_us'] / 1000:.2f} | "
-            f"{r['p99_us'] / 1000:.2f} | {r['p999_us'] / 1000:.2f} | {r['errors']} |")
+            f"{r['p99_us'] / 1000:.2f} | {r['p999_us'] / 1000:.2f} | {r['errors']} | "
+            f"{r['server_cpu_ms_per_request']:.2f} |")
 
 
 def main() -> int:
@@ -177,12 +191,12 @@ def main() -> int:
             print(f"uvicorn http={impl} loop={loop}; document: {args.scenario}, {len(doc['facts']['distributions'])} distributions, "
                   f"{body.stat().st_size} bytes; answer {len(first.content)} bytes; "
                   f"request log {'off' if args.no_request_log else 'on'}", flush=True)
-            print("| case | offered req/s | conns | achieved req/s | p50 ms | p99 ms | p99.9 ms | errors |")
-            print("|---|---|---|---|---|---|---|---|", flush=True)
+            print("| case | offered req/s | conns | achieved req/s | p50 ms | p99 ms | p99.9 ms | errors | server CPU ms/req |")
+            print("|---|---|---|---|---|---|---|---|---|", flush=True)
             plan = [("cached", float(x), 8) for x in args.rates.split(",") if x] + [("cached", None, 4)]
             plan += [("computed", float(x), 4) for x in args.computed_rates.split(",") if x] + [("computed", None, 2)]
             for case, rate, conns in plan:
-                r = wrk(url, body, rate, conns, args.duration, case == "computed", tmp, "1")
+                r = wrk(url, body, rate, conns, args.duration, case == "computed", tmp, "1", server.pid)
                 r["case"] = case
                 results.append(r)
                 print(row(case, r), flush=True)
