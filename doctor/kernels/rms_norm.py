@@ -103,6 +103,17 @@ def _interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+# Host-side integer helpers in plain Python: triton.cdiv / next_power_of_2 are constexpr functions whose
+# calls cost microseconds each, and at the issue's shape the whole fwd+bwd is ~0.2 ms of GPU time, so the
+# host's per-call work decides whether the GPU waits.
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
 class FwdConfig(NamedTuple):
     """Launch shape of the forward kernel."""
 
@@ -124,24 +135,37 @@ def _sm_count(index: int) -> int:
     return int(torch.cuda.get_device_properties(index).multi_processor_count)
 
 
-def _fwd_config(n_cols: int) -> FwdConfig:
-    """Rows per program and warps: ~16 KiB of a row block per program on the GPU, tiny in the interpreter."""
-    if _interpreted():
+def _warps(elems: int) -> int:
+    # ~16-32 fp32 values of a block per thread: more spills (4 warps on 4 x 4096 ran 20x slower on the H200)
+    return 4 if elems <= 2048 else 8 if elems <= 8192 else 16
+
+
+@functools.lru_cache(maxsize=None)
+def _fwd_config_cached(n_cols: int, interpreted: bool) -> FwdConfig:
+    if interpreted:
         return FwdConfig(2, 4)
-    block = triton.next_power_of_2(n_cols)
+    block = _pow2(n_cols)
     rows = max(1, min(4, 2048 // block))
-    warps = 4 if block * rows <= 2048 else 8 if block * rows <= 8192 else 16
-    return FwdConfig(rows, warps)
+    return FwdConfig(rows, _warps(block * rows))
+
+
+@functools.lru_cache(maxsize=None)
+def _bwd_config_cached(n_cols: int, interpreted: bool) -> BwdConfig:
+    if interpreted:
+        return BwdConfig(2, 4, 1)
+    block = _pow2(n_cols)
+    rows = max(1, min(4, 8192 // block))
+    return BwdConfig(rows, _warps(block * rows), 2)
+
+
+def _fwd_config(n_cols: int) -> FwdConfig:
+    """Rows per program and warps (H200, 16384 x 4096 bf16: 1 row of 4096 and 8 warps, 3.8 TB/s)."""
+    return _fwd_config_cached(n_cols, _interpreted())
 
 
 def _bwd_config(n_cols: int) -> BwdConfig:
-    """Rows per step, warps and programs per multiprocessor of the backward kernel."""
-    if _interpreted():
-        return BwdConfig(2, 4, 1)
-    block = triton.next_power_of_2(n_cols)
-    rows = max(1, min(4, 2048 // block))
-    warps = 4 if block * rows <= 2048 else 8 if block * rows <= 8192 else 16
-    return BwdConfig(rows, warps, 2)
+    """Rows per step, warps, programs per multiprocessor (H200 at 4096: 2 rows, 8 warps, 2 per SM)."""
+    return _bwd_config_cached(n_cols, _interpreted())
 
 
 def _rows_view(t: torch.Tensor, n_cols: int) -> torch.Tensor:
@@ -153,52 +177,55 @@ def _rows_view(t: torch.Tensor, n_cols: int) -> torch.Tensor:
 
 
 def _forward(x2: torch.Tensor, weight: torch.Tensor, eps: float, offset: float,
-             cfg: Optional[FwdConfig] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(y [rows, H] in x's dtype, 1/rms [rows] fp32) of x2 [rows, H]."""
+             cfg: Optional[FwdConfig] = None, shape: Optional[Any] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(y in x's dtype, contiguous, of `shape` (default [rows, H]), 1/rms [rows] fp32) of x2 [rows, H]."""
     n_rows, n_cols = x2.shape
     cfg = cfg or _fwd_config(n_cols)
-    y = torch.empty((n_rows, n_cols), dtype=x2.dtype, device=x2.device)
+    y = torch.empty(shape if shape is not None else (n_rows, n_cols), dtype=x2.dtype, device=x2.device)
     rstd = torch.empty(n_rows, dtype=torch.float32, device=x2.device)
-    grid = (triton.cdiv(n_rows, cfg.rows),)
-    _rms_fwd_kernel[grid](x2, x2.stride(0), weight, y, y.stride(0), rstd, n_rows, n_cols, eps, offset,
-                          BLOCK_N=triton.next_power_of_2(n_cols), ROWS=cfg.rows, num_warps=cfg.num_warps)
+    grid = (_cdiv(n_rows, cfg.rows),)
+    _rms_fwd_kernel[grid](x2, x2.stride(0), weight, y, n_cols, rstd, n_rows, n_cols, eps, offset,
+                          BLOCK_N=_pow2(n_cols), ROWS=cfg.rows, num_warps=cfg.num_warps)
     return y, rstd
 
 
 def _n_programs(x2: torch.Tensor, cfg: BwdConfig) -> int:
     """Size of the backward's persistent grid: per multiprocessor on the GPU, 3 in the interpreter."""
-    steps = triton.cdiv(x2.shape[0], cfg.rows)
+    steps = _cdiv(x2.shape[0], cfg.rows)
     if _interpreted() or x2.device.type != "cuda":
         return min(steps, 3)  # several programs, so the partial-sum path is exercised in CI
     return min(steps, cfg.progs_per_sm * _sm_count(x2.device.index or 0))
 
 
 def _backward(dy2: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor, offset: float,
-              need_dx: bool, need_dw: bool, cfg: Optional[BwdConfig] = None
+              need_dx: bool, need_dw: bool, cfg: Optional[BwdConfig] = None, shape: Optional[Any] = None
               ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """(dx [rows, H] in x's dtype or None, dw [H] in weight's dtype or None)."""
+    """(dx in x's dtype, contiguous, of `shape` (default [rows, H]), or None; dw [H] in weight's dtype or None)."""
     n_rows, n_cols = x2.shape
     cfg = cfg or _bwd_config(n_cols)
     n_prog = _n_programs(x2, cfg)
     # each program takes a whole number of loop steps, so only the last one sees a short step
-    rows_per_prog = triton.cdiv(triton.cdiv(n_rows, n_prog), cfg.rows) * cfg.rows
-    n_prog = triton.cdiv(n_rows, rows_per_prog)
-    dx = torch.empty((n_rows, n_cols), dtype=x2.dtype, device=x2.device) if need_dx else None
+    rows_per_prog = _cdiv(_cdiv(n_rows, n_prog), cfg.rows) * cfg.rows
+    n_prog = _cdiv(n_rows, rows_per_prog)
+    dx = torch.empty(shape if shape is not None else (n_rows, n_cols), dtype=x2.dtype, device=x2.device) \
+        if need_dx else None
     parts = torch.empty((n_prog, n_cols), dtype=torch.float32, device=x2.device) if need_dw else None
-    block_n = triton.next_power_of_2(n_cols)
+    block_n = _pow2(n_cols)
     _rms_bwd_kernel[(n_prog,)](
         dy2, dy2.stride(0), x2, x2.stride(0), weight, rstd, dx if dx is not None else x2,
-        dx.stride(0) if dx is not None else 0, parts if parts is not None else rstd,
+        n_cols, parts if parts is not None else rstd,
         n_rows, n_cols, offset, rows_per_prog,
         BLOCK_N=block_n, ROWS=cfg.rows, HAS_DX=need_dx, HAS_DW=need_dw, num_warps=cfg.num_warps,
         num_stages=cfg.num_stages)
     dw = None
     if parts is not None:
         dw = torch.empty(n_cols, dtype=weight.dtype, device=weight.device)
-        block_p = 8 if _interpreted() else 64
-        bn = min(32, block_n)
-        _sum_parts_kernel[(triton.cdiv(n_cols, bn),)](parts, dw, n_prog, n_cols, BLOCK_P=block_p, BLOCK_N=bn,
-                                                      num_warps=4)
+        # one load round on the GPU (up to 512 partial rows x 16 columns per program): latency, not
+        # bandwidth, bounds this 4 MiB read, so many programs and no loop
+        block_p = 8 if _interpreted() else min(512, _pow2(n_prog))
+        bn = min(16, block_n)
+        _sum_parts_kernel[(_cdiv(n_cols, bn),)](parts, dw, n_prog, n_cols, BLOCK_P=block_p, BLOCK_N=bn,
+                                                num_warps=4)
     return dx, dw
 
 
@@ -209,11 +236,11 @@ class _RMSNorm(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float,  # type: ignore[override]
                 offset: float) -> torch.Tensor:
         x2 = _rows_view(x, x.shape[-1])
-        y, rstd = _forward(x2, weight, eps, offset)
+        y, rstd = _forward(x2, weight, eps, offset, shape=x.shape)
         ctx.save_for_backward(x2, weight, rstd)
         ctx.offset = offset
         ctx.shape = x.shape
-        return y.view(x.shape)
+        return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -221,8 +248,8 @@ class _RMSNorm(torch.autograd.Function):
         x2, weight, rstd = ctx.saved_tensors
         need_dx, need_dw = bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1])
         dy2 = _rows_view(dy, x2.shape[1])
-        dx, dw = _backward(dy2, x2, weight, rstd, ctx.offset, need_dx, need_dw)
-        return (dx.view(ctx.shape) if dx is not None else None), dw, None, None
+        dx, dw = _backward(dy2, x2, weight, rstd, ctx.offset, need_dx, need_dw, shape=ctx.shape)
+        return dx, dw, None, None
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor) -> None:
@@ -247,8 +274,8 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, offset: f
         return rms_norm_reference(x, weight, eps, offset)
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     if not needs_grad:  # inference: the forward kernel alone, nothing saved
-        y, _ = _forward(_rows_view(x, n_cols), weight, eps, offset)
-        return y.view(x.shape)
+        y, _ = _forward(_rows_view(x, n_cols), weight, eps, offset, shape=x.shape)
+        return y
     out: torch.Tensor = _RMSNorm.apply(x, weight, float(eps), float(offset))
     return out
 
