@@ -60,6 +60,34 @@ def fwd_bwd(f: Callable[[], Any], inputs: Sequence[Any], grad: Any) -> Callable[
 BUDGET = [150.0]  # seconds for the whole script (--budget)
 
 
+def graph_ms(step: Callable[[], None]) -> float:
+    """GPU time of one step alone: the step captured in a CUDA graph and replayed (no host work between
+    kernels), to tell the kernels' time from the host's per-call overhead in the plain timing."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    ms = bench(graph.replay)
+    del graph
+    return ms
+
+
+def graphed(op: str, impl: str, step: Callable[[], None], nbytes: int, copy: float) -> None:
+    """Emit the CUDA-graph (GPU-only) time of step; a failure is recorded, not fatal."""
+    try:
+        ms = graph_ms(step)
+    except Exception as exc:
+        emit({"op": op, "impl": impl, "graph_err": repr(exc)[:300]})
+        return
+    gbps = nbytes / ms / 1e6
+    emit({"op": op, "impl": impl, "ms": round(ms, 4), "GBps": round(gbps), "pct_copy": round(100 * gbps / copy, 1)})
+
+
 def left() -> float:
     """Seconds left of the run's budget."""
     return BUDGET[0] - (time.monotonic() - START)
@@ -78,7 +106,7 @@ def timed(op: str, impl: str, fn: Callable[[], Any], nbytes: int, copy: float, *
     return ms
 
 
-def rms_section(copy: float, sweep: bool, compile_too: bool) -> None:
+def rms_section(copy: float, sweep: str, compile_too: bool) -> None:
     """RMSNorm 16384x4096 bf16: config sweep (optional), then fwd+bwd of doctor, eager and compile."""
     torch.manual_seed(0)
     x = torch.randn(ROWS, HID, device=DEV, dtype=BF, requires_grad=True)
@@ -87,10 +115,22 @@ def rms_section(copy: float, sweep: bool, compile_too: bool) -> None:
     elems = ROWS * HID
     best_f, best_b = rn._fwd_config(HID), rn._bwd_config(HID)
     emit({"op": "rmsnorm", "default_fwd": list(best_f), "default_bwd": list(best_b)})
-    if sweep:
-        xd, wd = x.detach(), w.detach()
+    xd, wd = x.detach(), w.detach()
+    _, rstd = rn._forward(xd, wd, 1e-6, 0.0)
+    parts = torch.randn(2 * rn._sm_count(0), HID, device=DEV)
+    dw = torch.empty(HID, device=DEV, dtype=BF)
+    n_prog = parts.shape[0]
+    pieces: Dict[str, Callable[[], Any]] = {
+        "forward kernel": lambda: rn._forward(xd, wd, 1e-6, 0.0),
+        "backward (kernel + partial sum)": lambda: rn._backward(dy, xd, wd, rstd, 0.0, True, True),
+        "partial sum alone": lambda: rn._sum_parts_kernel[(HID // 16,)](
+            parts, dw, n_prog, HID, BLOCK_P=min(512, rn._pow2(n_prog)), BLOCK_N=16, num_warps=4),
+    }
+    for name, fn in pieces.items():
+        timed("rmsnorm-piece", name, fn, {"forward kernel": 2, "partial sum alone": 0}.get(name, 3) * elems * 2, copy)
+    if sweep != "none":
         fms: Dict[Any, float] = {}
-        for rows in (1, 2, 4):
+        for rows in (1, 2, 4) if sweep == "full" else ():
             for warps in (4, 8, 16):
                 cfg = rn.FwdConfig(rows, warps)
                 ms = timed("rmsnorm-fwd-kernel", str(list(cfg)), lambda: rn._forward(xd, wd, 1e-6, 0.0, cfg),
@@ -98,10 +138,12 @@ def rms_section(copy: float, sweep: bool, compile_too: bool) -> None:
                 if ms is not None:
                     fms[cfg] = ms
         best_f = min(fms, key=fms.__getitem__) if fms else best_f
-        _, rstd = rn._forward(xd, wd, 1e-6, 0.0)
         bms: Dict[Any, float] = {}
-        grid = [(r, nw, p, 3) for r in (1, 2, 4) for nw in (4, 8, 16) for p in (1, 2, 4)]
-        grid += [(r, 8, p, s) for r in (1, 2) for p in (2, 4) for s in (1, 2)]
+        if sweep == "full":
+            grid = [(r, nw, p, 3) for r in (1, 2, 4) for nw in (4, 8, 16) for p in (1, 2, 4)]
+            grid += [(r, 8, p, s) for r in (1, 2) for p in (2, 4) for s in (1, 2)]
+        else:  # around run 1's best ([2, 8, 2, *]): 3 programs per SM, 4 rows with 16 warps, 2 rows x 16
+            grid = [(2, 8, 2, 3), (2, 8, 3, 3), (2, 16, 2, 3), (2, 4, 3, 3), (1, 8, 3, 3), (4, 16, 2, 3)]
         for r, nw, p, s in grid:
             if left() < 60:
                 emit({"op": "rmsnorm-bwd-kernel", "skipped": "budget"})
@@ -120,7 +162,12 @@ def rms_section(copy: float, sweep: bool, compile_too: bool) -> None:
 
     nbytes = 5 * elems * 2
     timed("rmsnorm", "doctor", fwd_bwd(lambda: rn.rms_norm(x, w), [x, w], dy), nbytes, copy)
+    graphed("rmsnorm", "doctor (CUDA graph: GPU time only)", fwd_bwd(lambda: rn.rms_norm(x, w), [x, w], dy),
+            nbytes, copy)
     timed("rmsnorm", "doctor_gemma_offset1", fwd_bwd(lambda: rn.rms_norm(x, w, offset=1.0), [x, w], dy), nbytes, copy)
+    w.requires_grad_(False)
+    timed("rmsnorm", "doctor_frozen_weight", fwd_bwd(lambda: rn.rms_norm(x, w), [x], dy), nbytes, copy)
+    w.requires_grad_(True)
     if sweep and (best_f, best_b) != (rn._fwd_config(HID), rn._bwd_config(HID)):
         saved = rn._fwd_config, rn._bwd_config
         setattr(rn, "_fwd_config", lambda n: best_f)
@@ -132,17 +179,19 @@ def rms_section(copy: float, sweep: bool, compile_too: bool) -> None:
             setattr(rn, "_fwd_config", saved[0])
             setattr(rn, "_bwd_config", saved[1])
     timed("rmsnorm", "torch_eager", fwd_bwd(eager, [x, w], dy), nbytes, copy)
+    graphed("rmsnorm", "torch_eager (CUDA graph)", fwd_bwd(eager, [x, w], dy), nbytes, copy)
     ref = eager().float()
     err = ((rn.rms_norm(x, w).float() - ref).norm() / ref.norm()).item()
     emit({"op": "rmsnorm", "rel_err_vs_eager": f"{err:.1e}"})
     if compile_too and left() > 45:
         compiled = torch.compile(eager)
         timed("rmsnorm", "torch_compile", fwd_bwd(compiled, [x, w], dy), nbytes, copy)
+        graphed("rmsnorm", "torch_compile (CUDA graph)", fwd_bwd(compiled, [x, w], dy), nbytes, copy)
     else:
         emit({"op": "rmsnorm", "impl": "torch_compile", "skipped": "not asked" if not compile_too else "budget"})
 
 
-def act_section(copy: float, sweep: bool, compile_too: bool) -> None:
+def act_section(copy: float, sweep: str, compile_too: bool) -> None:
     """SwiGLU/GeGLU 16384x14336 bf16: config sweep (optional), then fwd+bwd of doctor, eager and compile."""
     torch.manual_seed(0)
     g = torch.randn(ROWS, INTER, device=DEV, dtype=BF, requires_grad=True)
@@ -151,20 +200,28 @@ def act_section(copy: float, sweep: bool, compile_too: bool) -> None:
     elems = ROWS * INTER
     best = act._config(elems)
     emit({"op": "swiglu", "default": list(best)})
-    if sweep:
-        gd, ud = g.detach(), u.detach()
+    gd, ud = g.detach(), u.detach()
+    for code, name in ((act._GELU_ERF, "geglu (A-S erf)"), (act._GELU_ERF_LIBDEVICE, "geglu (libdevice erf)"),
+                       (act._SILU, "swiglu")):
+        timed("act-piece", f"{name} forward kernel", lambda: act._forward(gd, ud, code), 3 * elems * 2, copy)
+        timed("act-piece", f"{name} backward kernel", lambda: act._backward(dy, gd, ud, code, True, True),
+              5 * elems * 2, copy)
+    if sweep != "none":
         fms: Dict[Any, float] = {}
         bms: Dict[Any, float] = {}
-        for block, warps in ((1024, 4), (1024, 8), (2048, 4), (2048, 8), (2048, 16), (4096, 4), (4096, 8),
-                             (4096, 16), (8192, 8), (8192, 16)):
+        full = ((1024, 4), (1024, 8), (2048, 4), (2048, 8), (2048, 16), (4096, 4), (4096, 8), (4096, 16),
+                (8192, 8), (8192, 16))
+        narrow = ((2048, 8), (4096, 8), (4096, 16), (1024, 4))
+        sweep_code = act._SILU if sweep == "full" else act._GELU_ERF  # run 2: GeGLU, the compute-heavy one
+        for block, warps in full if sweep == "full" else narrow:
             if left() < 40:
                 emit({"op": "swiglu-kernel", "skipped": "budget"})
                 break
             cfg = act.Config(block, warps)
-            ms = timed("swiglu-fwd-kernel", str(list(cfg)), lambda: act._forward(gd, ud, act._SILU, cfg),
+            ms = timed(f"act{sweep_code}-fwd-kernel", str(list(cfg)), lambda: act._forward(gd, ud, sweep_code, cfg),
                        3 * elems * 2, copy)
-            ms2 = timed("swiglu-bwd-kernel", str(list(cfg)),
-                        lambda: act._backward(dy, gd, ud, act._SILU, True, True, cfg), 5 * elems * 2, copy)
+            ms2 = timed(f"act{sweep_code}-bwd-kernel", str(list(cfg)),
+                        lambda: act._backward(dy, gd, ud, sweep_code, True, True, cfg), 5 * elems * 2, copy)
             if ms is not None and ms2 is not None:
                 fms[cfg], bms[cfg] = ms, ms2
         if fms:
@@ -179,6 +236,9 @@ def act_section(copy: float, sweep: bool, compile_too: bool) -> None:
     }
     for name, fn in ops.items():
         timed(name, "doctor", fwd_bwd(fn, [g, u], dy), nbytes, copy)
+    timed("geglu", "doctor_libdevice_erf", fwd_bwd(lambda: act._GatedActivation.apply(g, u, act._GELU_ERF_LIBDEVICE),
+                                                  [g, u], dy), nbytes, copy)
+    graphed("swiglu", "doctor (CUDA graph: GPU time only)", fwd_bwd(ops["swiglu"], [g, u], dy), nbytes, copy)
     if sweep and best != act._config(elems):
         saved = act._config
         setattr(act, "_config", lambda n: best)
@@ -208,7 +268,8 @@ def act_section(copy: float, sweep: bool, compile_too: bool) -> None:
 def main() -> None:
     """Copy ceiling, then each section; --budget bounds the run (compile and sweeps skip when short)."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sweep", action="store_true", help="time launch configurations first")
+    ap.add_argument("--sweep", choices=("none", "narrow", "full"), default="none",
+                    help="time launch configurations (full: run 1's grid; narrow: around its best)")
     ap.add_argument("--sections", default="rms,act")
     ap.add_argument("--compile", action="store_true", help="time torch.compile too (its compile takes a while)")
     ap.add_argument("--budget", type=float, default=150.0, help="seconds for the whole script")
