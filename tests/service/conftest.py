@@ -79,3 +79,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = start_server(tmp_path_factory.mktemp("serve"))
     yield srv
     stop_server(srv.proc)
+
+
+# The resolver tests' local index and recorded worlds (real venvs), for the client's end-to-end --fix test.
+from tests.resolve.conftest import local_index, world  # noqa: E402,F401

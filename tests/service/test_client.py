@@ -307,3 +307,24 @@ def test_check_without_a_service_loads_no_http_client() -> None:
     env = {k: v for k, v in os.environ.items() if k != "DOCTOR_SERVICE_URL"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr
+
+
+@pytest.mark.slow
+def test_fix_with_the_service_rederives_the_plan_locally(service: Server, world: Any, local_index: Any,
+                                                         tmp_path: Path) -> None:
+    """S4 (unsloth_zoo one release behind): the service's plan (exact pins from its matrix, not verified) names
+    unsloth-zoo 2025.7.5; the client re-derives the plan from that pin with pip's resolver against the local index,
+    verifies it with the local rules, applies it, and the re-check is clean of the skew."""
+    w = world("S4")
+    env = {"DOCTOR_GPUS": "none", "DOCTOR_INDEX_URL": local_index.url("pypi"), "DOCTOR_CACHE_DIR": str(tmp_path / "dc"),
+           "DOCTOR_STATE_DIR": str(tmp_path / "state"), "PIP_CONFIG_FILE": os.devnull,
+           "UNSLOTH_COMPILE_LOCATION": str(tmp_path / "ucache"), "DOCTOR_SERVICE_URL": service.url}
+    out = doctor("check", "--python", str(w.python), "--json", "--fix", "--yes", "--no-probes", env=env, timeout=300)
+    doc = json.loads(out.stdout)
+    assert doc["service"]["used"] is True
+    assert "the service's plan (unverified against its matrix): unsloth-zoo==2025.7.5; re-derived and verified here" \
+        in out.stderr
+    assert doc["plan"]["status"] == "verified" and doc["plan"]["verified_against"] == "index", out.stderr[-2000:]
+    assert [(c["name"], c["after"]) for c in doc["plan"]["changes"]] == [("unsloth-zoo", "2025.7.5")]
+    assert not any(f["id"] == "unsloth.zoo-skew" for f in doc["after"]) and doc["defect"] is None
+    assert w.versions()["unsloth-zoo"] == "2025.7.5"
