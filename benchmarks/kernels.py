@@ -583,7 +583,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny shapes; on CPU through Triton's interpreter")
     p.add_argument("--ops", default=",".join(OPS), help="comma-separated subset of " + ",".join(OPS))
     p.add_argument("--no-unsloth", action="store_true", help="skip the Unsloth process")
-    p.add_argument("--unsloth-timeout", type=float, default=420.0, help="seconds for the Unsloth process")
+    p.add_argument("--unsloth-timeout", type=float, default=240.0, help="seconds for the Unsloth process")
     p.add_argument("--worker", choices=["unsloth"], help=argparse.SUPPRESS)
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
