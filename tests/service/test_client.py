@@ -328,3 +328,19 @@ def test_fix_with_the_service_rederives_the_plan_locally(service: Server, world:
     assert [(c["name"], c["after"]) for c in doc["plan"]["changes"]] == [("unsloth-zoo", "2025.7.5")]
     assert not any(f["id"] == "unsloth.zoo-skew" for f in doc["after"]) and doc["defect"] is None
     assert w.versions()["unsloth-zoo"] == "2025.7.5"
+
+
+def test_client_sends_the_token_from_its_file(tmp_path: Path) -> None:
+    from tests.service.conftest import start_server, stop_server
+
+    (tmp_path / "token").write_text("fleet-token\n")
+    srv = start_server(tmp_path, "--token-file", str(tmp_path / "token"), "--no-request-log")
+    try:
+        ok = doctor("pin", "--service", srv.url, env={"DOCTOR_SERVICE_TOKEN_FILE": str(tmp_path / "token")})
+        assert ok.returncode == 0 and ok.stderr == "" and "pins from the service" in ok.stdout
+        refused = doctor("pin", "--service", srv.url)
+        assert "HTTP 401" in _one_fallback_line(refused.stderr, srv.url)
+        missing = doctor("pin", "--service", srv.url, env={"DOCTOR_SERVICE_TOKEN_FILE": str(tmp_path / "nope")})
+        assert missing.returncode == 3 and "DOCTOR_SERVICE_TOKEN_FILE" in missing.stderr
+    finally:
+        stop_server(srv.proc)
