@@ -140,6 +140,21 @@ def test_extreme_gates_stay_finite(device: str, op: str) -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["fp32", "fp16"])
+def test_geglu_abramowitz_stegun_erf(device: str, dtype: Any, monkeypatch: Any) -> None:
+    # the cheaper erf form (an alternative kernel code, benchmarked against the math library's erf)
+    # passes the same checks, tails and extremes included
+    monkeypatch.setitem(act_mod._APPROXIMATE, "none", act_mod._GELU_ERF_AS)
+    g, u = _inputs((5, 123), dtype, device)
+    _check("geglu", g, u, dtype)
+    g = torch.tensor([-1e4, -200.0, -30.0, -6.0, -1e-6, 0.0, 1e-6, 6.0, 30.0, 1e4], device=device)
+    got = _grads(geglu, g, torch.ones_like(g), torch.ones_like(g))
+    ref = _grads(geglu_reference, g, torch.ones_like(g), torch.ones_like(g))
+    for a, b in zip(got, ref):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("need_g, need_u", [(True, False), (False, True)], ids=["frozen-up", "frozen-gate"])
 def test_only_needed_gradients(device: str, need_g: bool, need_u: bool) -> None:
     g, u = _inputs((3, 50), torch.float32, device)
@@ -211,6 +226,14 @@ def test_gpu_full_shape_bf16(op: str) -> None:
     g, u = _inputs((16384, 14336), torch.bfloat16, "cuda")
     ratios = _check(op, g, u, torch.bfloat16)
     print(f"{op} 16384x14336 bf16 error ratios vs torch bf16:", {k: round(v, 3) for k, v in ratios.items()})
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_gpu_geglu_abramowitz_stegun_erf(dtype: Any, monkeypatch: Any) -> None:
+    monkeypatch.setitem(act_mod._APPROXIMATE, "none", act_mod._GELU_ERF_AS)
+    g, u = _inputs((2048, 14336), dtype, "cuda")
+    _check("geglu", g, u, dtype)
 
 
 @pytest.mark.gpu
