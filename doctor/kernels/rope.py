@@ -18,7 +18,7 @@ row; its cos/sin rows are loaded once and reused across the tile's heads (they s
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import triton
@@ -153,16 +153,48 @@ def _launch(q: Optional[torch.Tensor], q_out: Optional[torch.Tensor], k: Optiona
     assert qx is not None and qo is not None and kx is not None and ko is not None
     n_qblocks = triton.cdiv(n_hq, block_h)
     grid = (n_batch * triton.cdiv(n_seq, block_s), n_qblocks + triton.cdiv(n_hk, block_h))
+    half_p2 = triton.next_power_of_2(half)
+    tensors = (qx, qo, kx, ko, cos, sin)
     # cos/sin broadcast over the batch through a zero stride
-    sc_b = cos.stride(0) if cos.shape[0] > 1 else 0
-    sn_b = sin.stride(0) if sin.shape[0] > 1 else 0
-    _rope_kernel[grid](
-        qx, qo, kx, ko, cos, sin,
-        *qx.stride(), *qo.stride(), *kx.stride(), *ko.stride(),
-        sc_b, cos.stride(1), cos.stride(2), sn_b, sin.stride(1), sin.stride(2),
-        n_hq, n_hk, n_seq, half, n_qblocks,
-        BACKWARD=backward, LARGE=large, BLOCK_H=block_h, BLOCK_S=block_s,
-        HALF=triton.next_power_of_2(half), MASK_D=triton.next_power_of_2(half) != half, num_warps=warps)
+    ints = (*qx.stride(), *qo.stride(), *kx.stride(), *ko.stride(),
+            cos.stride(0) if cos.shape[0] > 1 else 0, cos.stride(1), cos.stride(2),
+            sin.stride(0) if sin.shape[0] > 1 else 0, sin.stride(1), sin.stride(2),
+            n_hq, n_hk, n_seq, half, n_qblocks)
+    consts = (backward, large, block_h, block_s, half_p2, half_p2 != half)
+    _run(grid, tensors, ints, consts, warps)
+
+
+# Launch-overhead shortcut: Triton's launch path binds and specialises every argument on every call
+# (~40 here). A kernel compiled for exactly these integer arguments, dtypes and pointer alignments
+# (everything its specialisation can depend on) is launched directly the next time.
+_FAST_LAUNCH = True
+_COMPILED: Dict[Tuple[Any, ...], Any] = {}
+_MAX_COMPILED = 256
+
+
+def _run(grid: Tuple[int, int], tensors: Tuple[torch.Tensor, ...], ints: Tuple[int, ...],
+         consts: Tuple[Any, ...], warps: int) -> None:
+    """Launches _rope_kernel (tensors, ints, constexprs in parameter order), reusing the compiled kernel."""
+    global _FAST_LAUNCH
+    key: Optional[Tuple[Any, ...]] = None
+    if _FAST_LAUNCH and not _interpreted():
+        key = (tensors[0].device, ints, consts, warps, tuple(t.dtype for t in tensors),
+               tuple(t.data_ptr() % 16 == 0 for t in tensors))
+        kernel = _COMPILED.get(key)
+        if kernel is not None:
+            try:
+                kernel[grid](*tensors, *ints, *consts)
+                return
+            except Exception:  # a Triton whose compiled kernels launch differently: use its own path
+                _FAST_LAUNCH = False
+                key = None
+    backward, large, block_h, block_s, half_p2, mask_d = consts
+    kernel = _rope_kernel[grid](*tensors, *ints, BACKWARD=backward, LARGE=large, BLOCK_H=block_h,
+                                BLOCK_S=block_s, HALF=half_p2, MASK_D=mask_d, num_warps=warps)
+    if key is not None and kernel is not None and hasattr(kernel, "__getitem__"):
+        if len(_COMPILED) >= _MAX_COMPILED:
+            _COMPILED.clear()
+        _COMPILED[key] = kernel
 
 
 def _like(shape_stride: Tuple[torch.Size, Tuple[int, ...]], dtype: torch.dtype, device: torch.device
