@@ -25,7 +25,7 @@ import doctor.kernels as kernels  # noqa: E402
 rope: Callable[..., Tuple[Any, Any]] = getattr(kernels, "rope")
 rope_reference: Callable[..., Tuple[Any, Any]] = getattr(kernels, "rope_reference")
 
-rope_mod = sys.modules["doctor.kernels.rope"]
+rope_mod: Any = sys.modules["doctor.kernels.rope"]
 
 
 @pytest.fixture(autouse=True)
