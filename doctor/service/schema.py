@@ -419,7 +419,7 @@ def request_document(facts: Facts, packages: Sequence[str] = (), torch: Optional
                      "release": facts.platform.release, "libc": facts.platform.libc,
                      "libc_version": facts.platform.libc_version},
         "environment": [k for k in facts.env_kinds if k in ENV_KINDS],
-        "markers": {k: v for k, v in facts.markers.items() if k in MARKERS},
+        "markers": {k: v for k, v in _markers(facts).items() if k in MARKERS},
         "distributions": dists[:MAX_DISTRIBUTIONS],
         "torch_build": None if facts.torch is None else {
             "version": facts.torch.version, "cuda": facts.torch.cuda, "hip": facts.torch.hip,
@@ -439,6 +439,16 @@ def request_document(facts: Facts, packages: Sequence[str] = (), torch: Optional
     if cuda is not None:
         out["cuda"] = cuda
     return out
+
+
+def _markers(facts: Facts) -> Mapping[str, str]:
+    """The checked interpreter's PEP 508 markers: Facts.markers, or this process's when empty (Facts' "this one").
+    Sent so the service evaluates Requires-Dist markers for the client's Python, not its own."""
+    if facts.markers:
+        return facts.markers
+    from packaging.markers import default_environment
+
+    return {k: str(v) for k, v in default_environment().items()}
 
 
 def _ok_version(text: Any) -> bool:

@@ -273,6 +273,9 @@ def test_the_request_carries_no_path_hostname_user_or_env_value(monkeypatch: pyt
     assert len(user) < 4 or f'"{user}"' not in text
     req = parse_request(json.loads(text))  # what the client sends, the server accepts
     assert req.facts.dist("torch") is not None and req.packages == ("xformers",)
+    # markers of the client's Python travel, so the service reads Requires-Dist markers for it, not for its own
+    assert doc["facts"]["markers"]["python_version"] == "%d.%d" % sys.version_info[:2]
+    assert "platform_node" not in doc["facts"]["markers"] and "platform_release" not in doc["facts"]["markers"]
 
 
 def _strings(node: Any) -> Iterator[str]:
