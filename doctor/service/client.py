@@ -141,7 +141,7 @@ def ask(url: str, facts: Facts, packages: Sequence[str] = (), torch: Optional[st
 
     from doctor.service.schema import request_document
 
-    body = json.dumps(request_document(facts, packages, torch, cuda), separators=(",", ":")).encode()
+    body = json.dumps(request_document(facts, packages, torch, _cuda_version(cuda)), separators=(",", ":")).encode()
     raw = _post(url + "/v1/resolve", body, token, read_timeout)
     try:
         doc = json.loads(raw)
@@ -152,6 +152,17 @@ def ask(url: str, facts: Facts, packages: Sequence[str] = (), torch: Optional[st
 
         torch_index_url = load_matrix().torch_index_url
     return validate_answer(doc, url, torch_index_url)
+
+
+def _cuda_version(cuda: Optional[str]) -> Optional[str]:
+    """--cuda as the request spells it: "12.8" and "cpu" as they are, an index tag ("cu128") or "none" translated."""
+    if cuda is None:
+        return None
+    text = cuda.strip().lower()
+    m = re.fullmatch(r"cu([0-9]{1,2})([0-9])", text)
+    if m:
+        return f"{int(m.group(1))}.{m.group(2)}"
+    return "cpu" if text == "none" else text
 
 
 def _post(url: str, body: bytes, token: Optional[str], read_timeout: float) -> bytes:

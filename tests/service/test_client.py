@@ -249,6 +249,14 @@ def test_a_bad_answer_is_refused(mutate: Callable[[Dict[str, Any]], Any]) -> Non
         validate_answer(doc, "http://svc", TORCH_INDEX)
 
 
+def test_pin_for_another_torch_build_from_the_service(service: Server) -> None:
+    local = doctor("pin", "--torch", "2.4.0", "--cuda", "cu121")
+    out = doctor("pin", "--torch", "2.4.0", "--cuda", "cu121", "--service", service.url)  # the index tag, as the CLI takes it
+    assert out.returncode == local.returncode and out.stderr == "", out.stderr
+    assert [x for x in out.stdout.splitlines() if not x.startswith("#")] == \
+        [x for x in local.stdout.splitlines() if not x.startswith("#")]
+
+
 def test_service_url_sources() -> None:
     assert service_url(None, {}) is None
     assert service_url(None, {"DOCTOR_SERVICE_URL": "http://h:1/"}) == "http://h:1"
