@@ -355,3 +355,14 @@ def test_client_sends_the_token_from_its_file(tmp_path: Path) -> None:
         assert missing.returncode == 3 and "DOCTOR_SERVICE_TOKEN_FILE" in missing.stderr
     finally:
         stop_server(srv.proc)
+
+
+def test_merged_findings_add_only_what_the_local_matrix_lacks() -> None:
+    from doctor.service.client import merged_findings
+
+    a = validate_answer(good_answer("S1"), "http://svc", TORCH_INDEX)
+    local = tuple(f for f in a.findings if f.id == "xformers.torch-mismatch")
+    merged = merged_findings(local, a)
+    assert merged[: len(local)] == local and len(merged) == len(a.findings)
+    added = merged[len(local):]
+    assert added and all(f.fix == () and dict(f.evidence)["reported by"].startswith("the service http://svc") for f in added)
