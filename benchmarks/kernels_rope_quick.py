@@ -6,9 +6,9 @@ transposed views of [B, S, H, D] projections (as Hugging Face attention passes t
 x 2 B / time (ANCHORS.md's count), against torch eager, torch.compile and a 2 GiB copy (the ceiling).
 Also: the GPU time of doctor's two kernels alone (CUDA graph replay, no CPU in the way) per tile size
 (the sweep that picks the default), the whole autograd step replayed as a CUDA graph, and the CPU cost
-per call of each piece at a tiny shape (launch overhead: Triton's own launch path vs rope's shortcut,
-an empty autograd Function as the floor). Prints JSON lines and rewrites $OUT/rope_quick.json after each
-row (a run cut short still leaves what it measured).
+per call of each piece at a tiny shape (launch overhead; an empty autograd Function as the floor).
+Prints JSON lines and rewrites $OUT/rope_quick.json after each row (a run cut short still leaves what
+it measured).
 Run from the repository root: PYTHONPATH=$PWD python benchmarks/kernels_rope_quick.py [--no-sweep]
 """
 
@@ -204,7 +204,7 @@ def overheads() -> None:
             rope(qd, kd, ct, st)
 
     pieces: Dict[str, Callable[[], Any]] = {
-        "one _launch (fast path)": lambda: rm._launch(qd, qo, kd, ko, ct[None], st[None], backward=False),
+        "one _launch (the kernel's launch)": lambda: rm._launch(qd, qo, kd, ko, ct[None], st[None], backward=False),
         "rope forward, no grad": no_grad_rope,
         "rope fwd+bwd step (autograd)": step(lambda: rope(qt, kt, ct, st)),
         "empty autograd Function fwd+bwd step (floor)": step(lambda: _Empty.apply(qt, kt)),
@@ -212,10 +212,6 @@ def overheads() -> None:
         "x.clone()": lambda: qd.clone(),
     }
     res: Dict[str, Any] = {name: cpu_us(fn) for name, fn in pieces.items()}
-    rm._FAST_LAUNCH = False
-    res["one _launch (Triton's own launch path)"] = cpu_us(pieces["one _launch (fast path)"])
-    res["rope fwd+bwd step (Triton's own launch path)"] = cpu_us(pieces["rope fwd+bwd step (autograd)"])
-    rm._FAST_LAUNCH = True
     emit({"cpu_us_per_call": res})
     emit({"do_bench_ms_of_cpu_only_steps": {
         "empty autograd Function fwd+bwd": round(bench(pieces["empty autograd Function fwd+bwd step (floor)"]), 4),
@@ -279,15 +275,15 @@ def main() -> None:
                              for lay, (ms, cfg) in best.items()}})
 
     for case in cases:
-        q, k = case.views()
-        emit(row(copy, "clone of q and k (one pass's bytes)", case.layout, bench(lambda: (q.clone(), k.clone())),
+        # detached: a view of a leaf kept alive here would pin its AccumulateGrad node to this stream,
+        # which breaks the CUDA-graph capture of the autograd step below
+        qd, kd = (t.detach() for t in case.views())
+        emit(row(copy, "clone of q and k (one pass's bytes)", case.layout, bench(lambda: (qd.clone(), kd.clone())),
                  PASS_BYTES))
+        del qd, kd
         measure_doctor(case, copy, "doctor")
         for lay, (_, cfg) in best.items():
             measure_doctor(case, copy, f"doctor, tile best for {lay}", tuple(cfg), graph=lay == case.layout)
-        rm._FAST_LAUNCH = False
-        measure_doctor(case, copy, "doctor through Triton's own launch path", graph=False)
-        rm._FAST_LAUNCH = True
         try:
             err = case.error(case.eager)
             emit(row(copy, "torch_eager", case.layout, bench(case.step(case.eager)), rel_err=f"{err:.1e}"))

@@ -18,7 +18,7 @@ row; its cos/sin rows are loaded once and reused across the tile's heads (they s
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 import triton
@@ -112,18 +112,38 @@ def _rope_kernel(  # type: ignore[no-untyped-def]
                    BACKWARD, LARGE, BLOCK_H, BLOCK_S, HALF, MASK_D)
 
 
+# read once: triton.jit reads TRITON_INTERPRET when a kernel is defined, so it cannot change later
+_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+# elements of one half-tile ([BLOCK_H, BLOCK_S, HALF]) on the GPU: on the H200 at q 4x32x4096x128, tiles
+# of 512-1024 elements (one 16-byte access per thread and half at 4 warps) reach 77-86% of copy for
+# the two passes, 2048 about 80%, 4096 and more 46-57% (benchmarks/results/kernels-rope-h200-*)
+_TILE = 1024
+
+
 def _interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
+    return _INTERPRETED
+
+
+def _cdiv(a: int, b: int) -> int:
+    # plain ints: triton.cdiv is a jit function, ~10 us a call from Python
+    return -(-a // b)
+
+
+def _pow2(n: int) -> int:
+    """The smallest power of two >= n (1 for n <= 1)."""
+    return 1 << (n - 1).bit_length() if n > 1 else 1
 
 
 def _config(n_heads: int, n_seq: int, half: int) -> Tuple[int, int, int]:
-    """(BLOCK_H, BLOCK_S, num_warps): ~8k elements a tile on the GPU, small fixed tiles in the interpreter."""
-    half_p2 = triton.next_power_of_2(half)
-    if _interpreted():  # the interpreter's cost is per program (~40 ms each), hardly per element
+    """(BLOCK_H, BLOCK_S, num_warps): ~1k elements a half-tile on the GPU, small fixed tiles in the interpreter."""
+    if _INTERPRETED:  # the interpreter's cost is per program (~40 ms each), hardly per element
         return 4, 4, 1
-    block_h = min(8, triton.next_power_of_2(n_heads))
-    block_s = max(1, min(triton.next_power_of_2(n_seq), 4096 // (block_h * half_p2)))
-    return block_h, block_s, 4
+    half_p2 = _pow2(half)
+    # positions first (their cos/sin rows are shared by the tile's heads), two heads when there is room
+    block_s = max(1, min(_pow2(n_seq), _TILE // (2 * half_p2)))
+    block_h = max(1, min(_pow2(n_heads), _TILE // (block_s * half_p2)))
+    tile = block_h * block_s * half_p2
+    return block_h, block_s, 4 if tile >= 1024 else 2 if tile >= 512 else 1
 
 
 def _spans_int32(t: torch.Tensor, block_h: int, block_s: int) -> bool:
@@ -135,66 +155,32 @@ def _spans_int32(t: torch.Tensor, block_h: int, block_s: int) -> bool:
 def _launch(q: Optional[torch.Tensor], q_out: Optional[torch.Tensor], k: Optional[torch.Tensor],
             k_out: Optional[torch.Tensor], cos: torch.Tensor, sin: torch.Tensor, backward: bool) -> None:
     """Rotates q into q_out and k into k_out (either pair may be None) in one launch; cos/sin [Bc, S, D]."""
-    pairs = [(x, o) for x, o in ((q, q_out), (k, k_out)) if x is not None and o is not None]
-    if not pairs:
-        return
-    ref = pairs[0][0]
-    n_batch, _, n_seq, dim = ref.shape
     n_hq = q.shape[1] if q is not None and q_out is not None else 0
     n_hk = k.shape[1] if k is not None and k_out is not None else 0
+    # a missing pair borrows the other's tensors and gets no head block
+    qx, qo = (q, q_out) if n_hq else (k, k_out)
+    kx, ko = (k, k_out) if n_hk else (qx, qo)
+    if qx is None or qo is None or kx is None or ko is None:
+        return
+    n_batch, _, n_seq, dim = qx.shape
     if n_batch * n_seq * dim * (n_hq + n_hk) == 0:
         return
     half = dim // 2
+    half_p2 = _pow2(half)
     block_h, block_s, warps = _config(max(n_hq, n_hk), n_seq, half)
-    large = not all(_spans_int32(t, block_h, block_s) for pair in pairs for t in pair)
-    # a missing pair borrows the other's tensors and gets no head block
-    qx, qo = (q, q_out) if n_hq else pairs[0]
-    kx, ko = (k, k_out) if n_hk else pairs[0]
-    assert qx is not None and qo is not None and kx is not None and ko is not None
-    n_qblocks = triton.cdiv(n_hq, block_h)
-    grid = (n_batch * triton.cdiv(n_seq, block_s), n_qblocks + triton.cdiv(n_hk, block_h))
-    half_p2 = triton.next_power_of_2(half)
-    tensors = (qx, qo, kx, ko, cos, sin)
-    # cos/sin broadcast over the batch through a zero stride
-    ints = (*qx.stride(), *qo.stride(), *kx.stride(), *ko.stride(),
-            cos.stride(0) if cos.shape[0] > 1 else 0, cos.stride(1), cos.stride(2),
-            sin.stride(0) if sin.shape[0] > 1 else 0, sin.stride(1), sin.stride(2),
-            n_hq, n_hk, n_seq, half, n_qblocks)
-    consts = (backward, large, block_h, block_s, half_p2, half_p2 != half)
-    _run(grid, tensors, ints, consts, warps)
-
-
-# Launch-overhead shortcut: Triton's launch path binds and specialises every argument on every call
-# (~40 here). A kernel compiled for exactly these integer arguments, dtypes and pointer alignments
-# (everything its specialisation can depend on) is launched directly the next time.
-_FAST_LAUNCH = True
-_COMPILED: Dict[Tuple[Any, ...], Any] = {}
-_MAX_COMPILED = 256
-
-
-def _run(grid: Tuple[int, int], tensors: Tuple[torch.Tensor, ...], ints: Tuple[int, ...],
-         consts: Tuple[Any, ...], warps: int) -> None:
-    """Launches _rope_kernel (tensors, ints, constexprs in parameter order), reusing the compiled kernel."""
-    global _FAST_LAUNCH
-    key: Optional[Tuple[Any, ...]] = None
-    if _FAST_LAUNCH and not _interpreted():
-        key = (tensors[0].device, ints, consts, warps, tuple(t.dtype for t in tensors),
-               tuple(t.data_ptr() % 16 == 0 for t in tensors))
-        kernel = _COMPILED.get(key)
-        if kernel is not None:
-            try:
-                kernel[grid](*tensors, *ints, *consts)
-                return
-            except Exception:  # a Triton whose compiled kernels launch differently: use its own path
-                _FAST_LAUNCH = False
-                key = None
-    backward, large, block_h, block_s, half_p2, mask_d = consts
-    kernel = _rope_kernel[grid](*tensors, *ints, BACKWARD=backward, LARGE=large, BLOCK_H=block_h,
-                                BLOCK_S=block_s, HALF=half_p2, MASK_D=mask_d, num_warps=warps)
-    if key is not None and kernel is not None and hasattr(kernel, "__getitem__"):
-        if len(_COMPILED) >= _MAX_COMPILED:
-            _COMPILED.clear()
-        _COMPILED[key] = kernel
+    large = not (_spans_int32(qx, block_h, block_s) and _spans_int32(qo, block_h, block_s)
+                 and _spans_int32(kx, block_h, block_s) and _spans_int32(ko, block_h, block_s))
+    n_qblocks = _cdiv(n_hq, block_h)
+    grid = (n_batch * _cdiv(n_seq, block_s), n_qblocks + _cdiv(n_hk, block_h))
+    _rope_kernel[grid](
+        qx, qo, kx, ko, cos, sin,
+        *qx.stride(), *qo.stride(), *kx.stride(), *ko.stride(),
+        # cos/sin broadcast over the batch through a zero stride
+        cos.stride(0) if cos.shape[0] > 1 else 0, cos.stride(1), cos.stride(2),
+        sin.stride(0) if sin.shape[0] > 1 else 0, sin.stride(1), sin.stride(2),
+        n_hq, n_hk, n_seq, half, n_qblocks,
+        BACKWARD=backward, LARGE=large, BLOCK_H=block_h, BLOCK_S=block_s, HALF=half_p2,
+        MASK_D=half_p2 != half, num_warps=warps)
 
 
 def _like(shape_stride: Tuple[torch.Size, Tuple[int, ...]], dtype: torch.dtype, device: torch.device
