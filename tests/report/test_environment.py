@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import sysconfig
 import venv
 from pathlib import Path
 
@@ -26,9 +27,12 @@ def _python(root: Path) -> str:
 
 
 def _env(**extra: str) -> dict:
-    """No activated environment unless the test sets one; the checkout importable from any interpreter."""
+    """No activated environment unless the test sets one; the checkout and its dependencies importable from any interpreter."""
+    # The test venv's base is the system interpreter, not this (possibly virtual) one: rich and
+    # the other dependencies come from this interpreter's site-packages.
+    deps = sysconfig.get_paths()["purelib"]
     e = {"DOCTOR_GPUS": "none", "VIRTUAL_ENV": "", "CONDA_PREFIX": "",
-         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))}
+         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), deps, os.environ.get("PYTHONPATH", "")]))}
     e.update(extra)
     return e
 
