@@ -130,8 +130,7 @@ def a_itemsize(dtype: Any) -> int:
 def doctor_fn(name: str) -> Callable[..., Any]:
     """doctor.kernels.<name> taken from its op module, or Missing when that module has not landed.
 
-    From the module, not the package: importing doctor.kernels.rope binds the package's attribute `rope`
-    to the submodule, which would shadow the lazily loaded function of the same name.
+    From the op module, so a module that has not landed is Missing rather than an AttributeError.
     """
     import importlib
 

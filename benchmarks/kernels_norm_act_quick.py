@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from triton.testing import do_bench
 
 import doctor.kernels.activations as act
-import doctor.kernels.rms_norm as rn
+import doctor.kernels.norm as rn
 
 DEV, BF = "cuda", torch.bfloat16
 ROWS, HID, INTER = 16384, 4096, 14336

@@ -23,10 +23,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from triton.testing import do_bench
 
-import doctor.kernels as kernels
-
-rope: Callable[..., Tuple[Any, Any]] = getattr(kernels, "rope")  # the lazy map first, then the module
-rm: Any = sys.modules["doctor.kernels.rope"]
+import doctor.kernels.rotary as rm
+from doctor.kernels import rope
 
 B, HQ, HK, S, D = 4, 32, 8, 4096, 128
 DEV, BF = "cuda", torch.bfloat16

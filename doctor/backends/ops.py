@@ -168,11 +168,7 @@ REFERENCES: Mapping[str, Callable[..., Any]] = {
 
 
 def _kernels(name: str) -> Callable[..., Any]:
-    """doctor.kernels.<name>, taken from its op module (a missing module is a packaging bug: it raises).
-
-    Not getattr(doctor.kernels, name): once doctor.kernels.rope (or rms_norm) has been imported as a
-    module, the package's attribute of that name is the submodule, not the function.
-    """
+    """doctor.kernels.<name>, taken from its op module (a missing module is a packaging bug: it raises)."""
     import importlib
 
     _import("triton", "triton")
@@ -183,14 +179,14 @@ def _kernels(name: str) -> Callable[..., Any]:
 
 
 def triton_rms_norm(x: "torch.Tensor", weight: "torch.Tensor", eps: float = 1e-6, offset: float = 0.0) -> "torch.Tensor":
-    """doctor.kernels.rms_norm."""
+    """doctor.kernels.rms_norm (module norm)."""
     out: "torch.Tensor" = _kernels("rms_norm")(x, weight, eps=eps, offset=offset)
     return out
 
 
 def triton_rope(q: "torch.Tensor", k: "torch.Tensor", cos: "torch.Tensor",
                 sin: "torch.Tensor") -> Tuple["torch.Tensor", "torch.Tensor"]:
-    """doctor.kernels.rope."""
+    """doctor.kernels.rope (module rotary)."""
     out: Tuple["torch.Tensor", "torch.Tensor"] = _kernels("rope")(q, k, cos, sin)
     return out
 

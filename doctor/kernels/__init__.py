@@ -12,10 +12,10 @@ from typing import Any, Dict, List
 
 # public name -> module under doctor.kernels that defines it
 _OPS: Dict[str, str] = {
-    "rms_norm": "rms_norm",
-    "rms_norm_reference": "rms_norm",
-    "rope": "rope",
-    "rope_reference": "rope",
+    "rms_norm": "norm",
+    "rms_norm_reference": "norm",
+    "rope": "rotary",
+    "rope_reference": "rotary",
     "swiglu": "activations",
     "swiglu_reference": "activations",
     "geglu": "activations",

@@ -15,10 +15,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-# from the module itself: `doctor.kernels.rms_norm` names both the module and (lazily) the function
-from doctor.kernels.rms_norm import rms_norm, rms_norm_reference  # noqa: E402
+from doctor.kernels.norm import rms_norm, rms_norm_reference  # noqa: E402
 
-rms_mod = importlib.import_module("doctor.kernels.rms_norm")
+rms_mod = importlib.import_module("doctor.kernels.norm")
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,6 @@ On a machine without CUDA this runs through Triton's CPU interpreter (fp32 and f
 
 from __future__ import annotations
 
-import sys
 import zlib
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -17,15 +16,8 @@ pytest.importorskip("triton")
 
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes  # noqa: E402
 
-# through the lazy map first: importing the submodule doctor.kernels.rope before that would leave the
-# package's attribute `rope` bound to the module, not the function (mypy, too, reads the name as the
-# module, hence getattr)
-import doctor.kernels as kernels  # noqa: E402
-
-rope: Callable[..., Tuple[Any, Any]] = getattr(kernels, "rope")
-rope_reference: Callable[..., Tuple[Any, Any]] = getattr(kernels, "rope_reference")
-
-rope_mod: Any = sys.modules["doctor.kernels.rope"]
+import doctor.kernels.rotary as rope_mod  # noqa: E402
+from doctor.kernels import rope, rope_reference  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
