@@ -14,7 +14,7 @@ from typing import Callable, NoReturn
 from doctor.exits import ExitCode, epilog
 
 # Modules under doctor.commands, in `doctor --help` order.
-COMMANDS = ("check", "probe", "cache", "pin", "install", "matrix", "serve",)
+COMMANDS = ("check", "probe", "cache", "pin", "install", "matrix", "serve", "run", "train",)
 
 # The top-level epilog (every code any command can return); each subcommand lists its own.
 EXIT_CODES = epilog(tuple(ExitCode))

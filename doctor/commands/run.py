@@ -1,0 +1,85 @@
+"""`doctor run [--no-probes] [--force] SCRIPT [ARGS...]`: check, then hand off to the script with the runtime patched in.
+
+Everything after SCRIPT belongs to the script, its --flags included. Output goes to stderr: stdout is the script's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from doctor.commands import add_common
+from doctor.errors import DoctorError
+from doctor.exits import ExitCode, epilog
+from doctor.report.console import console
+
+EXIT_CODES = epilog((ExitCode.ERRORS, ExitCode.BAD_INPUT, ExitCode.INTERNAL, ExitCode.INTERRUPTED), notes=(
+    "once the script starts, the exit code is the script's own (0 when it ends normally, its sys.exit code, 1 for "
+    "an uncaught exception); the codes above are the doctor's, before it starts: 2 when the check found errors "
+    "(refused; --force starts anyway)",
+))
+
+
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Register `doctor run` and its options."""
+    c = sub.add_parser("run", help="check, then run a training script with the doctor's runtime patched in first",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       usage="doctor run [-h] [--no-probes] [--force] [--no-color] SCRIPT [ARGS ...]")
+    c.add_argument("--no-probes", action="store_true",
+                   help="metadata only: no probes on the GPU (cached verdicts are still used), nor in the runtime")
+    c.add_argument("--force", action="store_true", help="start the script even when the check finds errors")
+    add_common(c)
+    c.add_argument("script", metavar="SCRIPT", help="the training script (a .py file), run as __main__")
+    c.add_argument("script_args", metavar="ARGS", nargs=argparse.REMAINDER,
+                   help="passed to the script as its sys.argv[1:], --flags included")
+    c.set_defaults(run=run)
+
+
+def _validate(script: str) -> None:
+    """DoctorError (exit 3) for a script that cannot be run, before any check."""
+    if not os.path.exists(script):
+        raise DoctorError(f"no such script: {script}")
+    if os.path.isdir(script):
+        raise DoctorError(f"{script} is a directory: give the training script (a .py file)")
+    if script.lower().endswith(".ipynb"):
+        raise DoctorError(f"{script} is a notebook: `doctor run` runs Python scripts (export it with "
+                          "`jupyter nbconvert --to script`, or call doctor.check_imports() in its first cell)")
+    if not os.access(script, os.R_OK):
+        raise DoctorError(f"cannot read script {script}: permission denied")
+    from doctor.dispatch import validate_overrides
+
+    validate_overrides()  # a DOCTOR_BACKEND_<OP> typo is bad input now, as in `doctor check`
+
+
+def _check(args: argparse.Namespace, con, debug: bool):  # type: ignore[no-untyped-def]
+    """run_check for the script, with the probes' progress display on stderr while probes run."""
+    from doctor.checkup import run_check
+    from doctor.probes.catalogue import CATALOGUE
+    from doctor.report.progress import LazyProgress, live_progress
+
+    lazy = LazyProgress(lambda: live_progress(con, len(CATALOGUE)))
+    try:
+        return run_check(scripts=[args.script], debug=debug, probes=not args.no_probes,
+                         probe_options={"progress": lazy})
+    finally:
+        lazy.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check (fast path + cached verdicts, the script's import order), refuse on errors unless --force, hand off."""
+    from doctor.report.handoff import render_handoff
+
+    _validate(args.script)
+    debug = bool(getattr(args, "debug", False))
+    con = console(args, stderr=True)
+    report = _check(args, con, debug)
+    render_handoff(report, con, args.script)
+    if report.exit_code >= ExitCode.ERRORS:
+        if not args.force:
+            con.print(f"doctor run: not starting {args.script}: the check found errors (fix them, or --force to start "
+                      "anyway)", style="bold red", highlight=False)
+            return int(ExitCode.ERRORS)
+        con.print(f"doctor run: starting {args.script} despite the errors above (--force)", style="yellow", highlight=False)
+    from doctor.runtime.launch import hand_off
+
+    return hand_off(args.script, args.script_args, no_probes=args.no_probes, debug=debug)
