@@ -1,0 +1,43 @@
+"""`doctor train CONFIG.toml [--stop-after N]`: LoRA fine-tuning from one TOML file (doctor.runtime.train)."""
+
+from __future__ import annotations
+
+import argparse
+
+from doctor.commands import add_common, count_at_least
+from doctor.exits import ExitCode, epilog
+
+HELP = """CONFIG.toml names a local Hugging Face model folder, a JSONL dataset ({"text": ...} or chat
+{"messages": [...]} lines) and the training settings; README "Fine-tuning: doctor train" has a complete one.
+The run writes OUTPUT_DIR/adapter (plain peft format), OUTPUT_DIR/run_summary.json and a resumable checkpoint
+in OUTPUT_DIR/checkpoints; running the same config again continues from the last checkpoint.
+
+examples:
+  doctor train train.toml
+  doctor train train.toml --stop-after 500     # checkpoint at step 500 and stop; run again to continue
+
+""" + epilog((ExitCode.HEALTHY, ExitCode.BAD_INPUT, ExitCode.INTERNAL, ExitCode.INTERRUPTED), notes=(
+    "train: 0 when the run finished, or stopped where --stop-after said (the summary says which)",
+    "train: 3 also when the loss stops being finite (the message says what to change)",
+))
+
+
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Register `doctor train` and its options."""
+    t = sub.add_parser("train", help="LoRA fine-tuning of a local model on a JSONL dataset, from a TOML config",
+                       epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("config", metavar="CONFIG.toml", help="the training configuration")
+    t.add_argument("--stop-after", type=count_at_least(1), default=None, metavar="N",
+                   help="save a checkpoint after step N and stop (for sessions with a time limit)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    add_common(t)
+    t.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the config, train, report; exit codes are in HELP (doctor.exits)."""
+    from doctor.runtime.train import load_config, train
+
+    cfg = load_config(args.config)
+    train(cfg, stop_after=args.stop_after, progress=not args.no_progress)
+    return int(ExitCode.HEALTHY)

@@ -1,0 +1,114 @@
+"""Which attention implementation a packed run uses, each proven by a probe before it is trusted.
+
+Packed rows need attention that stops at example boundaries. Candidates, in order of preference on CUDA:
+
+    flash_attention_2   flash-attn's variable-length kernel (transformers reads the boundaries from position_ids)
+    flex_attention      torch's FlexAttention with a document mask (the same boundaries, a compiled kernel)
+    sdpa                the torch reference: SDPA with an explicit block-diagonal causal mask (packing.py)
+
+A candidate is used only when its probe passed: a child process (its own group, a timeout; a crash or a
+hang in a broken extension is a failed probe, never a dead run) runs the implementation on two packed
+examples, forward and backward, and compares output and input gradients against each example run alone
+through plain causal SDPA. On CPU the reference is the only candidate, with no probe. Run directly:
+`python -m doctor.runtime.train.attention flash_attention_2` exits 0 when the probe passes.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, List, Optional, Tuple
+
+from doctor._util.proc import exit_reason, run
+from doctor._util.timeouts import TimedOut
+
+CUDA_CANDIDATES = ("flash_attention_2", "flex_attention")
+PROBE_TIMEOUT = 180.0  # s: FlexAttention compiles on first use
+PROBE_TOLERANCE = 2e-2  # bf16 output and gradients vs the per-example reference (relative to their scale)
+
+Prober = Callable[[str], Tuple[bool, str]]
+
+
+def choose(requested: str, device_type: str, packing: bool, prober: Optional[Prober] = None) -> Tuple[str, str]:
+    """(transformers attn_implementation, why) for this run."""
+    if requested != "auto":
+        return requested, "set in the config"
+    if device_type != "cuda":
+        return "sdpa", "torch SDPA (with an explicit block-diagonal causal mask for packed rows)"
+    if not packing:
+        return "sdpa", "no packing: plain causal SDPA"
+    probe = prober or probe_in_child
+    failed: List[str] = []
+    for impl in CUDA_CANDIDATES:
+        ok, detail = probe(impl)
+        if ok:
+            return impl, f"packed-attention probe passed{'; ' + '; '.join(failed) if failed else ''}"
+        failed.append(f"{impl}: {detail}")
+    return "sdpa", "explicit block-diagonal mask (" + "; ".join(failed) + ")"
+
+
+def probe_in_child(impl: str) -> Tuple[bool, str]:
+    """Run the packed-attention probe for impl in its own process: (passed, one-line detail)."""
+    try:
+        done = run([sys.executable, "-m", "doctor.runtime.train.attention", impl], timeout=PROBE_TIMEOUT)
+    except TimedOut as e:
+        return False, f"probe timed out ({e})"
+    except OSError as e:
+        return False, f"probe could not start ({e})"
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return done.returncode == 0, (lines[-1][:200] if lines else exit_reason(done.returncode))
+
+
+def probe_body(impl: str) -> str:
+    """The probe itself (CUDA, bf16): packed attention vs each example alone; raises AssertionError on a mismatch."""
+    import torch
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    torch.manual_seed(0)
+    dev, dt, heads, dim = "cuda", torch.bfloat16, 4, 64
+    lengths = (37, 91)
+    t = sum(lengths)
+    q, k, v = (torch.randn(1, heads, t, dim, device=dev, dtype=dt, requires_grad=True) for _ in range(3))
+    pos = torch.cat([torch.arange(n, device=dev) for n in lengths])[None]
+    fn = ALL_ATTENTION_FUNCTIONS[impl]
+
+    class _Module(torch.nn.Module):
+        is_causal = True
+        training = False
+
+    mask = None
+    if impl == "flex_attention":
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        doc = torch.cat([torch.full((n,), i, device=dev) for i, n in enumerate(lengths)])
+        mask = create_block_mask(lambda b, h, qi, ki: (doc[qi] == doc[ki]) & (ki <= qi), 1, None, t, t, device=dev)
+    out, _ = fn(_Module(), q, k, v, mask, scaling=dim ** -0.5, dropout=0.0, position_ids=pos, is_causal=True)
+    out = out.transpose(1, 2) if out.shape[1] != heads else out  # implementations return [b, s, h, d]
+    grad = torch.randn_like(out)
+    dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
+    start = 0
+    for n in lengths:
+        s = slice(start, start + n)
+        qs, ks, vs = (x.detach()[:, :, s].float().requires_grad_() for x in (q, k, v))
+        ref = torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, is_causal=True)
+        rq, rk, rv = torch.autograd.grad(ref, (qs, ks, vs), grad[:, :, s].float())
+        for name, got, want in (("out", out[:, :, s], ref), ("dq", dq[:, :, s], rq), ("dk", dk[:, :, s], rk),
+                                ("dv", dv[:, :, s], rv)):
+            err = float((got.float() - want).abs().max() / (want.abs().max() + 1e-6))
+            assert err < PROBE_TOLERANCE, f"{impl}: {name} off by {err:.3g} (relative) at example of {n} tokens"
+        start += n
+    return f"{impl}: packed output and gradients match each example alone (bf16)"
+
+
+def main(argv: List[str]) -> int:
+    """`python -m doctor.runtime.train.attention IMPL`: 0 when the probe passes, 1 when it fails."""
+    impl = argv[0] if argv else ""
+    try:
+        print(probe_body(impl))
+        return 0
+    except Exception as e:  # the verdict is the exit code and the last line
+        print(" ".join(f"{type(e).__name__}: {e}".split())[:300])
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

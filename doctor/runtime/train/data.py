@@ -1,0 +1,122 @@
+"""The JSONL dataset of `doctor train`: one example a line, as token ids and labels.
+
+Two line formats, told apart by their field:
+
+    {"text": "any text"}                                       trained on every token
+    {"messages": [{"role": "user", "content": "..."}, ...]}    rendered with the tokenizer's chat template
+
+Every token of an example is a target (what trl's SFTTrainer does by default). A bad line is ONE
+`DoctorError` naming `file:line`, so a 100k-line file with one broken record is fixed in one edit, and
+nothing is tokenised before the whole file has been read and checked.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Sequence, Tuple
+
+from doctor.errors import DoctorError
+
+IGNORE = -100  # label of a token that is not a target (Hugging Face's loss ignores it)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One tokenised example."""
+
+    input_ids: Tuple[int, ...]
+    labels: Tuple[int, ...]  # same length; IGNORE where the token is not a target
+    line: int  # 1-based line of the JSONL file it came from
+
+
+@dataclass(frozen=True)
+class Record:
+    """One checked line: either text or chat messages."""
+
+    line: int
+    text: str = ""
+    messages: Tuple[Tuple[str, str], ...] = ()  # (role, content)
+
+
+def read_jsonl(path: Path) -> List[Record]:
+    """Every non-blank line of a JSONL file as a Record (DoctorError naming file:line on the first bad one)."""
+    try:
+        handle = path.open("r", encoding="utf-8")
+    except FileNotFoundError:
+        raise DoctorError(f"{path}: dataset not found") from None
+    except OSError as e:
+        raise DoctorError(f"{path}: cannot read the dataset ({e.strerror or e})") from None
+    records: List[Record] = []
+    with handle:
+        try:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    records.append(_record(path, number, line))
+        except UnicodeDecodeError:
+            raise DoctorError(f"{path}:{len(records) + 1}: not UTF-8 text") from None
+    if not records:
+        raise DoctorError(f"{path}: the dataset has no examples (empty file)")
+    return records
+
+
+def _record(path: Path, number: int, line: str) -> Record:
+    where = f"{path}:{number}"
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DoctorError(f"{where}: not JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise DoctorError(f"{where}: expected a JSON object with \"text\" or \"messages\", got {type(obj).__name__}")
+    if "text" in obj:
+        if not isinstance(obj["text"], str):
+            raise DoctorError(f"{where}: \"text\" must be a string, got {type(obj['text']).__name__}")
+        return Record(number, text=obj["text"])
+    if "messages" in obj:
+        return Record(number, messages=_messages(where, obj["messages"]))
+    keys = ", ".join(repr(k) for k in list(obj)[:5]) or "none"
+    raise DoctorError(f"{where}: no \"text\" or \"messages\" field (keys: {keys})")
+
+
+def _messages(where: str, value: Any) -> Tuple[Tuple[str, str], ...]:
+    if not isinstance(value, list) or not value:
+        raise DoctorError(f"{where}: \"messages\" must be a non-empty list of {{\"role\", \"content\"}} objects")
+    out = []
+    for i, m in enumerate(value):
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            raise DoctorError(f"{where}: messages[{i}] must be an object with string \"role\" and \"content\"")
+        out.append((m["role"], m["content"]))
+    return tuple(out)
+
+
+def tokenize(records: Sequence[Record], tokenizer: Any, seq_len: int, source: Path) -> List[Example]:
+    """Records as Examples: chat rendered by the tokenizer's template, EOS appended to text, cut to seq_len.
+
+    An example shorter than 2 tokens has no next-token target and is left out.
+    """
+    if any(r.messages for r in records) and not getattr(tokenizer, "chat_template", None):
+        first = next(r.line for r in records if r.messages)
+        raise DoctorError(f"{source}:{first}: a \"messages\" line, but the model's tokenizer has no chat template")
+    eos = getattr(tokenizer, "eos_token_id", None)
+    out: List[Example] = []
+    for r in records:
+        if r.messages:
+            text = tokenizer.apply_chat_template([{"role": a, "content": b} for a, b in r.messages], tokenize=False)
+            ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        else:
+            ids = list(tokenizer(r.text)["input_ids"])
+            if eos is not None and (not ids or ids[-1] != eos):
+                ids.append(eos)  # the model learns where a text ends
+        ids = ids[:seq_len]
+        if len(ids) >= 2:
+            out.append(Example(tuple(ids), tuple(ids), r.line))
+    if not out:
+        raise DoctorError(f"{source}: no example has 2 or more tokens: nothing to train on")
+    return out
+
+
+def load_examples(path: Path, tokenizer: Any, seq_len: int) -> List[Example]:
+    """read_jsonl then tokenize: the dataset as Examples."""
+    return tokenize(read_jsonl(path), tokenizer, seq_len, path)
+

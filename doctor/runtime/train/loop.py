@@ -1,0 +1,502 @@
+"""The `doctor train` loop: LoRA on a local Hugging Face causal LM, resumable, its outputs written atomically.
+
+    summary = train(load_config("train.toml"))
+
+Order of set-up (each step has a reason):
+1. the model directory and the dataset are checked before anything heavy loads (a typo costs no minutes);
+2. the base model is loaded in the run's precision and patched (doctor.runtime.patch) BEFORE peft wraps it:
+   the patches replace modules and forwards of the base model, and peft's LoRA layers then wrap the
+   patched projections, so the adapter's weights have the names plain peft expects (the saved adapter
+   loads into an unpatched model);
+3. gradient checkpointing (non-reentrant: works with frozen embeddings and no input grads);
+4. peft LoRA (rank, alpha, dropout, target modules), AdamW over the adapter only, warmup + schedule;
+5. from a checkpoint in output_dir/checkpoints, when there is one: adapter, optimizer, scheduler, RNGs, step.
+
+The loss of an optimizer step is normalised by the number of target tokens over ALL its micro-batches:
+each micro-batch's mean loss (what the model returns) is weighted by its share of those tokens, so two
+micro-batches accumulated give exactly the loss and gradients of one batch twice the size.
+
+The data order is a pure function of (seed, step): micro-batch m of the run is rows permutation
+(seed + epoch) at position m, so a resumed run sees exactly the batches the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from doctor.errors import DoctorError
+from doctor.runtime.train import packing
+from doctor.runtime.train.attention import choose as choose_attention
+from doctor.runtime.train.config import TrainConfig
+from doctor.runtime.train.data import Example, load_examples
+
+SUMMARY = "run_summary.json"
+ADAPTER = "adapter"  # output_dir/adapter: adapter_config.json + adapter_model.safetensors (plain peft format)
+CHECKPOINTS = "checkpoints"  # output_dir/checkpoints/step-000123/ (only the newest is kept)
+STATE = "state.json"  # in a checkpoint: step, loss history, the settings it is only valid for
+# Settings a checkpoint depends on: resuming with any of them changed would not continue the same run.
+RESUME_KEYS = ("model", "data", "lora", "train.batch_size", "train.grad_accum", "train.steps", "train.epochs",
+               "train.lr", "train.schedule", "train.warmup_steps", "train.weight_decay", "train.seed",
+               "train.precision", "attention", "patch")
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class StepRecord:
+    """One optimizer step, as the summary and the progress line show it."""
+
+    step: int
+    loss: float  # mean over the step's target tokens
+    lr: float
+    tokens: int  # real tokens in the step's micro-batches
+    seconds: float
+
+
+@dataclass
+class RunSummary:
+    """What run_summary.json holds."""
+
+    model: str
+    dataset: str
+    output_dir: str
+    adapter: str
+    device: str
+    precision: str
+    attention: str
+    attention_reason: str
+    patched: str  # what doctor.runtime.patch did (or why it did not run)
+    examples: int
+    rows: int
+    micro_batches_per_epoch: int
+    total_steps: int
+    resumed_from: int  # 0: a fresh run
+    stopped_at: int  # the last step done in this process
+    complete: bool
+    trainable_parameters: int
+    tokens: int  # real tokens trained on in this process
+    seconds: float  # this process's training time
+    tokens_per_second: float
+    losses: List[float] = field(default_factory=list)  # one per step from step 1 (resumed steps included)
+    config: Dict[str, Any] = field(default_factory=dict)
+
+
+def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int] = None,
+          progress: bool = False) -> RunSummary:
+    """Run (or continue) the training the config describes; write the adapter and run_summary.json."""
+    say = log or (lambda line: print(line, flush=True))
+    _check_inputs(cfg)
+    import torch
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision, dtype = _precision(cfg.train.precision, device)
+    _seed_everything(cfg.train.seed)
+    tokenizer = _load_tokenizer(cfg.model)
+    examples = load_examples(Path(cfg.data.path), tokenizer, cfg.data.seq_len)
+    plan = DataPlan(examples, cfg)
+    total = plan.total_steps
+    impl, why = choose_attention(cfg.attention, device.type, cfg.data.packing)
+    say(f"data: {len(examples)} examples -> {len(plan.rows)} rows of <= {cfg.data.seq_len} tokens "
+        f"({'packed' if cfg.data.packing else 'one per row'}), {plan.per_epoch} micro-batches an epoch, {total} steps")
+    say(f"device: {device.type}, {precision}, attention {impl} ({why})")
+
+    model, patched = build_model(cfg, dtype, impl)
+    say(f"patch: {patched}")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg.train.schedule, cfg.train.warmup_steps, total))
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+    out = cfg.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    start: int = 0
+    losses: List[float] = []
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    if ckpt is not None:
+        start, losses = _restore(ckpt, cfg, model, optimizer, scheduler, scaler)
+        say(f"resumed from {ckpt} (step {start} of {total})")
+    last = total if stop_after is None else min(total, stop_after)
+    model.train()
+    records: List[StepRecord] = []
+    bar = _Progress(progress, total, start)
+    t0 = time.perf_counter()
+    try:
+        for step in range(start + 1, last + 1):
+            t_step = time.perf_counter()
+            batches = plan.step_batches(step, tokenizer.pad_token_id)
+            loss = accumulate(model, batches, device, impl, dtype if precision != "fp32" else None, scaler)
+            lr = scheduler.get_last_lr()[0]
+            _optimizer_step(params, optimizer, scaler, cfg.train.max_grad_norm)
+            scheduler.step()
+            rec = StepRecord(step, loss, lr, sum(b.tokens for b in batches), time.perf_counter() - t_step)
+            records.append(rec)
+            losses.append(loss)
+            if not math.isfinite(loss):
+                raise DoctorError(f"step {step}: the loss is {loss}: lower [train] lr or use precision = \"fp32\"")
+            bar.update(rec)
+            if step % cfg.train.log_every == 0 or step == last:
+                tps = sum(r.tokens for r in records) / max(sum(r.seconds for r in records), 1e-9)
+                say(f"step {step}/{total}  loss {loss:.4f}  lr {lr:.3g}  tokens/s {tps:,.0f}")
+            if (cfg.train.save_every and step % cfg.train.save_every == 0) or step == last:
+                save_checkpoint(out, step, losses, cfg, model, optimizer, scheduler, scaler)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    done = last == total
+    adapter_dir = out / ADAPTER
+    if done:
+        save_adapter(model, adapter_dir)
+    tokens = sum(r.tokens for r in records)
+    summary = RunSummary(
+        model=str(cfg.model), dataset=str(cfg.data.path), output_dir=str(out), adapter=str(adapter_dir) if done else "",
+        device=str(device), precision=precision, attention=impl, attention_reason=why, patched=patched,
+        examples=len(examples), rows=len(plan.rows), micro_batches_per_epoch=plan.per_epoch, total_steps=total,
+        resumed_from=start, stopped_at=max(last, start), complete=done,
+        trainable_parameters=sum(p.numel() for p in params), tokens=tokens, seconds=round(seconds, 3),
+        tokens_per_second=round(tokens / seconds, 1) if seconds > 0 else 0.0, losses=losses,
+        config=_config_dict(cfg))
+    write_json(out / SUMMARY, asdict(summary))
+    say(f"{'done' if done else 'stopped'}: step {summary.stopped_at}/{total}, loss {losses[-1] if losses else float('nan'):.4f}"
+        + (f", adapter in {adapter_dir}" if done else f"; run again to continue from step {summary.stopped_at}"))
+    return summary
+
+
+# ----------------------------------------------------------------------------- inputs and the model
+
+
+def _check_inputs(cfg: TrainConfig) -> None:
+    """Missing model directory or dataset: one line before torch is even imported."""
+    if not cfg.model.is_dir():
+        raise DoctorError(f"{cfg.source.name}: model: {cfg.model}: no such directory (a local Hugging Face model folder)")
+    if not (cfg.model / "config.json").is_file():
+        raise DoctorError(f"{cfg.source.name}: model: {cfg.model}: no config.json (not a Hugging Face model folder)")
+    if not Path(cfg.data.path).is_file():
+        raise DoctorError(f"{cfg.source.name}: [data] path: {cfg.data.path}: no such file")
+
+
+def _precision(requested: str, device: Any) -> Tuple[str, Any]:
+    """(name, torch dtype): auto is bf16 where the GPU supports it, else fp16; fp32 on CPU."""
+    import torch
+
+    name = requested
+    if requested == "auto":
+        if device.type != "cuda":
+            name = "fp32"
+        else:
+            name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return name, {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _load_tokenizer(model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(model_dir))
+    except Exception as e:  # transformers raises OSError/ValueError/... for a folder without a usable tokenizer
+        raise DoctorError(f"{model_dir}: cannot load its tokenizer ({' '.join(str(e).split())[:200]})") from None
+    if tok.pad_token_id is None:  # padding is never a target; any id will do, EOS is the usual choice
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
+    return tok
+
+
+def build_model(cfg: TrainConfig, dtype: Any, attention: str) -> Tuple[Any, str]:
+    """The base model in `dtype`, patched, checkpointed, wrapped in peft LoRA: (model, what patch did)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars: the run prints its own lines
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(cfg.model), dtype=dtype, attn_implementation=attention)
+    except Exception as e:
+        raise DoctorError(f"{cfg.model}: cannot load the model ({' '.join(str(e).split())[:240]})") from None
+    model.to(device)
+    patched = _patch(model, cfg)
+    if cfg.train.gradient_checkpointing:
+        kw = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x name (the old one warns)
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
+    model.config.use_cache = False
+    lora = LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=list(cfg.lora.targets), task_type="CAUSAL_LM")
+    try:
+        model = get_peft_model(model, lora)
+    except ValueError as e:  # peft: "Target modules {...} not found in the base model"
+        raise DoctorError(f"{cfg.source.name}: [lora] targets: {' '.join(str(e).split())[:240]}") from None
+    return model, patched
+
+
+def _patch(model: Any, cfg: TrainConfig) -> str:
+    """doctor.runtime.patch on the base model (before peft), keeping attention that can see packed rows' boundaries."""
+    if not cfg.patch:
+        return "off (patch = false in the config)"
+    import doctor.runtime
+
+    # The patched attention takes (q, k, v, causal) and no mask: packed rows need the document mask of the
+    # model's own attention implementation, so attention stays unpatched when packing is on.
+    skip = ("attention",) if cfg.data.packing else ()
+    doctor.runtime.patch(model, skip=skip)
+    return "applied" + (" (attention kept: packed rows need a document mask)" if skip else "")
+
+
+# ----------------------------------------------------------------------------- data order
+
+
+class DataPlan:
+    """Rows, and which micro-batches each optimizer step takes: a pure function of (seed, step)."""
+
+    def __init__(self, examples: Sequence[Example], cfg: TrainConfig) -> None:
+        """Shuffle the examples once (seed), pack them into rows, and size the run in steps."""
+        self.examples = list(examples)
+        self.cfg = cfg
+        order = list(range(len(self.examples)))
+        random.Random(cfg.train.seed).shuffle(order)  # packing neighbours differ run to run only by seed
+        self.rows = [[order[i] for i in row] for row in
+                     packing.rows([self.examples[i] for i in order], cfg.data.seq_len, cfg.data.packing)]
+        self.per_epoch = max(1, math.ceil(len(self.rows) / cfg.train.batch_size))
+        accum = cfg.train.grad_accum
+        self.total_steps = cfg.train.steps or max(1, math.ceil(cfg.train.epochs * self.per_epoch / accum))
+        self._perm: Dict[int, List[int]] = {}
+
+    def _permutation(self, epoch: int) -> List[int]:
+        if epoch not in self._perm:
+            perm = list(range(len(self.rows)))
+            random.Random(f"{self.cfg.train.seed}:{epoch}").shuffle(perm)
+            self._perm = {epoch: perm}  # one epoch at a time is all a run needs
+        return self._perm[epoch]
+
+    def micro_batch_rows(self, m: int) -> List[List[Example]]:
+        """The rows of the run's micro-batch number m (0-based, across epochs)."""
+        epoch, pos = divmod(m, self.per_epoch)
+        perm = self._permutation(epoch)
+        b = self.cfg.train.batch_size
+        return [[self.examples[i] for i in self.rows[r]] for r in perm[pos * b:(pos + 1) * b]]
+
+    def step_batches(self, step: int, pad_id: int) -> List[packing.MicroBatch]:
+        """The grad_accum micro-batches of optimizer step `step` (1-based)."""
+        accum = self.cfg.train.grad_accum
+        return [packing.collate(self.micro_batch_rows(m), pad_id, self.cfg.data.packing)
+                for m in range((step - 1) * accum, step * accum)]
+
+
+# ----------------------------------------------------------------------------- one step
+
+
+def accumulate(model: Any, batches: Sequence[packing.MicroBatch], device: Any, attention: str,
+               autocast_dtype: Any = None, scaler: Any = None) -> float:
+    """Forward and backward over the micro-batches of one step; returns the step's loss (mean over all its targets).
+
+    Each micro-batch's mean loss is weighted by targets_i / targets_total before backward, so the gradients
+    summed over the micro-batches are those of the mean over every target token of the step.
+    """
+    import torch
+
+    total = sum(b.targets for b in batches)
+    if total == 0:
+        raise DoctorError("a step has no target tokens (every example shorter than 2 tokens?)")
+    loss_sum = 0.0
+    mask_dtype = autocast_dtype or next(model.parameters()).dtype
+    for b in batches:
+        if b.targets == 0:
+            continue
+        kw = packing.model_inputs(b, device, attention, mask_dtype)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            loss = model(**kw).loss
+        weighted = loss.float() * (b.targets / total)
+        (scaler.scale(weighted) if scaler is not None else weighted).backward()
+        loss_sum += float(loss.detach()) * b.targets
+    return loss_sum / total
+
+
+def _optimizer_step(params: Sequence[Any], optimizer: Any, scaler: Any, max_norm: float) -> None:
+    import torch
+
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if max_norm > 0:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _schedule(name: str, warmup: int, total: int) -> Callable[[int], float]:
+    """LambdaLR factor at scheduler step s (0-based): linear warmup, then constant / linear / cosine to 0."""
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / (warmup + 1)
+        if name == "constant":
+            return 1.0
+        frac = (s - warmup) / max(1, total - warmup)
+        frac = min(max(frac, 0.0), 1.0)
+        return 1.0 - frac if name == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac))
+
+    return factor
+
+
+# ----------------------------------------------------------------------------- saving and resuming
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """JSON written to a temporary file beside path, then os.replace'd: readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Put the finished folder tmp at final: an existing one is moved aside first and removed after."""
+    old = final.with_name(f".{final.name}.old.{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_adapter(model: Any, path: Path) -> None:
+    """The adapter in plain peft format (PeftModel.from_pretrained loads it), written whole or not at all."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    _replace_dir(tmp, path)
+
+
+def latest_checkpoint(out: Path) -> Optional[Path]:
+    """The newest complete checkpoint in out/checkpoints (a folder is complete once renamed into place)."""
+    root = out / CHECKPOINTS
+    if not root.is_dir():
+        return None
+    done = sorted(p for p in root.glob("step-*") if (p / STATE).is_file())
+    return done[-1] if done else None
+
+
+def save_checkpoint(out: Path, step: int, losses: Sequence[float], cfg: TrainConfig, model: Any, optimizer: Any,
+                    scheduler: Any, scaler: Any) -> Path:
+    """Adapter weights, optimizer, scheduler, RNG states and the loss history; older checkpoints removed after."""
+    import torch
+    from peft import get_peft_model_state_dict
+
+    root = out / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:06d}"
+    tmp = root / f".step-{step:06d}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    rng = {"python": random.getstate(), "torch": torch.get_rng_state(),
+           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    torch.save({"adapter": get_peft_model_state_dict(model), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
+                "rng": rng}, tmp / "training_state.pt")
+    state = {"step": step, "losses": list(losses), "settings": _resume_settings(cfg)}
+    write_json(tmp / STATE, state)  # last: its presence marks the folder complete
+    _replace_dir(tmp, final)
+    for older in root.glob("step-*"):
+        if older != final:
+            shutil.rmtree(older, ignore_errors=True)
+    return final
+
+
+def _restore(ckpt: Path, cfg: TrainConfig, model: Any, optimizer: Any, scheduler: Any, scaler: Any) -> Tuple[int, List[float]]:
+    import torch
+    from peft import set_peft_model_state_dict
+
+    try:
+        state = json.loads((ckpt / STATE).read_text(encoding="utf-8"))
+        blob = torch.load(ckpt / "training_state.pt", map_location="cpu", weights_only=False)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise DoctorError(f"{ckpt}: unreadable checkpoint ({e}); delete it to start over") from None
+    changed = [k for k, v in _resume_settings(cfg).items() if state.get("settings", {}).get(k) != v]
+    if changed:
+        raise DoctorError(f"{ckpt}: the checkpoint was made with other settings ({', '.join(changed)} changed); "
+                          f"set resume = false or use another output_dir to start a new run")
+    set_peft_model_state_dict(model, blob["adapter"])
+    optimizer.load_state_dict(blob["optimizer"])
+    scheduler.load_state_dict(blob["scheduler"])
+    if scaler is not None and blob.get("scaler"):
+        scaler.load_state_dict(blob["scaler"])
+    random.setstate(_tuplify(blob["rng"]["python"]))
+    torch.set_rng_state(blob["rng"]["torch"])
+    if torch.cuda.is_available() and blob["rng"]["cuda"]:
+        torch.cuda.set_rng_state_all(blob["rng"]["cuda"])
+    return int(state["step"]), [float(x) for x in state["losses"]]
+
+
+def _tuplify(x: Any) -> Any:
+    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _config_dict(cfg: TrainConfig) -> Dict[str, Any]:
+    return {"source": str(cfg.source), "model": str(cfg.model), "output_dir": str(cfg.output_dir),
+            "data": asdict(cfg.data), "lora": {**asdict(cfg.lora), "targets": list(cfg.lora.targets)},
+            "train": asdict(cfg.train), "resume": cfg.resume, "patch": cfg.patch, "attention": cfg.attention}
+
+
+def _resume_settings(cfg: TrainConfig) -> Dict[str, Any]:
+    d = _config_dict(cfg)
+    out: Dict[str, Any] = {}
+    for key in RESUME_KEYS:
+        table, _, name = key.partition(".")
+        out[key] = d[table][name] if name else d[table]
+    return json.loads(json.dumps(out))  # the form it has after a round trip through state.json
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+class _Progress:
+    """A rich progress bar with loss and tokens/s when stdout is a terminal; nothing otherwise (lines are logged)."""
+
+    def __init__(self, enabled: bool, total: int, start: int) -> None:
+        """Start the bar at `start` of `total` steps."""
+        self._bar: Any = None
+        if not (enabled and sys.stdout.isatty()):
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                             TimeElapsedColumn(), transient=False)
+        self._bar.start()
+        self._task = self._bar.add_task("train", total=total, completed=start, info="")
+        self._tokens = 0
+        self._seconds = 0.0
+
+    def update(self, rec: StepRecord) -> None:
+        """Advance one step."""
+        if self._bar is None:
+            return
+        self._tokens += rec.tokens
+        self._seconds += rec.seconds
+        self._bar.update(self._task, completed=rec.step,
+                         info=f"loss {rec.loss:.4f}  {self._tokens / max(self._seconds, 1e-9):,.0f} tok/s")
+
+    def close(self) -> None:
+        """Stop the bar (leaves the last state on screen)."""
+        if self._bar is not None:
+            self._bar.stop()
