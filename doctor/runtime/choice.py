@@ -1,0 +1,99 @@
+"""Which backend each patched op runs: the dispatcher's choice from this environment's probe verdicts.
+
+Verdicts come from the doctor's cache for this environment's fingerprint (doctor.probes.store). With none
+for an op and a CUDA GPU here, the op's probes run first (isolated children, seconds); with no GPU (or when
+probes cannot run) the ops get the torch references and ONE line on stderr says so. DOCTOR_BACKEND_<OP>
+forces a backend; one whose probe did not pass raises (doctor.dispatch.choose), never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, TextIO, Tuple
+
+from doctor import dispatch
+from doctor.verdicts import ProbeResult
+
+
+class AttentionShape(NamedTuple):
+    """The shapes a model trains attention at (what the attention probe runs)."""
+
+    heads: int
+    kv_heads: int
+    head_dim: int
+    seq: int
+
+
+class Picks(NamedTuple):
+    """The backend per op and the callable behind it, with the one line to show when nothing was proven."""
+
+    choices: Dict[str, dispatch.Choice]
+    functions: Dict[str, Callable[..., object]]
+    note: str  # "" when verdicts (or forcing) decided everything
+
+
+def _verdicts_by_op(results: Sequence[ProbeResult], shape_tag: str) -> Dict[str, Dict[str, ProbeResult]]:
+    """Verdicts by op and backend; attention verdicts taken at this model's shape win over the generic ones."""
+    by_op: Dict[str, Dict[str, ProbeResult]] = {}
+    shaped: Dict[str, ProbeResult] = {}
+    for r in results:
+        if not r.op or not r.backend or r.id.startswith("dispatch."):
+            continue
+        if r.op == "attention" and shape_tag and r.id.startswith("attention.") and shape_tag in r.id:
+            shaped[r.backend] = r
+        elif r.op != "attention" or not r.id.startswith("attention."):
+            by_op.setdefault(r.op, {})[r.backend] = r
+    if shaped:
+        by_op["attention"] = shaped
+    return by_op
+
+
+def load_verdicts(ops: Sequence[str], shape: Optional[AttentionShape], environ: Mapping[str, str],
+                  run: bool = True) -> Tuple[Dict[str, Dict[str, ProbeResult]], str]:
+    """Verdicts for `ops` in this environment (probing what is missing when a CUDA GPU is here), and a note
+    ("" or one line saying the torch references stand in because nothing could be proven)."""
+    from doctor.inventory import gather
+    from doctor.probes import store
+    from doctor.probes.catalogue import CATALOGUE, CATALOGUE_VERSION, attention_at
+    from doctor.probes.fingerprint import fingerprint
+    from doctor.probes.session import probes_apply, run_probes
+
+    facts = gather(environ=environ)
+    fp = fingerprint(facts, environ.get("CUDA_VISIBLE_DEVICES"), CATALOGUE_VERSION)
+    tag = attention_tag(shape) if shape else ""
+    cached = list(store.load(fp).values())
+    by_op = _verdicts_by_op(cached, tag)
+    missing = [op for op in ops if not by_op.get(op) or (op == "attention" and tag and not any(
+        tag in r.id for r in by_op["attention"].values()))]
+    if not missing:
+        return by_op, ""
+    if not (run and probes_apply(facts)):
+        why = "no CUDA GPU here" if not facts.hardware.gpus else "probes cannot run here"
+        return by_op, (f"doctor.runtime: no probe verdicts for {', '.join(missing)} in this environment ({why}): "
+                       f"using the torch reference ops (DOCTOR_BACKEND_<OP> forces one)")
+    specs: List = [s for s in CATALOGUE if s.op in missing and s.op != "attention"]
+    if "attention" in missing:
+        specs += list(attention_at(*shape) if shape else [s for s in CATALOGUE if s.op == "attention"])
+    done = run_probes(facts, catalogue=specs, environ=environ)
+    return _verdicts_by_op(cached + list(done.results), tag), ""
+
+
+def attention_tag(shape: AttentionShape) -> str:
+    """The probe-id fragment naming an attention shape ("h32kv8d128s2048")."""
+    return f"h{shape.heads}kv{shape.kv_heads}d{shape.head_dim}s{shape.seq}"
+
+
+def pick(ops: Sequence[str], shape: Optional[AttentionShape] = None, environ: Optional[Mapping[str, str]] = None,
+         out: Optional[TextIO] = None) -> Picks:
+    """The dispatcher's backend and callable for each op (DoctorError for a forced backend that failed its probe)."""
+    import os
+
+    env = dict(os.environ if environ is None else environ)
+    by_op, note = load_verdicts(ops, shape, env)
+    choices = {op: dispatch.choose(op, by_op.get(op, {}), env) for op in ops}
+    if note and all(c.reason.startswith("forced") for c in choices.values()):
+        note = ""  # every op forced: nothing stands in silently
+    if note:
+        print(note, file=out or sys.stderr)
+    functions = {op: dispatch.implementation(op, c.backend) for op, c in choices.items()}
+    return Picks(choices, functions, note)
