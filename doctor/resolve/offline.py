@@ -7,6 +7,7 @@ what the rules say about it (the matrix's facts still apply) but is never applie
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import List, Optional, Sequence, Tuple
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -15,17 +16,18 @@ from packaging.utils import canonicalize_name
 from doctor.actions import Action, PipInstall, PipUninstall
 from doctor.compat_matrix.model import Matrix
 from doctor.facts import Facts
-from doctor.findings import Finding
+from doctor.findings import Finding, Severity
 from doctor.resolve.keep import keep_set
 from doctor.resolve.options import PlanOptions
 from doctor.resolve.pip_report import Resolved
-from doctor.resolve.plan import FAILED, UNVERIFIED, Change, Plan, Verification, finding_key
+from doctor.resolve.plan import FAILED, NOTHING, UNVERIFIED, Change, Plan, Verification, finding_key
 from doctor.resolve.verify import compare, package_findings
 from doctor.resolve.would_be import Install, would_be
 
 WHY = "offline: exact pins from the embedded matrix, not verified against the index"
 
 
+@lru_cache(maxsize=1 << 12)  # the same fixes' pins in request after request (the service)
 def _exact(text: str) -> Optional[Tuple[str, str]]:
     """(canonical name, version) of a requirement pinned to one version, else None."""
     try:
@@ -38,8 +40,12 @@ def _exact(text: str) -> Optional[Tuple[str, str]]:
     return None
 
 
-def offline_plan(facts: Facts, matrix: Matrix, targets: Sequence[Finding], options: PlanOptions) -> Plan:
-    """The first exact-pin (or removal) fix of each target, with the rules' view of the result; UNVERIFIED."""
+def offline_plan(facts: Facts, matrix: Matrix, targets: Sequence[Finding], options: PlanOptions,
+                 before: Optional[Sequence[Finding]] = None) -> Plan:
+    """The first exact-pin (or removal) fix of each target, with the rules' view of the result; UNVERIFIED.
+
+    `before`: package_findings(facts, matrix) when the caller has them already (the service does), so the
+    rules run once more, on the would-be environment only; None: computed here."""
     installs: List[Install] = []
     removals: List[str] = []
     actions: List[Action] = []
@@ -66,7 +72,7 @@ def offline_plan(facts: Facts, matrix: Matrix, targets: Sequence[Finding], optio
     if not chosen:
         return Plan(tuple(targets), verification=Verification(FAILED, against="matrix", reason=WHY + "; nothing to pin"),
                     unfixable=tuple(unfixable), python=options.python)
-    before = package_findings(facts, matrix)
+    before = package_findings(facts, matrix) if before is None else list(before)
     after = package_findings(would_be(facts, matrix, installs, removals), matrix)
     cmp = compare(before, after, chosen, matrix)
     moving = {c.name for c in changes}
@@ -78,8 +84,23 @@ def offline_plan(facts: Facts, matrix: Matrix, targets: Sequence[Finding], optio
                 tuple(unfixable), (WHY,), options.python)
 
 
-def offline_install(facts: Facts, matrix: Matrix, requirements: Sequence[Requirement], options: PlanOptions) -> Plan:
-    """`doctor install --offline`: only exact pins can be planned without the index."""
+def pip_fixable(f: Finding) -> bool:
+    """A warning or worse whose fix includes a pip install or uninstall (what a package plan can target)."""
+    return f.severity >= Severity.WARN and any(isinstance(a, (PipInstall, PipUninstall)) for a in f.fix)
+
+
+def offline_fixes(facts: Facts, matrix: Matrix, findings: Sequence[Finding], options: PlanOptions) -> Plan:
+    """planner.plan_fixes in offline mode for `findings` that ARE package_findings(facts, matrix): the same plan,
+    with the rules run on the would-be environment only (not again on `facts`)."""
+    targets = [f for f in findings if pip_fixable(f)]
+    if not targets:
+        return Plan((), verification=Verification(NOTHING, reason="no finding a package change fixes"), python=options.python)
+    return offline_plan(facts, matrix, targets, options, before=findings)
+
+
+def offline_install(facts: Facts, matrix: Matrix, requirements: Sequence[Requirement], options: PlanOptions,
+                    before: Optional[Sequence[Finding]] = None) -> Plan:
+    """`doctor install --offline`: only exact pins can be planned without the index (`before` as in offline_plan)."""
     pins = [_exact(str(r)) for r in requirements]
     if not all(pins):
         loose = [str(r) for r, p in zip(requirements, pins) if not p]
@@ -87,7 +108,7 @@ def offline_install(facts: Facts, matrix: Matrix, requirements: Sequence[Require
                                                   reason="offline: give exact versions (name==X) for " + ", ".join(loose)),
                     python=options.python)
     installs = [Install(Resolved(n, v, ())) for n, v in pins]  # type: ignore[misc]
-    before = package_findings(facts, matrix)
+    before = package_findings(facts, matrix) if before is None else list(before)
     after = package_findings(would_be(facts, matrix, installs), matrix)
     cmp = compare(before, after, (), matrix)
     keeps = keep_set(facts, before, moving={n for n, _ in pins})  # type: ignore[misc]

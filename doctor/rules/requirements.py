@@ -45,17 +45,34 @@ def marker_applies(marker: Optional[Marker], markers: Optional[Mapping[str, str]
         return True
 
 
+@lru_cache(maxsize=1 << 15)  # ~1 KB a Requirement: 32 MB at most; an environment has ~1500 distinct lines
+def parse_line(line: str) -> Optional[Requirement]:
+    """packaging's Requirement for one Requires-Dist line, None when it does not parse.
+
+    Cached: the same lines come back in every rule, every check and every service request (packaging's parser
+    costs ~40 us a line, and an environment has a thousand). Callers share the object: never mutate it."""
+    try:
+        return Requirement(line)
+    except InvalidRequirement:
+        return None
+
+
+@lru_cache(maxsize=1 << 12)
+def _applying(requires: Tuple[str, ...], markers: Tuple[Tuple[str, str], ...]) -> Tuple[Tuple[str, Requirement], ...]:
+    """parsed_requires for one distribution's lines under one marker environment (() : this interpreter's)."""
+    env = dict(markers) if markers else None
+    out = []
+    for line in requires:
+        req = parse_line(line)
+        if req is not None and marker_applies(req.marker, env):
+            out.append((line, req))
+    return tuple(out)
+
+
 def parsed_requires(dist: Distribution, markers: Optional[Mapping[str, str]] = None) -> List[Tuple[str, Requirement]]:
     """(raw line, Requirement) pairs that apply on this machine; unparseable lines are skipped."""
-    out = []
-    for line in dist.requires:
-        try:
-            req = Requirement(line)
-        except InvalidRequirement:
-            continue
-        if marker_applies(req.marker, markers):
-            out.append((line, req))
-    return out
+    key = tuple(sorted(markers.items())) if markers else ()
+    return list(_applying(tuple(dist.requires), key))
 
 
 def requirement_on(dist: Distribution, name: str) -> Optional[str]:
@@ -94,16 +111,35 @@ def check_requirements(facts: Facts, matrix: Matrix) -> List[Finding]:
                                "imports can differ.", [], subject=name))
         missing: List[Tuple[str, str]] = []  # (canonical name, specifier)
         for line, req in parsed_requires(dist, facts.markers):
-            dep = canonicalize_name(req.name)
+            dep = _canonical(req.name)
             if (name, dep) in COVERED:
                 continue
-            if facts.dist(dep) is None and (name, dep) not in LOCKSTEP:
-                missing.append((dep, str(req.specifier)))
-                continue
+            other = facts.distributions.get(dep)  # keyed by canonical name, like Facts.dist
+            if other is None:
+                if (name, dep) not in LOCKSTEP:
+                    missing.append((dep, str(req.specifier)))
+                    continue
+            elif _met(line, other.version):
+                continue  # most lines: nothing to report, answered from the cache
             out.extend(_one(facts, matrix, dist, line, req, dep))
         if missing:
             out.append(_missing(dist, missing, facts, matrix))
     return out
+
+
+@lru_cache(maxsize=1 << 12)
+def _canonical(name: str) -> str:
+    """canonicalize_name, cached: a few hundred names, looked up for every line of every check."""
+    return canonicalize_name(name)
+
+
+@lru_cache(maxsize=1 << 15)
+def _met(line: str, installed: str) -> bool:
+    """Whether `installed` meets the specifier of Requires-Dist `line` as _one decides it (no specifier or an
+    unreadable version: met). Cached on both texts: the same pairs come back in check after check."""
+    req = parse_line(line)
+    ov = version(installed)
+    return req is None or ov is None or not str(req.specifier) or satisfies(ov, req.specifier)
 
 
 def _coupled_fix(facts: Facts, matrix: Matrix, dep: str, spec: str) -> List[Action]:

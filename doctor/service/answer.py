@@ -83,11 +83,10 @@ def compute(req: ServiceRequest, matrix: Matrix) -> Dict[str, Any]:
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    from doctor.resolve.offline import offline_install
+    from doctor.resolve.offline import offline_fixes, offline_install
     from doctor.resolve.options import PlanOptions
     from doctor.resolve.pin_files import pins_document
     from doctor.resolve.pins import known_good_pins
-    from doctor.resolve.planner import plan_fixes
     from doctor.resolve.verify import package_findings
 
     facts = req.facts
@@ -100,9 +99,9 @@ def compute(req: ServiceRequest, matrix: Matrix) -> Dict[str, Any]:
     options = PlanOptions(offline=True)
     if req.packages:
         wanted = [_narrowed(p, ps) for p in req.packages]
-        plan = offline_install(facts, matrix, [Requirement(w) for w in wanted], options)
+        plan = offline_install(facts, matrix, [Requirement(w) for w in wanted], options, before=findings)
     else:
-        plan = plan_fixes(facts, matrix, findings, options)
+        plan = offline_fixes(facts, matrix, findings, options)  # the findings above: the rules run once on facts
     plan_doc = dict(plan.to_dict())
     plan_doc.pop("constraints", None)
     return {

@@ -115,6 +115,11 @@ def test_paths_hidden_in_values_are_refused(service: Server, path: str, value: A
 @pytest.mark.parametrize("doc, field", [
     (_with("facts.distributions.[0].version", "2.3.1+cu121.post3 abc"), "facts.distributions[0].version"),
     (_with("facts.distributions.[0].requires", ["torch>=="]), "facts.distributions[0].requires[0]"),
+    (_with("facts.distributions.[2].requires", ["numpy", "torch>=="]), "facts.distributions[2].requires[1]"),
+    (_with("facts.distributions.[0].requires", ["numpy", 7]), "facts.distributions[0].requires[1]"),
+    (_with("facts.distributions.[0].requires", ["numpy", None]), "facts.distributions[0].requires[1]"),
+    (_with("facts.distributions.[0].requires", ["numpy", {"a": 1}]), "facts.distributions[0].requires[1]"),
+    (_with("facts.distributions.[0].requires", [["numpy"]]), "facts.distributions[0].requires[0]"),
     (_with("facts.distributions.[0].name", 7), "facts.distributions[0].name"),
     (_with("facts.gpus", [{"name": "A100", "compute_capability": "eight"}]), "facts.gpus[0].compute_capability"),
     (_with("facts.gpus", [{"name": "A100", "memory_mib": -1}]), "facts.gpus[0].memory_mib"),
