@@ -37,7 +37,7 @@ from doctor.errors import DoctorError
 from doctor.runtime.train import packing
 from doctor.runtime.train.attention import choose as choose_attention
 from doctor.runtime.train.config import TrainConfig
-from doctor.runtime.train.data import Example, load_examples
+from doctor.runtime.train.data import Example, read_jsonl, tokenize
 
 SUMMARY = "run_summary.json"
 ADAPTER = "adapter"  # output_dir/adapter: adapter_config.json + adapter_model.safetensors (plain peft format)
@@ -95,13 +95,14 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
     """Run (or continue) the training the config describes; write the adapter and run_summary.json."""
     say = log or (lambda line: print(line, flush=True))
     _check_inputs(cfg)
+    records = read_jsonl(Path(cfg.data.path))  # a broken line is reported before torch and the model load
     import torch
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision, dtype = _precision(cfg.train.precision, device)
     _seed_everything(cfg.train.seed)
     tokenizer = _load_tokenizer(cfg.model)
-    examples = load_examples(Path(cfg.data.path), tokenizer, cfg.data.seq_len)
+    examples = tokenize(records, tokenizer, cfg.data.seq_len, Path(cfg.data.path))
     plan = DataPlan(examples, cfg)
     total = plan.total_steps
     impl, why = choose_attention(cfg.attention, device.type, cfg.data.packing)

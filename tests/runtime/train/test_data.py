@@ -1,0 +1,67 @@
+"""The JSONL dataset: text and chat lines tokenised as the model's tokenizer says; a bad line names file:line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from doctor.errors import DoctorError
+from doctor.runtime.train.data import IGNORE, load_examples, read_jsonl
+from tests.runtime.conftest import CHAT_TEMPLATE, VOCAB, build_tokenizer
+from tests.runtime.train.conftest import write_jsonl
+
+
+@pytest.fixture(scope="module")
+def tokenizer():  # type: ignore[no-untyped-def]
+    return build_tokenizer()
+
+
+def test_text_lines_get_eos_and_chat_lines_the_template(tmp_path: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    path = write_jsonl(tmp_path / "d.jsonl", [
+        {"text": "the cat can run"},
+        "",  # blank lines are skipped (a trailing newline is common)
+        {"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "yes"}]},
+    ])
+    text, chat = load_examples(path, tokenizer, seq_len=64)
+    assert list(text.input_ids) == [VOCAB[w] for w in "the cat can run".split()] + [VOCAB["</s>"]]
+    assert text.labels == text.input_ids and text.line == 1
+    rendered = "<|user|> hello <|end|> <|assistant|> yes <|end|>"
+    assert list(chat.input_ids) == [VOCAB[w] for w in rendered.split()] and chat.line == 3
+    assert IGNORE not in chat.labels  # every token is a target (trl's SFTTrainer default)
+
+
+def test_long_examples_are_cut_and_one_token_ones_dropped(tmp_path: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "one two three four five six"}, {"text": ""}])
+    (ex,) = load_examples(path, tokenizer, seq_len=4)  # "" is just </s>: nothing to predict
+    assert len(ex.input_ids) == 4 and ex.input_ids[0] == VOCAB["one"]
+
+
+@pytest.mark.parametrize("lines, message", [
+    (['{"text": "ok"}', '{"text": "ok"', ], "d.jsonl:2: not JSON ("),
+    (['{"text": "ok"}', '{"prompt": "x", "completion": "y"}'], "d.jsonl:2: no \"text\" or \"messages\" field (keys: 'prompt', 'completion')"),
+    (['["text", "x"]'], "d.jsonl:1: expected a JSON object with \"text\" or \"messages\", got list"),
+    (['{"text": 3}'], "d.jsonl:1: \"text\" must be a string, got int"),
+    (['{"messages": []}'], "d.jsonl:1: \"messages\" must be a non-empty list"),
+    (['{"messages": [{"role": "user"}]}'], "d.jsonl:1: messages[0] must be an object with string \"role\" and \"content\""),
+    (['', '  '], "d.jsonl: the dataset has no examples"),
+])
+def test_bad_lines_name_file_and_line(tmp_path: Path, lines, message) -> None:  # type: ignore[no-untyped-def]
+    path = write_jsonl(tmp_path / "d.jsonl", lines)
+    with pytest.raises(DoctorError) as e:
+        read_jsonl(path)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_missing_file_non_utf8_and_chat_without_a_template(tmp_path: Path) -> None:
+    with pytest.raises(DoctorError, match="dataset not found"):
+        read_jsonl(tmp_path / "absent.jsonl")
+    bad = tmp_path / "bin.jsonl"
+    bad.write_bytes(b'{"text": "ok"}\n\xff\xfe\n')
+    with pytest.raises(DoctorError, match="not UTF-8"):
+        read_jsonl(bad)
+    chat = write_jsonl(tmp_path / "chat.jsonl", [{"text": "a b"}, {"messages": [{"role": "user", "content": "hi"}]}])
+    no_template = build_tokenizer(chat_template=CHAT_TEMPLATE)
+    no_template.chat_template = None
+    with pytest.raises(DoctorError, match=r"chat.jsonl:2: a \"messages\" line, but the model's tokenizer has no chat template"):
+        load_examples(chat, no_template, 16)

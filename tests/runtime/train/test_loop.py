@@ -1,0 +1,87 @@
+"""The loop's pieces in process: gradient accumulation normalised by target tokens, the schedule, the data plan."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, List
+
+import pytest
+import torch
+
+from doctor.errors import DoctorError
+from doctor.runtime.train import loop
+from doctor.runtime.train.config import load_config
+from doctor.runtime.train.data import load_examples
+from tests.runtime.train.conftest import write_config
+
+
+def _setup(tmp_path: Path, model_dir: Path, dataset: Path, packing: bool = True, **train: Any) -> Any:
+    """Config, LoRA model (B non-zero, so the adapter shapes the loss), tokenizer and data plan."""
+    cfg = load_config(write_config(tmp_path / "c.toml", model_dir, dataset, tmp_path / "out",
+                                   **train))
+    cfg = replace(cfg, data=replace(cfg.data, packing=packing))
+    torch.manual_seed(0)
+    model, _ = loop.build_model(cfg, torch.float32, "sdpa")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    model.train()
+    tok = loop._load_tokenizer(cfg.model)
+    plan = loop.DataPlan(load_examples(Path(cfg.data.path), tok, cfg.data.seq_len), cfg)
+    return cfg, model, tok, plan
+
+
+def _grads(model: Any) -> List[torch.Tensor]:
+    return [p.grad.detach().clone() for p in model.parameters() if p.requires_grad]
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_two_micro_batches_accumulated_equal_one_batch_twice_the_size(tmp_path: Path, model_dir: Path, dataset: Path,
+                                                                     packing: bool) -> None:
+    """Loss and gradients of batch 2 x grad_accum 2 == batch 4 x grad_accum 1 (fp32): the token count, not the
+    micro-batch count, normalises the loss (micro-batches here hold different numbers of target tokens)."""
+    results = []
+    for bs, accum in ((2, 2), (4, 1)):
+        cfg, model, tok, plan = _setup(tmp_path, model_dir, dataset, packing, batch_size=bs, grad_accum=accum)
+        batches = plan.step_batches(1, tok.pad_token_id)
+        assert len(batches) == accum
+        if accum == 2:
+            assert batches[0].targets != batches[1].targets  # a plain mean of means would be wrong here
+        loss = loop.accumulate(model, batches, torch.device("cpu"), "sdpa")
+        results.append((loss, _grads(model), sum(b.targets for b in batches)))
+    (l2, g2, n2), (l4, g4, n4) = results
+    assert n2 == n4
+    assert l2 == pytest.approx(l4, rel=1e-5)
+    for a, b in zip(g2, g4):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_data_plan_is_a_function_of_seed_and_step(tmp_path: Path, model_dir: Path, dataset: Path) -> None:
+    cfg = load_config(write_config(tmp_path / "c.toml", model_dir, dataset, tmp_path / "o", steps=0, epochs=2,
+                                   batch_size=2, grad_accum=1))
+    tok = loop._load_tokenizer(cfg.model)
+    examples = load_examples(Path(cfg.data.path), tok, cfg.data.seq_len)
+    a, b = loop.DataPlan(examples, cfg), loop.DataPlan(examples, cfg)
+    assert a.total_steps == 2 * a.per_epoch  # epochs -> steps
+    ids = [[bt.input_ids.tolist() for bt in a.step_batches(s, 0)] for s in range(1, a.total_steps + 1)]
+    assert ids == [[bt.input_ids.tolist() for bt in b.step_batches(s, 0)] for s in range(1, b.total_steps + 1)]
+    # every example once per epoch
+    per_epoch = sum(sum(bt.examples for bt in a.step_batches(s, 0)) for s in range(1, a.per_epoch + 1))
+    assert per_epoch == len(examples)
+
+
+def test_schedules() -> None:
+    cos = loop._schedule("cosine", 2, 10)
+    assert [round(cos(s), 3) for s in (0, 1, 2, 6, 10)] == [0.333, 0.667, 1.0, 0.5, 0.0]
+    lin = loop._schedule("linear", 0, 4)
+    assert [lin(s) for s in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+    assert loop._schedule("constant", 0, 4)(3) == 1.0
+
+
+def test_lora_targets_the_model_lacks_are_one_line(tmp_path: Path, model_dir: Path, dataset: Path) -> None:
+    cfg = load_config(write_config(tmp_path / "c.toml", model_dir, dataset, tmp_path / "o"))
+    cfg = replace(cfg, lora=replace(cfg.lora, targets=("query_key_value",)))
+    with pytest.raises(DoctorError, match=r"c.toml: \[lora\] targets: .*query_key_value"):
+        loop.build_model(cfg, torch.float32, "sdpa")
