@@ -95,14 +95,14 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
     """Run (or continue) the training the config describes; write the adapter and run_summary.json."""
     say = log or (lambda line: print(line, flush=True))
     _check_inputs(cfg)
-    records = read_jsonl(Path(cfg.data.path))  # a broken line is reported before torch and the model load
+    lines = read_jsonl(Path(cfg.data.path))  # a broken line is reported before torch and the model load
     import torch
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision, dtype = _precision(cfg.train.precision, device)
     _seed_everything(cfg.train.seed)
     tokenizer = _load_tokenizer(cfg.model)
-    examples = tokenize(records, tokenizer, cfg.data.seq_len, Path(cfg.data.path))
+    examples = tokenize(lines, tokenizer, cfg.data.seq_len, Path(cfg.data.path))
     plan = DataPlan(examples, cfg)
     total = plan.total_steps
     impl, why = choose_attention(cfg.attention, device.type, cfg.data.packing)
