@@ -110,6 +110,9 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
         f"({'packed' if cfg.data.packing else 'one per row'}), {plan.per_epoch} micro-batches an epoch, {total} steps")
     say(f"device: {device.type}, {precision}, attention {impl} ({why})")
 
+    out = cfg.output_dir
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    state = _read_state(ckpt, cfg) if ckpt is not None else None  # a mismatch is reported before the model loads
     model, patched = build_model(cfg, dtype, impl)
     say(f"patch: {patched}")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -117,13 +120,12 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg.train.schedule, cfg.train.warmup_steps, total))
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
 
-    out = cfg.output_dir
     out.mkdir(parents=True, exist_ok=True)
     start: int = 0
     losses: List[float] = []
-    ckpt = latest_checkpoint(out) if cfg.resume else None
-    if ckpt is not None:
-        start, losses = _restore(ckpt, cfg, model, optimizer, scheduler, scaler)
+    if ckpt is not None and state is not None:
+        start, losses = int(state["step"]), [float(x) for x in state["losses"]]
+        _restore(ckpt, model, optimizer, scheduler, scaler)
         say(f"resumed from {ckpt} (step {start} of {total})")
     last = total if stop_after is None else min(total, stop_after)
     model.train()
@@ -424,19 +426,29 @@ def save_checkpoint(out: Path, step: int, losses: Sequence[float], cfg: TrainCon
     return final
 
 
-def _restore(ckpt: Path, cfg: TrainConfig, model: Any, optimizer: Any, scheduler: Any, scaler: Any) -> Tuple[int, List[float]]:
+def _read_state(ckpt: Path, cfg: TrainConfig) -> Dict[str, Any]:
+    """A checkpoint's state.json, refused when it was made with settings the run depends on that now differ."""
+    try:
+        state = json.loads((ckpt / STATE).read_text(encoding="utf-8"))
+        step, losses, settings = int(state["step"]), state["losses"], state["settings"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DoctorError(f"{ckpt}: unreadable checkpoint ({type(e).__name__}: {e}); delete it to start over") from None
+    changed = [k for k, v in _resume_settings(cfg).items() if settings.get(k) != v]
+    if changed:
+        raise DoctorError(f"{ckpt}: the checkpoint was made with other settings ({', '.join(changed)} changed); "
+                          f"set resume = false or use another output_dir to start a new run")
+    return {"step": step, "losses": losses}
+
+
+def _restore(ckpt: Path, model: Any, optimizer: Any, scheduler: Any, scaler: Any) -> None:
+    """Adapter weights, optimizer, scheduler, grad scaler and RNG states from a checkpoint."""
     import torch
     from peft import set_peft_model_state_dict
 
     try:
-        state = json.loads((ckpt / STATE).read_text(encoding="utf-8"))
         blob = torch.load(ckpt / "training_state.pt", map_location="cpu", weights_only=False)
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, RuntimeError, EOFError) as e:
         raise DoctorError(f"{ckpt}: unreadable checkpoint ({e}); delete it to start over") from None
-    changed = [k for k, v in _resume_settings(cfg).items() if state.get("settings", {}).get(k) != v]
-    if changed:
-        raise DoctorError(f"{ckpt}: the checkpoint was made with other settings ({', '.join(changed)} changed); "
-                          f"set resume = false or use another output_dir to start a new run")
     set_peft_model_state_dict(model, blob["adapter"])
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
@@ -446,7 +458,6 @@ def _restore(ckpt: Path, cfg: TrainConfig, model: Any, optimizer: Any, scheduler
     torch.set_rng_state(blob["rng"]["torch"])
     if torch.cuda.is_available() and blob["rng"]["cuda"]:
         torch.cuda.set_rng_state_all(blob["rng"]["cuda"])
-    return int(state["step"]), [float(x) for x in state["losses"]]
 
 
 def _tuplify(x: Any) -> Any:
