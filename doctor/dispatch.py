@@ -16,6 +16,8 @@ from doctor.errors import DoctorError
 from doctor.verdicts import ProbeResult
 
 REFERENCE = "torch"  # plain torch implementation: always available, never the fast path
+DEFAULT_ATTENTION = "sdpa"  # SDPA with nothing forced: an attention backend must beat it clearly to be forced
+NOISE_MARGIN = 0.05  # "clearly": by more than this fraction of the default's time (timings on a shared GPU wobble)
 # Candidates in preference order (used when probes gave no timing to compare).
 OPS: Mapping[str, Tuple[str, ...]] = {
     "attention": ATTENTION_BACKENDS,  # their order lives with the backends; "torch" (the reference) is last
@@ -86,6 +88,12 @@ def choose(op: str, verdicts: Mapping[str, ProbeResult], environ: Optional[Mappi
     timed = [(v.time_ms, cands.index(b), b) for b, v in passed if v.time_ms is not None]
     if timed:
         t, _, best = min(timed)
+        default = verdicts.get(DEFAULT_ATTENTION) if op == "attention" else None
+        if (best != DEFAULT_ATTENTION and default is not None and default.passed and default.time_ms is not None
+                and t > default.time_ms * (1.0 - NOISE_MARGIN)):
+            # not clearly faster than torch's own pick: forcing it risks the slow case (issue 11, item 2)
+            return Choice(op, DEFAULT_ATTENTION, f"SDPA's own choice ({default.time_ms:.3g} ms); the fastest forced "
+                          f"backend, {best} ({t:.3g} ms), is within {NOISE_MARGIN:.0%}", table)
         return Choice(op, best, f"fastest that passed ({t:.3g} ms fwd+bwd on the probe shapes)", table)
     best = passed[0][0]
     return Choice(op, best, "first that passed, in preference order", table)

@@ -14,7 +14,7 @@ from doctor.backends.ops import REQUIRES as KERNEL_REQUIRES
 from doctor.probes.spec import ProbeSpec
 
 # Bump when probes change meaning: part of the fingerprint, so old verdicts become misses.
-CATALOGUE_VERSION = 2  # 2: the training kernels' ops (kernels.*) and their dispatch probes
+CATALOGUE_VERSION = 3  # 2: the training kernels' ops (kernels.*) and their dispatch probes; 3: SDPA's default (sdpa.default)
 
 B = "doctor.probes.bodies"
 ATTN = {"batch": 2, "heads": 8, "seq": 512, "head_dim": 64, "causal": True}
@@ -59,6 +59,8 @@ CATALOGUE: Tuple[ProbeSpec, ...] = (
           backend="sdpa-efficient", group="attention", params={**ATTN, "backend": "efficient"}),
     probe("sdpa.cudnn", "torch SDPA, cuDNN backend, causal fwd+bwd", "attention:sdpa", op="attention", backend="sdpa-cudnn",
           group="attention", min_cc=(8, 0), params={**ATTN, "backend": "cudnn"}),
+    probe("sdpa.default", "torch SDPA, its own backend choice, causal fwd+bwd", "attention:sdpa", op="attention",
+          backend="sdpa", group="attention", params={**ATTN, "backend": "default"}),
     probe("sdpa.math", "torch SDPA, math backend, causal fwd+bwd", "attention:sdpa", op="attention", backend="sdpa-math",
           group="attention", params={**ATTN, "backend": "math"}),
     probe("xformers.mea", "xformers memory_efficient_attention, LowerTriangularMask, fwd+bwd", "xformers_probe:mea",
@@ -80,6 +82,30 @@ CATALOGUE: Tuple[ProbeSpec, ...] = (
     *(probe(f"dispatch.{op}", f"the dispatcher's {op} pick, run and verified", "kernel_ops:dispatch", group="dispatch",
             timeout=240.0, params={**KOPS[op], "op": op}) for op in KERNEL_BACKENDS),
 )
+
+
+# Attention at a model's training shapes (doctor.runtime asks for these): every backend but the slow ones, bf16.
+ATTN_TRAIN_BACKENDS: Dict[str, Dict[str, Any]] = {
+    "flash-attn": {"requires": ("flash-attn",), "min_cc": (8, 0)},
+    "sdpa": {},
+    "sdpa-flash": {"min_cc": (8, 0)},
+    "sdpa-cudnn": {"min_cc": (8, 0)},
+    "sdpa-efficient": {},
+    "xformers": {"requires": ("xformers",)},
+}
+ATTN_TRAIN_TOKENS = 16384  # batch x seq of the probe (the LoRA anchor trains 8 x 2048)
+
+
+def attention_at(heads: int, kv_heads: int, head_dim: int, seq: int) -> Tuple[ProbeSpec, ...]:
+    """Attention probes at one model's training shapes (causal, bf16, fwd+bwd), one per backend; their ids
+    ("attention.h32kv8d128s2048.sdpa") name the shape, so verdicts for several models coexist in the cache."""
+    tag = f"h{heads}kv{kv_heads}d{head_dim}s{seq}"
+    params = {"batch": max(1, ATTN_TRAIN_TOKENS // seq), "heads": heads, "kv_heads": kv_heads, "seq": seq,
+              "head_dim": head_dim, "causal": True, "dtype": "bfloat16"}
+    return tuple(probe(f"attention.{tag}.{b}", f"attention {b} at {tag} (training shapes), causal bf16 fwd+bwd",
+                       "attention:at_shape", op="attention", backend=b, group="attention-train", timeout=120.0,
+                       params={**params, "backend": b}, **extra)
+                 for b, extra in ATTN_TRAIN_BACKENDS.items())
 
 
 def select(only: List[str]) -> Tuple[ProbeSpec, ...]:

@@ -63,14 +63,16 @@ def load_verdicts(ops: Sequence[str], shape: Optional[AttentionShape], environ: 
     tag = attention_tag(shape) if shape else ""
     cached = list(store.load(fp).values())
     by_op = _verdicts_by_op(cached, tag)
+    # attention verdicts at other shapes stand in, but this model's shapes are probed where a GPU can
     missing = [op for op in ops if not by_op.get(op) or (op == "attention" and tag and not any(
         tag in r.id for r in by_op["attention"].values()))]
     if not missing:
         return by_op, ""
     if not (run and probes_apply(facts)):
+        unproven = [op for op in ops if not by_op.get(op)]
         why = "no CUDA GPU here" if not facts.hardware.gpus else "probes cannot run here"
-        return by_op, (f"doctor.runtime: no probe verdicts for {', '.join(missing)} in this environment ({why}): "
-                       f"using the torch reference ops (DOCTOR_BACKEND_<OP> forces one)")
+        return by_op, (f"doctor.runtime: no probe verdicts for {', '.join(unproven)} in this environment ({why}): "
+                       f"using the torch reference ops (DOCTOR_BACKEND_<OP> forces one)") if unproven else ""
     specs: List = [s for s in CATALOGUE if s.op in missing and s.op != "attention"]
     if "attention" in missing:
         specs += list(attention_at(*shape) if shape else [s for s in CATALOGUE if s.op == "attention"])

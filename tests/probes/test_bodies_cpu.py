@@ -213,8 +213,9 @@ def test_reference_causal_means_query_sees_only_earlier_keys() -> None:
 
 def test_attention_backends_are_named_and_ordered() -> None:
     """Order of preference as designed; unknown names are a KeyError listing the known ones."""
-    assert attn.BACKENDS == ("flash-attn", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "xformers", "sdpa-math", "torch")
-    with pytest.raises(KeyError, match="flash-attn, sdpa-flash"):
+    assert attn.BACKENDS == ("flash-attn", "sdpa", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "xformers", "sdpa-math",
+                             "torch")
+    with pytest.raises(KeyError, match="flash-attn, sdpa, sdpa-flash"):
         attn.get("flash")
 
 

@@ -101,6 +101,9 @@ def check_attention(fn: AttentionFn, ctx: ProbeContext, label: str,
     if isinstance(prepared, dict):
         return prepared
     q, k, v, dout = prepared
+    kv_heads = int(ctx.params.get("kv_heads", heads))
+    if kv_heads != heads:  # grouped-query attention: k and v have fewer heads
+        k, v = k[:, :kv_heads].contiguous(), v[:, :kv_heads].contiguous()
     ref_dtype = reference_dtype(dtype)
 
     def low_precision(qq: "torch.Tensor", kk: "torch.Tensor", vv: "torch.Tensor", c: bool) -> "torch.Tensor":
@@ -133,7 +136,8 @@ def check_attention(fn: AttentionFn, ctx: ProbeContext, label: str,
     warmup, iters = timing_iters(ctx.params, ctx.device)
     time_ms = call_with_reasons(lambda: median_ms(step, ctx.device, warmup, iters))
     parts = ", ".join(f"{n} {fmt(e)}/{fmt(t)}" for n, e, t, _ in rows)
-    detail = (f"{label}: {dtype_name(dtype)} [B={batch},H={heads},S={seq},D={head_dim}] "
+    kv = f",Hkv={kv_heads}" if kv_heads != heads else ""
+    detail = (f"{label}: {dtype_name(dtype)} [B={batch},H={heads}{kv},S={seq},D={head_dim}] "
               f"{'causal' if causal else 'full'} fwd+bwd vs {dtype_name(ref_dtype)} reference; "
               f"error/tolerance {parts} (tolerance = max({fmt(factor)}x torch-{dtype_name(dtype)} own error, eps floor)); "
               f"worst {worst[0]}; median {fmt(time_ms)} ms over {iters}")

@@ -1,0 +1,292 @@
+"""doctor.runtime.patch on real tiny transformers models (fp32, CPU): the patched model computes what the
+unpatched one computes (logits, loss, every gradient), through the torch references and through the Triton
+kernels in interpreter mode; skip=, forced backends, cached verdicts, bad inputs, peft, checkpointing."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, Iterator
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+import doctor.runtime as runtime  # noqa: E402
+from doctor.errors import DoctorError  # noqa: E402
+from doctor.runtime.patching import backends_of  # noqa: E402
+from tests.conftest import REPO  # noqa: E402
+from tests.runtime.conftest import build_config, build_model, sample_batch  # noqa: E402
+
+KERNEL_OPS = ("rms_norm", "rope", "swiglu", "geglu", "cross_entropy")
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Each test gets an empty doctor cache (no verdicts) and no DOCTOR_BACKEND_* from outside."""
+    cache = tmp_path / "doctor-cache"
+    monkeypatch.setenv("DOCTOR_CACHE_DIR", str(cache))
+    for op in KERNEL_OPS + ("attention",):
+        monkeypatch.delenv(f"DOCTOR_BACKEND_{op.upper()}", raising=False)
+    yield cache
+
+
+def run(model: Any, batch: Dict[str, Any], **kw: Any) -> Dict[str, Any]:
+    """Forward + backward of the loss; logits, loss and every parameter's gradient by name."""
+    model.zero_grad(set_to_none=True)
+    out = model(**batch, **kw)
+    out.loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    return {"logits": None if out.logits is None else out.logits.detach(), "loss": out.loss.detach(), "grads": grads}
+
+
+def assert_same(a: Dict[str, Any], b: Dict[str, Any], tol: float) -> None:
+    """Loss, logits (when both have them) and the same set of gradients agree within tol (absolute, fp32)."""
+    assert torch.allclose(a["loss"], b["loss"], atol=tol, rtol=0), (a["loss"], b["loss"])
+    if a["logits"] is not None and b["logits"] is not None:
+        assert (a["logits"] - b["logits"]).abs().max().item() <= tol
+    assert set(a["grads"]) == set(b["grads"]) and a["grads"]
+    for name in a["grads"]:
+        diff = (a["grads"][name] - b["grads"][name]).abs().max().item()
+        assert diff <= tol, f"{name}: {diff}"
+
+
+def patched_pair(arch: str, **kw: Any) -> Any:
+    """(unpatched, patched) copies of one tiny model."""
+    ref = build_model(arch)
+    model = runtime.patch(copy.deepcopy(ref), **kw)
+    return ref, model
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma"])
+def test_reference_backends_match_unpatched(arch: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """No verdicts, no GPU: every op on its torch reference, one line saying so; logits/loss/grads agree."""
+    ref, model = patched_pair(arch)
+    err = capsys.readouterr().err
+    assert len([ln for ln in err.splitlines() if ln.startswith("doctor.runtime:")]) == 1, err
+    assert "torch reference" in err
+    act = "geglu" if arch == "gemma" else "swiglu"
+    assert backends_of(model) == {"rms_norm": "torch", "rope": "torch", act: "torch", "cross_entropy": "torch",
+                                  "attention": "torch"}
+    assert model.config._attn_implementation == "doctor"
+    batch = sample_batch()
+    assert_same(run(ref, batch), run(model, batch), 1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma"])
+def test_triton_kernels_in_interpreter_match_unpatched(arch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DOCTOR_BACKEND_<OP>=triton for every kernel op (Triton's CPU interpreter): the same numbers, fp32."""
+    pytest.importorskip("triton")
+    for op in KERNEL_OPS:
+        monkeypatch.setenv(f"DOCTOR_BACKEND_{op.upper()}", "triton")
+    ref, model = patched_pair(arch, skip=("attention",))
+    act = "geglu" if arch == "gemma" else "swiglu"
+    assert backends_of(model) == {"rms_norm": "triton", "rope": "triton", act: "triton", "cross_entropy": "triton"}
+    batch = sample_batch(batch=2, seq=8)
+    a, b = run(ref, batch), run(model, batch)
+    assert_same(a, b, 2e-4)
+    # the kernels really ran: bit-identical results everywhere would mean the references did
+    assert any((a["grads"][n] != b["grads"][n]).any() for n in a["grads"]) or (a["logits"] != b["logits"]).any()
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "sdpa-math", "torch"])
+def test_attention_backends_match(attention: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forced attention backend (GQA, causal) computes what eager attention does."""
+    monkeypatch.setenv("DOCTOR_BACKEND_ATTENTION", attention)
+    ref, model = patched_pair("qwen3")
+    assert backends_of(model)["attention"] == attention
+    batch = sample_batch()
+    assert_same(run(ref, batch), run(model, batch), 1e-5)
+
+
+def test_padding_mask_sliding_window_and_generation() -> None:
+    """Right padding, a Mistral window shorter than the sequence (SDPA with the mask), and decoding with a cache."""
+    for arch, over in (("llama", {}), ("mistral", {"sliding_window": 4}), ("qwen2", {"use_sliding_window": True,
+                                                                                       "sliding_window": 4})):
+        ref = build_model(arch, **over)
+        model = runtime.patch(copy.deepcopy(ref))
+        batch = sample_batch(seq=10, pad=3)
+        assert_same(run(ref, batch), run(model, batch), 1e-5)
+    ids = sample_batch(batch=1, seq=5)["input_ids"]
+    a = ref.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=1)
+    b = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=1)
+    assert a.tolist() == b.tolist()
+
+
+def test_loss_conventions() -> None:
+    """num_items_in_batch (gradient accumulation), shift_labels as given, ignored labels, logits only when asked."""
+    ref, model = patched_pair("llama")
+    batch = sample_batch(pad=4)
+    n = torch.tensor(9)
+    assert_same(run(ref, batch, num_items_in_batch=n), run(model, batch, num_items_in_batch=n), 1e-5)
+    model.train()
+    out = model(**batch)
+    assert out.logits is None and out.loss is not None  # training with labels: the logits are never built
+    assert model(**batch, skip_logits=False).logits.shape == (2, 12, model.config.vocab_size)
+    model.eval()
+    no_labels = {k: v for k, v in batch.items() if k != "labels"}
+    assert torch.allclose(model(**no_labels).logits, ref(**no_labels).logits, atol=1e-5)
+    assert model(**no_labels).loss is None
+    tup = model(**batch, return_dict=False)
+    assert isinstance(tup, tuple) and torch.allclose(tup[0], ref(**batch).loss, atol=1e-5)
+
+
+def test_skip_leaves_ops_untouched() -> None:
+    """skip=("attention", "rms_norm"): eager attention and HF's RMSNorm stay; the rest is patched."""
+    model = runtime.patch(build_model("llama"), skip=("attention", "rms_norm"))
+    assert set(backends_of(model)) == {"rope", "swiglu", "cross_entropy"}
+    assert model.config._attn_implementation == "eager"
+    norm = model.model.norm
+    assert "forward" not in norm.__dict__ and "forward" in model.model.layers[0].mlp.__dict__
+    only = runtime.patch(build_model("llama"), skip="cross_entropy")  # a bare string is one name
+    assert "cross_entropy" not in backends_of(only) and "forward" not in only.__dict__
+
+
+def _store_verdicts(results: list) -> None:  # type: ignore[type-arg]
+    """Write verdicts for this environment's fingerprint into the (test's) doctor cache, as `doctor probe` does."""
+    import os
+
+    from doctor.inventory import gather
+    from doctor.probes import store
+    from doctor.probes.catalogue import CATALOGUE_VERSION
+    from doctor.probes.fingerprint import fingerprint, fingerprint_inputs
+
+    facts = gather(environ=dict(os.environ))
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
+    store.save(fingerprint(facts, gpu, CATALOGUE_VERSION), results, fingerprint_inputs(facts, gpu, CATALOGUE_VERSION))
+
+
+def test_forced_backend_that_failed_its_probe_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached failing verdict for triton RMSNorm + DOCTOR_BACKEND_RMS_NORM=triton: DoctorError, nothing patched."""
+    from doctor.verdicts import ProbeResult
+
+    _store_verdicts([ProbeResult("kernels.rms_norm.triton", "triton", "wrong-result", error=0.3, tolerance=0.01,
+                                 detail="dx off", op="rms_norm")])
+    monkeypatch.setenv("DOCTOR_BACKEND_RMS_NORM", "triton")
+    model = build_model("llama")
+    with pytest.raises(DoctorError, match="DOCTOR_BACKEND_RMS_NORM=triton.*failed its probe"):
+        runtime.patch(model)
+    assert backends_of(model) == {} and "forward" not in model.model.norm.__dict__
+
+
+def test_cached_verdicts_decide(capsys: pytest.CaptureFixture[str]) -> None:
+    """Verdicts cached for this environment pick the backend (a passing sdpa-math beats the reference); an op
+    whose only probe failed keeps the reference."""
+    from doctor.verdicts import ProbeResult
+
+    _store_verdicts([ProbeResult("sdpa.math", "sdpa-math", "pass", time_ms=2.0, op="attention"),
+                     ProbeResult("kernels.swiglu.triton", "triton", "error", detail="boom", op="swiglu")])
+    model = runtime.patch(build_model("llama"))
+    assert backends_of(model)["attention"] == "sdpa-math"
+    assert backends_of(model)["swiglu"] == "torch"
+    assert "attention" not in capsys.readouterr().err.split("verdicts for", 1)[1].split("in this environment")[0]
+
+
+def test_bad_inputs() -> None:
+    """Not a causal LM, an unsupported architecture (named), an unknown skip name: one clear DoctorError each."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaModel
+
+    with pytest.raises(DoctorError, match="LlamaModel is not a causal LM"):
+        runtime.patch(LlamaModel(build_config("llama")))
+    with pytest.raises(DoctorError, match="Linear is not a causal LM"):
+        runtime.patch(torch.nn.Linear(2, 2))
+    with pytest.raises(DoctorError, match="takes a transformers causal LM, not str"):
+        runtime.patch("meta-llama/Llama-3-8B")  # type: ignore[type-var]
+    gemma2 = Gemma2ForCausalLM(Gemma2Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                            num_attention_heads=2, num_key_value_heads=1, head_dim=8))
+    with pytest.raises(DoctorError, match="unsupported architecture Gemma2ForCausalLM: Gemma 2 keeps its own"):
+        runtime.patch(gemma2)
+    with pytest.raises(DoctorError, match="unknown op 'flash' in skip"):
+        runtime.patch(build_model("llama"), skip=("flash",))
+
+
+def test_class_level_patch_and_is_active() -> None:
+    """patch_llama_family(): models built afterwards are patched (and match); is_active() tracks it."""
+    from doctor.runtime.patching import unpatch_classes
+
+    assert not runtime.is_active()
+    ref = build_model("gemma")
+    runtime.patch_llama_family()
+    try:
+        assert runtime.is_active()
+        model = build_model("gemma")  # the same seed: the same weights as ref
+        assert model.config._attn_implementation == "doctor"
+        assert type(model).forward.__module__ == "doctor.runtime.modules"
+        batch = sample_batch(pad=2)
+        assert_same(run(ref, batch), run(model, batch), 1e-5)
+        again = runtime.patch(build_model("llama"))  # instance patching on top of class patching
+        assert backends_of(again)["rope"] == "torch"
+    finally:
+        unpatch_classes()
+    assert not runtime.is_active()
+    assert type(build_model("llama")).forward.__module__ != "doctor.runtime.modules"
+
+
+def test_gradient_checkpointing() -> None:
+    """Training mode with gradient checkpointing: the recomputed patched forward gives the same gradients."""
+    ref, model = patched_pair("qwen3")
+    for m in (ref, model):
+        enable = getattr(m, "activation_checkpointing_enable", None) or m.gradient_checkpointing_enable
+        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        m.train()
+    batch = sample_batch()
+    assert_same(run(ref, batch), run(model, batch), 1e-5)
+
+
+def test_peft_lora_adapter_loads_in_plain_peft(tmp_path: Path) -> None:
+    """LoRA on a patched model trains; the adapter it saves loads into plain peft on an unpatched model."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base = build_model("llama")
+    plain_base = copy.deepcopy(base)
+    lora = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
+    runtime.patch(lora)
+    assert backends_of(lora)["cross_entropy"] == "torch"
+    opt = torch.optim.SGD([p for p in lora.parameters() if p.requires_grad], lr=0.5)
+    batch = sample_batch()
+    lora.train()
+    for _ in range(2):
+        opt.zero_grad()
+        lora(**batch).loss.backward()
+        opt.step()
+    lora.eval()
+    lora.save_pretrained(str(tmp_path / "adapter"))
+    loaded = PeftModel.from_pretrained(plain_base, str(tmp_path / "adapter"))
+    loaded.eval()
+    assert "forward" not in loaded.get_base_model().__dict__  # plain peft, nothing of the doctor
+    a, b = lora(**batch), loaded(**batch)
+    assert torch.allclose(a.logits, b.logits, atol=1e-5) and torch.allclose(a.loss, b.loss, atol=1e-5)
+
+
+def test_trainer_with_gradient_accumulation(tmp_path: Path) -> None:
+    """transformers' Trainer (2 steps x 2 accumulated micro-batches): the patched model's losses are HF's."""
+    from datasets import Dataset  # type: ignore[import-untyped]
+    from transformers import Trainer, TrainingArguments
+
+    rows = [{k: v[0].tolist() for k, v in sample_batch(batch=1, seq=10, seed=s, pad=s % 3).items()} for s in range(8)]
+    losses = []
+    for patched in (False, True):
+        model = build_model("llama")
+        if patched:
+            runtime.patch(model)
+        args = TrainingArguments(output_dir=str(tmp_path / f"out{patched}"), per_device_train_batch_size=2,
+                                 gradient_accumulation_steps=2, max_steps=2, learning_rate=1e-2, logging_steps=1,
+                                 report_to=[], save_strategy="no", use_cpu=True, seed=0, data_seed=0,
+                                 dataloader_num_workers=0, disable_tqdm=True)
+        trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows))
+        trainer.train()
+        losses.append([h["loss"] for h in trainer.state.log_history if "loss" in h])
+    assert len(losses[0]) == 2 and losses[0] == pytest.approx(losses[1], abs=1e-4)
+
+
+def test_importing_the_runtime_imports_nothing_heavy() -> None:
+    """`import doctor.runtime` (and is_active()) loads neither torch nor transformers."""
+    code = ("import sys, doctor.runtime as r; assert not r.is_active(); "
+            "print(sorted(m for m in ('torch', 'transformers', 'triton') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().replace("'", '"')) == []
