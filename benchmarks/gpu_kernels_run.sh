@@ -2,11 +2,14 @@
 # On the lent H200 (no network): install tune-doctor and the peers beside the image's torch without touching it,
 # then run the kernels' GPU work, writing everything under $OUT.
 #
-#   bash benchmarks/gpu_kernels_run.sh [STAGE...]     STAGE: check | tests | probe | bench | all (default: all)
+#   bash benchmarks/gpu_kernels_run.sh [STAGE...]     STAGE: check | tests | probe | bench | train | all (default: all)
 #     check  install, then import every peer (liger ops, Cut Cross-Entropy, unsloth) and list the kernel probes
 #     tests  pytest -m gpu on the kernel tests and the kernel probes' tests
 #     probe  doctor probe --only kernels dispatch (cold: every probe runs; then the cached table, verbose)
 #     bench  benchmarks/kernels.py at the ANCHORS.md shapes (Unsloth in its own process)
+#     train  benchmarks/train.py: the ANCHORS.md LoRA run, hf / liger / unsloth / doctor each in its own process,
+#            the doctor's step profiled (not part of `all`: it takes ~5 of a call's 10 minutes by itself;
+#            TRAIN_ARGS adds options, e.g. TRAIN_ARGS="--variants hf doctor --profile doctor unsloth")
 #
 # Wheels come from carried, git-ignored folders: .devwheels (platformdirs, filelock, packaging, pytest, pluggy,
 # iniconfig, pygments: the doctor's and the tests' pure-Python needs) and .peerwheels (made here by
@@ -77,11 +80,19 @@ bench() {
   cat "$OUT/kernels.md" 2>/dev/null || tail -n 30 "$OUT/bench.log"
 }
 
+train() {
+  # each variant gets TRAIN_TIMEOUT s (Unsloth's cold import alone is ~41 s); train.json, train.md, train.log,
+  # profile_doctor.txt land in $OUT, the run's own lines in train_stdout.txt
+  (cd "$REPO" && t python3 benchmarks/train.py --out "$OUT" --timeout "${TRAIN_TIMEOUT:-200}" --profile doctor \
+     ${TRAIN_ARGS:-} > "$OUT/train_stdout.txt" 2>&1)
+  cat "$OUT/train.md" 2>/dev/null || tail -n 30 "$OUT/train_stdout.txt"
+}
+
 t install || { echo "install failed"; cat "$OUT/env.txt"; exit 1; }
 for s in $STAGES; do
   case $s in
-    check|tests|probe|bench) echo "== $s"; $s ;;
-    *) echo "unknown stage $s (check | tests | probe | bench | all)"; exit 2 ;;
+    check|tests|probe|bench|train) echo "== $s"; $s ;;
+    *) echo "unknown stage $s (check | tests | probe | bench | train | all)"; exit 2 ;;
   esac
 done
 cat "$OUT/timings.txt"
