@@ -108,3 +108,27 @@ def test_unreadable_or_binary_files(tmp_path: Path) -> None:
     p.write_bytes(b"\xff\xfe model")
     with pytest.raises(DoctorError, match="not UTF-8"):
         load_config(p)
+
+
+def test_the_readme_example_is_complete_and_parses(tmp_path: Path) -> None:
+    """README's "Fine-tuning: doctor train" TOML block names every key, with the default values, and loads."""
+    import dataclasses
+    import re
+
+    from doctor.runtime.train.config import DataConfig, LoraConfig, TrainSettings
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = re.search(r"^## Fine-tuning: doctor train\n(.*?)(?=^## )", readme, re.M | re.S)
+    assert section, "README.md lost its '## Fine-tuning: doctor train' section"
+    block = re.search(r"```toml\n(.*?)```", section.group(1), re.S)
+    assert block
+    cfg = load_config(write(tmp_path, block.group(1)))
+    for table, cls in (("data", DataConfig), ("lora", LoraConfig), ("train", TrainSettings)):
+        section_obj = getattr(cfg, table)
+        for f in dataclasses.fields(cls):
+            if f.name != "path":  # the one required key of a table
+                assert getattr(section_obj, f.name) == f.default, f"README's [{table}] {f.name} is not the default"
+    keys = set(re.findall(r"^(\w+) =", block.group(1), re.M))
+    expected = {f.name for cls in (DataConfig, LoraConfig, TrainSettings) for f in dataclasses.fields(cls)}
+    assert keys >= expected | {"model", "output_dir", "resume", "patch", "attention"}
