@@ -230,8 +230,11 @@ def test_gradient_checkpointing() -> None:
     """Training mode with gradient checkpointing: the recomputed patched forward gives the same gradients."""
     ref, model = patched_pair("qwen3")
     for m in (ref, model):
-        enable = getattr(m, "activation_checkpointing_enable", None) or m.gradient_checkpointing_enable
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(m, "activation_checkpointing_enable"):  # transformers >= 5.2x: the newer name
+            m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        assert any(getattr(mod, "gradient_checkpointing", False) for mod in m.modules())
         m.train()
     batch = sample_batch()
     assert_same(run(ref, batch), run(model, batch), 1e-5)
