@@ -26,7 +26,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
                        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
                        usage="doctor run [-h] [--no-probes] [--force] [--no-color] SCRIPT [ARGS ...]")
     c.add_argument("--no-probes", action="store_true",
-                   help="metadata only: no probes on the GPU (cached verdicts are still used), nor in the runtime")
+                   help="metadata only: the check runs no probes on the GPU (cached verdicts are still used)")
     c.add_argument("--force", action="store_true", help="start the script even when the check finds errors")
     add_common(c)
     c.add_argument("script", metavar="SCRIPT", help="the training script (a .py file), run as __main__")
@@ -82,4 +82,4 @@ def run(args: argparse.Namespace) -> int:
         con.print(f"doctor run: starting {args.script} despite the errors above (--force)", style="yellow", highlight=False)
     from doctor.runtime.launch import hand_off
 
-    return hand_off(args.script, args.script_args, no_probes=args.no_probes, debug=debug)
+    return hand_off(args.script, args.script_args, debug=debug)

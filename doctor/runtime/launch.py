@@ -1,6 +1,6 @@
 """The hand-off of `doctor run`: caches pinned, the runtime patched in, then the user's script as `__main__`.
 
-    python -m doctor.runtime.launch [--no-probes] [--debug] [--] SCRIPT [ARGS...]
+    python -m doctor.runtime.launch [--debug] [--] SCRIPT [ARGS...]
 
 `doctor run` checks the environment, then replaces its own process with this module (os.execv), so the
 script runs in a fresh interpreter that holds none of the check's state (its modules, its gc settings),
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from types import TracebackType
 from typing import Dict, List, MutableMapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -32,6 +31,7 @@ from doctor.exits import ExitCode
 
 CACHE_KINDS = ("unsloth", "triton", "inductor")  # the compiled caches a training script's libraries write
 _OWNERS = {"unsloth": ("unsloth", "unsloth_zoo"), "triton": ("triton",), "inductor": ("torch",)}  # import names
+_RUNTIME_NEEDS = ("torch", "transformers")  # without them there is nothing to patch (not a failure of the runtime)
 PREFIX = "doctor run: "  # every line the launcher prints (stderr: stdout belongs to the script)
 
 
@@ -116,7 +116,7 @@ def pin_caches(env: Optional[MutableMapping[str, str]] = None, cwd: Optional[str
     return out
 
 
-def apply_patches(no_probes: bool = False) -> str:
+def apply_patches() -> str:
     """Apply the runtime's class-level patches; one line saying what happened (the patch's ImportError propagates)."""
     import doctor.runtime
 
@@ -173,7 +173,7 @@ def _report(exc: BaseException, path: str) -> None:
     sys.excepthook(type(exc), exc.with_traceback(tb), tb)  # the hook reads the exception's own __traceback__
 
 
-def launch(script: str, args: Sequence[str] = (), no_probes: bool = False, debug: bool = False) -> int:
+def launch(script: str, args: Sequence[str] = (), debug: bool = False) -> int:
     """Pin the compiled caches, patch the runtime in, run the script as `__main__`; the script's exit code."""
     if not os.path.isfile(script):
         sys.stderr.write(f"{PREFIX}error: no such script: {script}\n")
@@ -181,33 +181,38 @@ def launch(script: str, args: Sequence[str] = (), no_probes: bool = False, debug
     for s in pin_caches():
         sys.stderr.write(f"{PREFIX}{s.var}={s.path} ({s.why})\n")
     try:
-        line = apply_patches(no_probes)
-    except ImportError as exc:  # no torch/transformers here: nothing to patch, and the script says what it needs
-        line = f"the runtime's patches are not applied: {exc}"
+        line = apply_patches()
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in _RUNTIME_NEEDS:
+            return _internal(exc, debug)
+        line = f"the runtime's patches are not applied: {exc}"  # nothing to patch; the script says what it needs
     except Exception as exc:
-        if debug:
-            raise
-        text = " ".join(f"{type(exc).__name__}: {exc}".split())
-        sys.stderr.write(f"{PREFIX}internal error: the runtime could not patch: {text} (rerun with --debug and report "
-                         "it; `python SCRIPT` runs it unpatched)\n")
-        return int(ExitCode.INTERNAL)
+        return _internal(exc, debug)
     sys.stderr.write(f"{PREFIX}{line}; starting {script}\n")
     sys.stderr.flush()
     return run_script(script, args)
 
 
-def command(script: str, args: Sequence[str], no_probes: bool = False, debug: bool = False,
-            python: Optional[str] = None) -> Tuple[str, List[str]]:
+def _internal(exc: BaseException, debug: bool) -> int:
+    """A runtime that cannot patch: one line and exit 4 (--debug: the traceback), never a silent unpatched run."""
+    if debug:
+        raise exc
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    sys.stderr.write(f"{PREFIX}internal error: the runtime could not patch: {text} (rerun with --debug and report "
+                     "it; `python SCRIPT` runs it unpatched)\n")
+    return int(ExitCode.INTERNAL)
+
+
+def command(script: str, args: Sequence[str], debug: bool = False, python: Optional[str] = None) -> Tuple[str, List[str]]:
     """(executable, argv) that runs `launch` in a fresh interpreter (what `doctor run` execs)."""
     exe = python or sys.executable
-    opts = (["--no-probes"] if no_probes else []) + (["--debug"] if debug else [])
+    opts = ["--debug"] if debug else []
     return exe, [exe, "-m", "doctor.runtime.launch", *opts, "--", script, *args]
 
 
-def hand_off(script: str, args: Sequence[str], no_probes: bool = False, debug: bool = False,
-             env: Optional[Dict[str, str]] = None) -> int:
+def hand_off(script: str, args: Sequence[str], debug: bool = False, env: Optional[Dict[str, str]] = None) -> int:
     """Replace this process with the launcher (POSIX); elsewhere run it as a child. Returns only off POSIX."""
-    exe, argv = command(script, args, no_probes, debug)
+    exe, argv = command(script, args, debug)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # what the doctor printed must come out before the new program image
     if os.name == "posix":
@@ -218,18 +223,17 @@ def hand_off(script: str, args: Sequence[str], no_probes: bool = False, debug: b
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """`python -m doctor.runtime.launch [--no-probes] [--debug] [--] SCRIPT [ARGS...]`."""
+    """`python -m doctor.runtime.launch [--debug] [--] SCRIPT [ARGS...]`."""
     rest = list(sys.argv[1:] if argv is None else argv)
-    flags = {"--no-probes": False, "--debug": False}
+    flags = {"--debug": False}
     while rest and rest[0] in flags:
         flags[rest.pop(0)] = True
     if rest and rest[0] == "--":
         rest.pop(0)
     if not rest:
-        sys.stderr.write(f"{PREFIX}error: usage: python -m doctor.runtime.launch [--no-probes] [--debug] [--] SCRIPT "
-                         "[ARGS...]\n")
+        sys.stderr.write(f"{PREFIX}error: usage: python -m doctor.runtime.launch [--debug] [--] SCRIPT [ARGS...]\n")
         return int(ExitCode.BAD_INPUT)
-    return launch(rest[0], rest[1:], no_probes=flags["--no-probes"], debug=flags["--debug"])
+    return launch(rest[0], rest[1:], debug=flags["--debug"])
 
 
 if __name__ == "__main__":

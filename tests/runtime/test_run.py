@@ -200,4 +200,30 @@ def test_launcher_without_a_script_is_bad_input() -> None:
     from doctor.runtime.launch import main
 
     assert main([]) == 3
-    assert main(["--no-probes", "--", "/nonexistent/train.py"]) == 3
+    assert main(["--debug", "--", "/nonexistent/train.py"]) == 3
+
+
+@pytest.mark.parametrize("body, code, text", [
+    ("raise RuntimeError('a broken transformers install')", 4,
+     "doctor run: internal error: the runtime could not patch: RuntimeError: a broken transformers install"),
+    ("raise ModuleNotFoundError(\"No module named 'transformers'\", name='transformers')", 0,
+     "doctor run: the runtime's patches are not applied: No module named 'transformers'"),
+], ids=["broken", "missing"])
+def test_launcher_when_the_runtime_cannot_patch(tmp_path: Path, body: str, code: int, text: str) -> None:
+    """A transformers that fails to import: one line and exit 4, the script never starts (not a silent unpatched
+    run); one that is not there: one line saying the patches are not applied, and the script runs."""
+    shadow = tmp_path / "shadow" / "transformers"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text(body + "\n")
+    script = tmp_path / "plain.py"
+    script.write_text("import sys\nprint('ran', sys.argv[1:])\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "shadow"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "doctor.runtime.launch", "--", str(script), "-x"], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == code, proc.stderr
+    assert text in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ("ran ['-x']\n" if code == 0 else "")
+    if code:
+        debug = subprocess.run([sys.executable, "-m", "doctor.runtime.launch", "--debug", str(script)],
+                               capture_output=True, text=True, timeout=120, env=env)
+        assert debug.returncode not in (0, 4) and "Traceback" in debug.stderr and "a broken transformers" in debug.stderr
