@@ -178,13 +178,15 @@ def _hf_model(variant: str, setup: Dict[str, Any], model_dir: str) -> Any:
         apply_liger_kernel_to_llama()  # class-level, before the model is built (its documented use)
     dtype = _torch_dtype(setup["dtype"])
     kwargs: Dict[str, Any] = {"dtype": dtype, "attn_implementation": "sdpa"}
-    if setup["device"] != "cpu":
-        kwargs["device_map"] = {"": setup["device"]}  # straight onto the GPU
+    import importlib.util
+
+    if setup["device"] != "cpu" and importlib.util.find_spec("accelerate") is not None:
+        kwargs["device_map"] = {"": setup["device"]}  # straight onto the GPU (device_map needs accelerate)
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs).to(setup["device"])
     if variant == "doctor":
         import doctor.runtime
 
-        model = doctor.runtime.patch(model)
+        model = doctor.runtime.patch(model, seq_len=setup["seq"])  # the attention probe runs at the training shape
     if setup["gradient_checkpointing"]:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
