@@ -9,10 +9,13 @@ forces a backend; one whose probe did not pass raises (doctor.dispatch.choose), 
 from __future__ import annotations
 
 import sys
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, TextIO, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, TextIO, Tuple
 
 from doctor import dispatch
 from doctor.verdicts import ProbeResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from doctor.probes.spec import ProbeSpec
 
 
 class AttentionShape(NamedTuple):
@@ -54,7 +57,7 @@ def load_verdicts(ops: Sequence[str], shape: Optional[AttentionShape], environ: 
     ("" or one line saying the torch references stand in because nothing could be proven)."""
     from doctor.inventory import gather
     from doctor.probes import store
-    from doctor.probes.catalogue import CATALOGUE, CATALOGUE_VERSION, attention_at
+    from doctor.probes.catalogue import CATALOGUE_VERSION
     from doctor.probes.fingerprint import fingerprint
     from doctor.probes.session import probes_apply, run_probes
 
@@ -73,11 +76,22 @@ def load_verdicts(ops: Sequence[str], shape: Optional[AttentionShape], environ: 
         why = "no CUDA GPU here" if not facts.hardware.gpus else "probes cannot run here"
         return by_op, (f"doctor.runtime: no probe verdicts for {', '.join(unproven)} in this environment ({why}): "
                        f"using the torch reference ops (DOCTOR_BACKEND_<OP> forces one)") if unproven else ""
-    specs: List = [s for s in CATALOGUE if s.op in missing and s.op != "attention"]
-    if "attention" in missing:
-        specs += list(attention_at(*shape) if shape else [s for s in CATALOGUE if s.op == "attention"])
+    specs = probe_specs(missing, shape)
+    print(f"doctor.runtime: probing {', '.join(missing)} on this GPU first ({len(specs)} probes, once per environment)",
+          file=sys.stderr)
     done = run_probes(facts, catalogue=specs, environ=environ)
     return _verdicts_by_op(cached + list(done.results), tag), ""
+
+
+def probe_specs(ops: Sequence[str], shape: Optional[AttentionShape]) -> List["ProbeSpec"]:
+    """The probes that prove backends for `ops`: the catalogue's kernels.* probes, and attention at `shape`
+    (the catalogue's generic attention probes without one); never the dispatch.* checks."""
+    from doctor.probes.catalogue import CATALOGUE, attention_at
+
+    specs = [s for s in CATALOGUE if s.op in ops and s.op != "attention"]
+    if "attention" in ops:
+        specs += list(attention_at(*shape)) if shape else [s for s in CATALOGUE if s.op == "attention"]
+    return specs
 
 
 def attention_tag(shape: AttentionShape) -> str:

@@ -12,7 +12,7 @@ from doctor.backends import attention as attn  # noqa: E402
 from doctor.probes.bodies.attention import at_shape  # noqa: E402
 from doctor.probes.catalogue import CATALOGUE, attention_at  # noqa: E402
 from doctor.probes.spec import ProbeContext  # noqa: E402
-from doctor.runtime.choice import AttentionShape, _verdicts_by_op, attention_tag  # noqa: E402
+from doctor.runtime.choice import AttentionShape, _verdicts_by_op, attention_tag, probe_specs  # noqa: E402
 from doctor.verdicts import ProbeResult  # noqa: E402
 
 
@@ -85,3 +85,15 @@ def test_backends_take_scale_and_gqa() -> None:
         assert (got - want).abs().max().item() < 1e-5, name
     with pytest.raises(ValueError, match="4 query heads cannot share 3"):
         attn.repeat_kv(torch.randn(1, 3, 2, 2), 4)
+
+
+def test_what_patch_would_probe_on_a_gpu() -> None:
+    """With a GPU and no verdicts, patch probes each op's kernels.* backends and attention at the model's shape
+    (the generic attention probes when no shape is known: patch_llama_family); never the dispatch.* checks."""
+    specs = probe_specs(["rms_norm", "attention"], AttentionShape(4, 2, 8, 256))
+    ids = [s.id for s in specs]
+    assert {s.op for s in specs} == {"rms_norm", "attention"} and not any(i.startswith("dispatch.") for i in ids)
+    assert "kernels.rms_norm.triton" in ids and "attention.h4kv2d8s256.sdpa" in ids
+    assert not any(i.startswith("sdpa.") for i in ids)
+    generic = [s.id for s in probe_specs(["attention"], None)]
+    assert "sdpa.default" in generic and "flash_attn.func" in generic
