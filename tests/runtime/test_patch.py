@@ -99,8 +99,16 @@ def test_attention_backends_match(attention: str, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("DOCTOR_BACKEND_ATTENTION", attention)
     ref, model = patched_pair("qwen3")
     assert backends_of(model)["attention"] == attention
+    calls = []
+    for layer in model.model.layers:  # count the backend's calls (the unpadded batch takes it, the padded one not)
+        fn = layer.self_attn._doctor_attention
+        layer.self_attn._doctor_attention = lambda *a, _fn=fn, **k: calls.append(1) or _fn(*a, **k)
     batch = sample_batch()
     assert_same(run(ref, batch), run(model, batch), 1e-5)
+    assert len(calls) == 2
+    padded = sample_batch(pad=2)
+    assert_same(run(ref, padded), run(model, padded), 1e-5)
+    assert len(calls) == 2  # a padding mask: transformers' SDPA with the mask
 
 
 def test_padding_mask_sliding_window_and_generation() -> None:
@@ -293,3 +301,31 @@ def test_importing_the_runtime_imports_nothing_heavy() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().replace("'", '"')) == []
+
+
+def test_trl_sft_trainer(tmp_path: Path) -> None:
+    """trl's SFTTrainer on a patched model trains with the patched backbone (trl >= 1.x puts its own fused LM
+    head on the model, so the loss is trl's there); the first logged loss is the unpatched run's."""
+    pytest.importorskip("trl")
+    from datasets import Dataset  # type: ignore[import-untyped]
+    from trl import SFTConfig, SFTTrainer
+
+    from tests.runtime.conftest import WORDS, build_tokenizer
+
+    rows = [{"text": " ".join(WORDS[(i * 7 + j) % 60] for j in range(6 + i % 5))} for i in range(8)]
+    first = []
+    for patched in (False, True):
+        model = build_model("llama")
+        if patched:
+            runtime.patch(model)
+        args = SFTConfig(output_dir=str(tmp_path / f"sft{patched}"), per_device_train_batch_size=2,
+                         gradient_accumulation_steps=2, max_steps=1, learning_rate=1e-2, logging_steps=1,
+                         report_to=[], save_strategy="no", use_cpu=True, seed=0, max_length=16, disable_tqdm=True)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                             processing_class=build_tokenizer())
+        trainer.train()
+        first.append([h["loss"] for h in trainer.state.log_history if "loss" in h][0])
+        if patched:
+            assert backends_of(model)["attention"] == "torch"
+            assert "forward" in model.model.layers[0].mlp.__dict__  # still the patched MLP after trl's changes
+    assert first[0] == pytest.approx(first[1], abs=1e-4)
