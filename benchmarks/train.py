@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -182,7 +183,9 @@ def _hf_model(variant: str, setup: Dict[str, Any], model_dir: str) -> Any:
 
     if setup["device"] != "cpu" and importlib.util.find_spec("accelerate") is not None:
         kwargs["device_map"] = {"": setup["device"]}  # straight onto the GPU (device_map needs accelerate)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs).to(setup["device"])
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    if "device_map" not in kwargs:
+        model = model.to(setup["device"])  # (a dispatched model is not moved again)
     if variant == "doctor":
         import doctor.runtime
 
@@ -299,6 +302,7 @@ def child_main(role: str, setup: Dict[str, Any], model_dir: str, result_path: st
     """A child process: prepare the model, or train one variant; the result (or the failure) as JSON in result_path."""
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(var, "1")  # no hub: everything is local
+    sys.path.append(ROOT)  # this checkout's doctor, where none is installed (an installed one comes first)
     try:
         if role == "prepare":
             res = prepare(setup, model_dir)
@@ -329,7 +333,8 @@ def run_child(role: str, setup: Dict[str, Any], model_dir: str, work: str, timeo
     out_path = os.path.join(work, f"{role}.out")
     t = time.perf_counter()
     with open(out_path, "w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
+        # cwd: the work dir, where a relative cache (unsloth_compiled_cache) may land, never the checkout
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=work,
                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             rc = proc.wait(timeout=timeout)
@@ -507,6 +512,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             doc["variants"][v] = res
             doc["device"] = doc["device"] or res.get("device")
             print(f"  {v}: {_line(res)}", flush=True)
+    shutil.rmtree(work, ignore_errors=True)  # the children's records are in train.json, their output in train.log
     doc["comparison"] = compare(doc["variants"], setup)
     md = render(doc)
     with open(os.path.join(args.out, "train.json.tmp"), "w") as f:
