@@ -29,8 +29,23 @@ def op_of(module: Any, op: str) -> Callable[..., Any]:
 # --- RMSNorm ---------------------------------------------------------------------------------------------
 
 
+def original_forward(module: Any) -> Callable[..., Any]:
+    """The transformers forward a patched module replaced (unbound: call it with the module)."""
+    fn = module.__dict__.get("_doctor_fallback") or getattr(type(module), "_doctor_original_forward", None)
+    if fn is None:
+        raise RuntimeError(f"doctor.runtime: the original forward of {type(module).__name__} was not kept")
+    return fn
+
+
 def rms_norm_forward(self: Any, hidden_states: "torch.Tensor") -> "torch.Tensor":
-    """RMSNorm over the last dim with the module's weight, eps and offset (1.0 for Gemma's 1 + weight)."""
+    """RMSNorm over the last dim with the module's weight, eps and offset (1.0 for Gemma's 1 + weight).
+
+    A weight in another dtype than the input (norms kept in fp32 under a bf16 model, as peft's k-bit preparation
+    does) runs transformers' own forward: its output dtype follows type promotion there, not the input's.
+    """
+    if self.weight.dtype != hidden_states.dtype:
+        out0: "torch.Tensor" = original_forward(self)(self, hidden_states)
+        return out0
     eps = getattr(self, "variance_epsilon", None)
     if eps is None:
         eps = self.eps
@@ -69,7 +84,9 @@ def make_rope_switch(original: Callable[..., Any]) -> Callable[..., Any]:
                              *args: Any, **kwargs: Any) -> Any:
         fn = CURRENT_ROPE.get()
         unsqueeze_dim = kwargs.get("unsqueeze_dim", args[-1] if args else 1)
-        if fn is None or unsqueeze_dim != 1 or cos.dim() != 3:  # not ours, or a layout the op does not take
+        # not ours, a layout the op does not take, or mixed dtypes (autocast: bf16 q/k, fp32 cos/sin), where
+        # transformers' type promotion decides the output dtype
+        if (fn is None or unsqueeze_dim != 1 or cos.dim() != 3 or not q.dtype == k.dtype == cos.dtype == sin.dtype):
             return original(q, k, cos, sin, *args, **kwargs)
         return fn(q, k, cos, sin)
 
@@ -119,7 +136,9 @@ def causal_lm_forward(self: Any, input_ids: Optional["torch.Tensor"] = None,
                          inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
     hidden = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
     head = self.lm_head
-    fused = head.__class__.__name__ == "Linear" and getattr(head, "bias", None) is None  # a LoRA'd head: plain path
+    # a LoRA'd head, a biased one or one in another dtype than the hidden states: transformers' logits + loss
+    fused = (head.__class__.__name__ == "Linear" and getattr(head, "bias", None) is None
+             and head.weight.dtype == hidden.dtype)
     want_labels = labels is not None or shift_labels is not None
     if skip_logits is None:
         skip_logits = self.training and want_labels and fused

@@ -141,6 +141,7 @@ def patch_model(model: Any, skip: Iterable[str] = (), seq_len: Optional[int] = N
         cls = type(module).__name__
         if cls == f"{fam.prefix}RMSNorm" and "rms_norm" in fn:
             module._doctor_rms_norm = fn["rms_norm"]
+            module._doctor_fallback = getattr(type(module), "_doctor_original_forward", type(module).forward)
             module._doctor_offset = fam.norm_offset
             module.forward = types.MethodType(modules.rms_norm_forward, module)
             done["rms_norm"] = picks.choices["rms_norm"].backend
@@ -226,6 +227,7 @@ def patch_classes(skip: Iterable[str] = ()) -> None:
         mod = importlib.import_module(fam.module)
         norm, mlp, att, lm = (getattr(mod, f"{fam.prefix}{c}") for c in ("RMSNorm", "MLP", "Attention", "ForCausalLM"))
         if "rms_norm" in ops:
+            _set(norm, "_doctor_original_forward", norm.forward, originals)
             _set(norm, "forward", modules.rms_norm_forward, originals)
             _set(norm, "_doctor_offset", fam.norm_offset, originals)
         if "swiglu" in ops or "geglu" in ops:

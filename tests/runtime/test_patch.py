@@ -329,3 +329,30 @@ def test_trl_sft_trainer(tmp_path: Path) -> None:
             assert backends_of(model)["attention"] == "torch"
             assert "forward" in model.model.layers[0].mlp.__dict__  # still the patched MLP after trl's changes
     assert first[0] == pytest.approx(first[1], abs=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma"])
+def test_bf16_model_and_autocast_stay_within_a_bf16_unit(arch: str) -> None:
+    """A bf16 model, and an fp32 model under CPU autocast (bf16 q/k with fp32 cos/sin: transformers' RoPE there):
+    logits within 2 bf16 units of their size, loss within 1e-3 relative (the README's expected difference)."""
+    ref32 = build_model(arch)
+    batch = sample_batch()
+    for model_ref, autocast in ((copy.deepcopy(ref32).to(torch.bfloat16), False), (ref32, True)):
+        model = runtime.patch(copy.deepcopy(model_ref))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            a, b = model_ref(**batch), model(**batch)
+        assert a.logits.dtype == b.logits.dtype == torch.bfloat16
+        unit = a.logits.float().abs().max().item() * 2 ** -8
+        assert (a.logits.float() - b.logits.float()).abs().max().item() <= 2 * unit
+        assert abs(a.loss.item() - b.loss.item()) <= 1e-3 * abs(a.loss.item())
+
+
+def test_mixed_dtype_rms_norm_runs_transformers_forward() -> None:
+    """A norm whose weight dtype differs from its input's runs transformers' forward (its type promotion)."""
+    model = runtime.patch(build_model("llama"))
+    norm = model.model.norm
+    x = torch.randn(2, 3, 32, dtype=torch.float64)
+    got = norm(x)
+    want = type(norm).forward(norm, x)  # the class is not patched: transformers' own forward
+    assert got.dtype == want.dtype == torch.float64 and torch.equal(got, want)
+    assert "forward" in norm.__dict__
