@@ -83,6 +83,7 @@ def family_of(model: Any) -> Tuple[Any, Family]:
     import torch
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft: the model under it
+    base = getattr(base, "_orig_mod", base)  # torch.compile's wrapper: the module it compiles (patch before compiling)
     if not isinstance(base, torch.nn.Module):
         raise DoctorError(f"doctor.runtime.patch takes a transformers causal LM, not {type(model).__name__}")
     name = type(base).__name__
@@ -172,6 +173,7 @@ def patch_model(model: Any, skip: Iterable[str] = (), seq_len: Optional[int] = N
 def backends_of(model: Any) -> Dict[str, str]:
     """The backend per patched op of a model patched by patch_model ({} when it was not)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = getattr(base, "_orig_mod", base)
     return dict(getattr(base, "_doctor_backends", {}) or {})
 
 

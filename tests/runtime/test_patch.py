@@ -20,7 +20,7 @@ import doctor.runtime as runtime  # noqa: E402
 from doctor.errors import DoctorError  # noqa: E402
 from doctor.runtime.patching import backends_of  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
-from tests.runtime.conftest import build_config, build_model, sample_batch  # noqa: E402
+from tests.runtime.conftest import build_config, build_model, sample_batch, save_model_dir  # noqa: E402
 
 KERNEL_OPS = ("rms_norm", "rope", "swiglu", "geglu", "cross_entropy")
 
@@ -212,7 +212,27 @@ def test_bad_inputs() -> None:
         runtime.patch(build_model("llama"), skip=("flash",))
 
 
-def test_class_level_patch_and_is_active() -> None:
+def test_forced_backend_typo_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DOCTOR_BACKEND_ROPE=trition names no backend: DoctorError listing the real ones."""
+    monkeypatch.setenv("DOCTOR_BACKEND_ROPE", "trition")
+    with pytest.raises(DoctorError, match="DOCTOR_BACKEND_ROPE=trition: unknown backend for rope"):
+        runtime.patch(build_model("llama"))
+
+
+def test_patch_twice_and_kept_attention_choices() -> None:
+    """Patching twice is patching once; a user's attention implementation other than sdpa/eager is kept."""
+    ref = build_model("llama", attn_implementation="sdpa")
+    model = runtime.patch(runtime.patch(copy.deepcopy(ref)))
+    assert model.config._attn_implementation == "doctor"
+    batch = sample_batch()
+    assert_same(run(ref, batch), run(model, batch), 1e-5)
+    compiled = torch.compile(build_model("llama"))  # patched under its wrapper (not run here: compiling is slow)
+    assert runtime.patch(compiled) is compiled and backends_of(compiled)["rms_norm"] == "torch"
+    flex = runtime.patch(build_model("llama", attn_implementation="flex_attention"))
+    assert flex.config._attn_implementation == "flex_attention" and "attention" not in backends_of(flex)
+
+
+def test_class_level_patch_and_is_active(tmp_path: Path) -> None:
     """patch_llama_family(): models built afterwards are patched (and match); is_active() tracks it."""
     from doctor.runtime.patching import unpatch_classes
 
@@ -228,6 +248,12 @@ def test_class_level_patch_and_is_active() -> None:
         assert_same(run(ref, batch), run(model, batch), 1e-5)
         again = runtime.patch(build_model("llama"))  # instance patching on top of class patching
         assert backends_of(again)["rope"] == "torch"
+        from transformers import AutoModelForCausalLM
+
+        save_model_dir(ref, tmp_path / "gemma")  # from_pretrained builds through the patched __init__ too
+        loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "gemma"))
+        assert loaded.config._attn_implementation == "doctor"
+        assert torch.allclose(loaded(**batch).loss, ref(**batch).loss, atol=1e-5)
     finally:
         unpatch_classes()
     assert not runtime.is_active()
