@@ -39,5 +39,5 @@ def run(args: argparse.Namespace) -> int:
     from doctor.runtime.train import load_config, train
 
     cfg = load_config(args.config)
-    train(cfg, stop_after=args.stop_after, progress=not args.no_progress)
+    train(cfg, stop_after=args.stop_after, progress=not args.no_progress, color=not args.no_color)
     return int(ExitCode.HEALTHY)

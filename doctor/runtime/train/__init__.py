@@ -10,7 +10,7 @@ Importing this package imports neither torch nor transformers.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from doctor.runtime.train.config import TrainConfig, load_config
 
@@ -19,11 +19,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def train(cfg: TrainConfig, log: "Optional[Log]" = None, stop_after: Optional[int] = None,
-          progress: bool = False) -> "RunSummary":
+          progress: bool = False, color: bool = True) -> "RunSummary":
     """Run or continue the training `cfg` describes (see doctor.runtime.train.loop.train)."""
     from doctor.runtime.train.loop import train as _train
 
-    return _train(cfg, log=log, stop_after=stop_after, progress=progress)
+    return _train(cfg, log=log, stop_after=stop_after, progress=progress, color=color)
 
 
 __all__ = ["TrainConfig", "load_config", "train"]

@@ -34,10 +34,10 @@ def choose(requested: str, device_type: str, packing: bool, prober: Optional[Pro
     """(transformers attn_implementation, why) for this run."""
     if requested != "auto":
         return requested, "set in the config"
-    if device_type != "cuda":
-        return "sdpa", "torch SDPA (with an explicit block-diagonal causal mask for packed rows)"
     if not packing:
         return "sdpa", "no packing: plain causal SDPA"
+    if device_type != "cuda":
+        return "sdpa", "torch SDPA with an explicit block-diagonal causal mask (the reference for packed rows)"
     probe = prober or probe_in_child
     failed: List[str] = []
     for impl in CUDA_CANDIDATES:

@@ -99,15 +99,24 @@ def tokenize(records: Sequence[Record], tokenizer: Any, seq_len: int, source: Pa
         first = next(r.line for r in records if r.messages)
         raise DoctorError(f"{source}:{first}: a \"messages\" line, but the model's tokenizer has no chat template")
     eos = getattr(tokenizer, "eos_token_id", None)
-    out: List[Example] = []
-    for r in records:
-        if r.messages:
-            text = tokenizer.apply_chat_template([{"role": a, "content": b} for a, b in r.messages], tokenize=False)
-            ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-        else:
-            ids = list(tokenizer(r.text)["input_ids"])
+    # One batched call per kind (the fast tokenizers run a batch in parallel, in Rust): chat is rendered by its
+    # template, which writes its own special tokens; plain text gets the tokenizer's own (BOS where it adds one).
+    chats = [i for i, r in enumerate(records) if r.messages]
+    texts = [i for i, r in enumerate(records) if not r.messages]
+    ids_of: List[List[int]] = [[] for _ in records]
+    if chats:
+        rendered = [tokenizer.apply_chat_template([{"role": a, "content": b} for a, b in records[i].messages],
+                                                  tokenize=False) for i in chats]
+        for i, ids in zip(chats, tokenizer(rendered, add_special_tokens=False)["input_ids"]):
+            ids_of[i] = list(ids)
+    if texts:
+        for i, ids in zip(texts, tokenizer([records[i].text for i in texts])["input_ids"]):
+            ids = list(ids)
             if eos is not None and (not ids or ids[-1] != eos):
                 ids.append(eos)  # the model learns where a text ends
+            ids_of[i] = ids
+    out: List[Example] = []
+    for r, ids in zip(records, ids_of):
         ids = ids[:seq_len]
         if len(ids) >= 2:
             out.append(Example(tuple(ids), tuple(ids), r.line))

@@ -91,7 +91,7 @@ class RunSummary:
 
 
 def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int] = None,
-          progress: bool = False) -> RunSummary:
+          progress: bool = False, color: bool = True) -> RunSummary:
     """Run (or continue) the training the config describes; write the adapter and run_summary.json."""
     say = log or (lambda line: print(line, flush=True))
     _check_inputs(cfg)
@@ -108,13 +108,16 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
     impl, why = choose_attention(cfg.attention, device.type, cfg.data.packing)
     say(f"data: {len(examples)} examples -> {len(plan.rows)} rows of <= {cfg.data.seq_len} tokens "
         f"({'packed' if cfg.data.packing else 'one per row'}), {plan.per_epoch} micro-batches an epoch, {total} steps")
-    say(f"device: {device.type}, {precision}, attention {impl} ({why})")
 
     out = cfg.output_dir
     ckpt = latest_checkpoint(out) if cfg.resume else None
     state = _read_state(ckpt, cfg) if ckpt is not None else None  # a mismatch is reported before the model loads
     model, patched = build_model(cfg, dtype, impl)
+    in_force = getattr(model.config, "_attn_implementation", impl) or impl
+    if in_force != impl:  # unpacked rows: the patch put its own attention in (it falls back to SDPA for masks)
+        impl, why = in_force, "doctor.runtime.patch's attention (no packing: plain causal rows)"
     say(f"patch: {patched}")
+    say(f"device: {device.type}, {precision}, attention {impl} ({why})")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg.train.schedule, cfg.train.warmup_steps, total))
@@ -130,7 +133,7 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
     last = total if stop_after is None else min(total, stop_after)
     model.train()
     records: List[StepRecord] = []
-    bar = _Progress(progress, total, start)
+    bar = _Progress(progress, total, start, color)
     t0 = time.perf_counter()
     try:
         for step in range(start + 1, last + 1):
@@ -485,15 +488,17 @@ def _resume_settings(cfg: TrainConfig) -> Dict[str, Any]:
 class _Progress:
     """A rich progress bar with loss and tokens/s when stdout is a terminal; nothing otherwise (lines are logged)."""
 
-    def __init__(self, enabled: bool, total: int, start: int) -> None:
+    def __init__(self, enabled: bool, total: int, start: int, color: bool = True) -> None:
         """Start the bar at `start` of `total` steps."""
         self._bar: Any = None
         if not (enabled and sys.stdout.isatty()):
             return
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        console = Console(no_color=True) if not color else None  # rich reads NO_COLOR itself
         self._bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                             TimeElapsedColumn(), transient=False)
+                             TimeElapsedColumn(), transient=False, console=console)
         self._bar.start()
         self._task = self._bar.add_task("train", total=total, completed=start, info="")
         self._tokens = 0
