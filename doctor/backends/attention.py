@@ -12,6 +12,7 @@ backend is called.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, Optional, Tuple
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -115,6 +116,7 @@ def _sdpa(name: str) -> AttentionFn:
     return attention
 
 
+@functools.lru_cache(maxsize=None)
 def _has_enable_gqa() -> bool:
     """Whether this torch's scaled_dot_product_attention takes enable_gqa (2.5+)."""
     import torch

@@ -12,6 +12,7 @@ import sys
 from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, TextIO, Tuple
 
 from doctor import dispatch
+from doctor.envvars import CUDA_VISIBLE_DEVICES
 from doctor.verdicts import ProbeResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -62,7 +63,7 @@ def load_verdicts(ops: Sequence[str], shape: Optional[AttentionShape], environ: 
     from doctor.probes.session import probes_apply, run_probes
 
     facts = gather(environ=environ)
-    fp = fingerprint(facts, environ.get("CUDA_VISIBLE_DEVICES"), CATALOGUE_VERSION)
+    fp = fingerprint(facts, environ.get(CUDA_VISIBLE_DEVICES), CATALOGUE_VERSION)  # the key run_probes uses
     tag = attention_tag(shape) if shape else ""
     cached = list(store.load(fp).values())
     by_op = _verdicts_by_op(cached, tag)

@@ -163,8 +163,10 @@ def _store_verdicts(results: list) -> None:  # type: ignore[type-arg]
     from doctor.probes.catalogue import CATALOGUE_VERSION
     from doctor.probes.fingerprint import fingerprint, fingerprint_inputs
 
+    from doctor.envvars import CUDA_VISIBLE_DEVICES
+
     facts = gather(environ=dict(os.environ))
-    gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpu = os.environ.get(CUDA_VISIBLE_DEVICES)
     store.save(fingerprint(facts, gpu, CATALOGUE_VERSION), results, fingerprint_inputs(facts, gpu, CATALOGUE_VERSION))
 
 
