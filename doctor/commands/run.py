@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import List, Optional, Sequence, Tuple
 
-from doctor.commands import add_common
+from doctor.commands import Parser, add_common
 from doctor.errors import DoctorError
 from doctor.exits import ExitCode, epilog
 from doctor.report.console import console
@@ -18,6 +19,27 @@ EXIT_CODES = epilog((ExitCode.ERRORS, ExitCode.BAD_INPUT, ExitCode.INTERNAL, Exi
     "an uncaught exception); the codes above are the doctor's, before it starts: 2 when the check found errors "
     "(refused; --force starts anyway)",
 ))
+
+
+class _ScriptFirst(Parser):
+    """The parser of `doctor run`: its options end at SCRIPT, and what follows SCRIPT reaches the script untouched.
+
+    argparse's REMAINDER drops a `--` right after SCRIPT on some Pythons (3.11: `run train.py -- --x` gave the
+    script ['--x']); `python train.py -- --x` gives ['--', '--x'], so the split is made here, before argparse.
+    """
+
+    def parse_known_args(self, args: Optional[Sequence[str]] = None,  # type: ignore[override]
+                         namespace: Optional[argparse.Namespace] = None) -> Tuple[argparse.Namespace, List[str]]:
+        """Parse up to SCRIPT (the first argument that is not an option, or the one after `--`); keep the rest."""
+        items = list(args or ())
+        i = 0
+        while i < len(items) and items[i].startswith("-") and items[i] != "--":
+            i += 1  # the doctor's own flags (none takes a value)
+        if i < len(items) and items[i] == "--":
+            i += 1
+        ns, extras = super().parse_known_args(items[:i + 1], namespace)
+        ns.script_args = items[i + 1:]
+        return ns, extras
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -30,8 +52,9 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     c.add_argument("--force", action="store_true", help="start the script even when the check finds errors")
     add_common(c)
     c.add_argument("script", metavar="SCRIPT", help="the training script (a .py file), run as __main__")
-    c.add_argument("script_args", metavar="ARGS", nargs=argparse.REMAINDER,
+    c.add_argument("script_args", metavar="ARGS", nargs="*", default=[],  # filled by _ScriptFirst, untouched
                    help="passed to the script as its sys.argv[1:], --flags included")
+    c.__class__ = _ScriptFirst  # argparse builds subparsers of one class; this one splits off the script's arguments
     c.set_defaults(run=run)
 
 

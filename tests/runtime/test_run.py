@@ -71,10 +71,12 @@ def _doctor_run(*args: str, env: Dict[str, str], cwd: Path) -> "subprocess.Compl
 def test_script_importing_transformers_first_is_patched_and_gets_its_argv(tmp_path: Path) -> None:
     """transformers imported first still gets the class patches; argv (flags included) reaches the script; exit 0."""
     script = _script(tmp_path)
-    proc = _doctor_run("train_tiny.py", "--lr", "3", "--force", "--no-probes", env=HEALTHY, cwd=tmp_path)
+    proc = _doctor_run("train_tiny.py", "--", "--lr", "3", "--force", "--no-probes", "-h", env=HEALTHY, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     seen = _seen(script)
-    assert seen["argv"] == ["--lr", "3", "--force", "--no-probes"]  # the doctor's own flag names, after SCRIPT: the script's
+    # after SCRIPT everything is the script's, as `python train_tiny.py -- --lr 3 ...` passes it: `--` and the
+    # doctor's own flag names included
+    assert seen["argv"] == ["--", "--lr", "3", "--force", "--no-probes", "-h"]
     assert seen["name"] == "__main__" and seen["active"] and seen["norm_patched"]
     assert seen["path0"] == str(tmp_path)  # as `python train_tiny.py`: the script's directory first
     assert proc.stdout == "script stdout\n"  # stdout is the script's alone; the doctor writes to stderr
