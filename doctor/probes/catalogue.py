@@ -94,13 +94,16 @@ ATTN_TRAIN_BACKENDS: Dict[str, Dict[str, Any]] = {
     "xformers": {"requires": ("xformers",)},
 }
 ATTN_TRAIN_TOKENS = 16384  # batch x seq of the probe (the LoRA anchor trains 8 x 2048)
+ATTN_TRAIN_SCORES = 2 ** 29  # at most this many attention scores (batch x heads x seq^2): the fp32 reference
+# materialises them a few times over (2 GiB each), so long sequences probe a smaller batch
 
 
 def attention_at(heads: int, kv_heads: int, head_dim: int, seq: int) -> Tuple[ProbeSpec, ...]:
     """Attention probes at one model's training shapes (causal, bf16, fwd+bwd), one per backend; their ids
     ("attention.h32kv8d128s2048.sdpa") name the shape, so verdicts for several models coexist in the cache."""
     tag = f"h{heads}kv{kv_heads}d{head_dim}s{seq}"
-    params = {"batch": max(1, ATTN_TRAIN_TOKENS // seq), "heads": heads, "kv_heads": kv_heads, "seq": seq,
+    batch = max(1, min(ATTN_TRAIN_TOKENS // seq, ATTN_TRAIN_SCORES // (heads * seq * seq)))
+    params = {"batch": batch, "heads": heads, "kv_heads": kv_heads, "seq": seq,
               "head_dim": head_dim, "causal": True, "dtype": "bfloat16"}
     return tuple(probe(f"attention.{tag}.{b}", f"attention {b} at {tag} (training shapes), causal bf16 fwd+bwd",
                        "attention:at_shape", op="attention", backend=b, group="attention-train", timeout=120.0,
