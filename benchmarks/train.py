@@ -53,7 +53,7 @@ ROOT = os.path.dirname(HERE)
 # `python benchmarks/train.py` puts benchmarks/ first on sys.path, where kernels.py would shadow the `kernels`
 # distribution transformers imports for hub kernels.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
-VARIANTS = ("hf", "liger", "unsloth", "doctor")
+VARIANTS = ("hf", "doctor", "unsloth", "liger")  # run order: the baseline, this runtime, its target, then the rest
 LABELS = {"hf": "transformers + peft", "liger": "+ Liger", "unsloth": "Unsloth", "doctor": "doctor runtime"}
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 LOSS_BOUND = 0.005  # the issue's bound on |loss - HF loss| / HF loss at every step
@@ -417,7 +417,7 @@ def render(doc: Dict[str, Any]) -> str:
              "", "| variant | status | tokens/s | step (median) | peak memory | vs HF | vs Unsloth | loss first -> last |",
              "|---|---|---|---|---|---|---|---|"]
     for v in doc["order"]:
-        r = results[v]
+        r = results.get(v, {"status": "not run", "reason": "the run ended before it"})
         c = cmp.get(v, {})
         if r.get("status") != "ok":
             lines.append(f"| {LABELS.get(v, v)} | {r.get('status')}: {str(r.get('reason', ''))[:120]} | | | | | | |")
@@ -427,7 +427,7 @@ def render(doc: Dict[str, Any]) -> str:
         vs_us = f"{c['speed_vs_unsloth']:.2f}x" if "speed_vs_unsloth" in c else ("1.00x" if v == "unsloth" else "-")
         lines.append(f"| {LABELS.get(v, v)} | ok | {_fmt(r.get('tokens_per_s'))} | {_fmt(r.get('step_ms'), '.1f')} ms | "
                      f"{peak} | {vs_hf} | {vs_us} | {r['loss_first']:.4f} -> {r['loss_last']:.4f} |")
-    ok = [v for v in doc["order"] if results[v].get("status") == "ok"]
+    ok = [v for v in doc["order"] if results.get(v, {}).get("status") == "ok"]
     if ok:
         head = "| step | " + " | ".join(LABELS.get(v, v) for v in ok) + (" | doctor vs HF |" if "doctor" in cmp and "hf" in ok else " |")
         lines += ["", "Loss at each step (w: warm-up, untimed):", "", head, "|" + "---|" * (head.count("|") - 1)]
@@ -451,7 +451,7 @@ def render(doc: Dict[str, Any]) -> str:
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", help="results folder (train.json, train.md, train.log, profile_*.txt)")
-    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=None, help="default: all (hf liger unsloth doctor)")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=None, help="default: all (hf doctor unsloth liger)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 20; --smoke 3)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3; --smoke 1)")
     p.add_argument("--batch", type=int, default=None, help="sequences per step (default 8; --smoke 2)")
@@ -492,7 +492,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     model_dir = args.model_dir or os.path.join(tempfile.gettempdir(), f"tune-doctor-train-bench-{model_key(setup)}")
     work = tempfile.mkdtemp(prefix="train-bench-")
     doc: Dict[str, Any] = {"benchmark": "train", "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                           "setup": setup, "model_dir": model_dir, "order": variants, "variants": {}, "device": None}
+                           "setup": setup, "model_dir": model_dir, "order": variants, "variants": {}, "device": None,
+                           "complete": False}
     print(f"train benchmark: {', '.join(variants)}; {setup['device']}, {setup['dtype']}, batch {setup['batch']} x "
           f"{setup['seq']}, {setup['warmup']} warm-up + {setup['steps']} timed steps; model {model_dir}", flush=True)
     with open(os.path.join(args.out, "train.log"), "w") as log:
@@ -512,16 +513,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             doc["variants"][v] = res
             doc["device"] = doc["device"] or res.get("device")
             print(f"  {v}: {_line(res)}", flush=True)
+            write(doc, args.out)  # after every variant: a run cut short (a device call's limit) keeps what it measured
     shutil.rmtree(work, ignore_errors=True)  # the children's records are in train.json, their output in train.log
-    doc["comparison"] = compare(doc["variants"], setup)
-    md = render(doc)
-    with open(os.path.join(args.out, "train.json.tmp"), "w") as f:
-        json.dump(doc, f, indent=1)
-    os.replace(os.path.join(args.out, "train.json.tmp"), os.path.join(args.out, "train.json"))
-    with open(os.path.join(args.out, "train.md"), "w") as f:
-        f.write(md)
-    print("\n" + md, flush=True)
+    doc["complete"] = True
+    print("\n" + write(doc, args.out), flush=True)
     return 0 if all(r.get("status") in ("ok", "skipped") for r in doc["variants"].values()) else 1
+
+
+def write(doc: Dict[str, Any], out: str) -> str:
+    """train.json and train.md from what has run so far (each written to a temporary name, then renamed); the markdown."""
+    doc["comparison"] = compare(doc["variants"], doc["setup"])
+    md = render(doc)
+    for name, text in (("train.json", json.dumps(doc, indent=1)), ("train.md", md)):
+        with open(os.path.join(out, name + ".tmp"), "w") as f:
+            f.write(text)
+        os.replace(os.path.join(out, name + ".tmp"), os.path.join(out, name))
+    return md
 
 
 def _line(res: Dict[str, Any]) -> str:

@@ -50,6 +50,7 @@ def test_smoke_runs_hf_and_doctor_and_compares_their_losses(smoke) -> None:  # t
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = _doc(out)
     assert doc["order"] == ["hf", "doctor"] and doc["setup"]["smoke"] and doc["setup"]["device"] == "cpu"
+    assert doc["complete"] is True
     for v in ("hf", "doctor"):
         r = doc["variants"][v]
         assert r["status"] == "ok", r
@@ -137,3 +138,21 @@ def test_chart_bad_input_is_one_line(tmp_path: Path, content, message) -> None: 
         path.write_text(content)
     proc = subprocess.run([sys.executable, str(CHART), str(path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_partial_results_render(smoke, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """What a run cut short leaves (written after every variant): the variants not reached are named, not a crash."""
+    import importlib.util
+
+    out, _, _ = smoke
+    spec = importlib.util.spec_from_file_location("train_bench", TRAIN)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    doc = _doc(out)
+    doc.update(order=["hf", "doctor", "unsloth"], complete=False)
+    del doc["variants"]["doctor"]
+    md = mod.write(doc, str(tmp_path))
+    assert "| doctor runtime | not run: the run ended before it |" in md and "| Unsloth | not run:" in md
+    assert json.loads((tmp_path / "train.json").read_text())["complete"] is False
+    assert "doctor" not in json.loads((tmp_path / "train.json").read_text())["comparison"]
