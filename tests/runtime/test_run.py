@@ -229,3 +229,19 @@ def test_launcher_when_the_runtime_cannot_patch(tmp_path: Path, body: str, code:
         debug = subprocess.run([sys.executable, "-m", "doctor.runtime.launch", "--debug", str(script)],
                                capture_output=True, text=True, timeout=120, env=env)
         assert debug.returncode not in (0, 4) and "Traceback" in debug.stderr and "a broken transformers" in debug.stderr
+
+
+def test_ctrl_c_in_the_script_is_130_with_its_traceback(tmp_path: Path) -> None:
+    """SIGINT inside the script: KeyboardInterrupt's traceback (script frames) and exit 130, as shells report it.
+    (transformers is shadowed as missing, so the launcher skips the patches and this stays fast.)"""
+    shadow = tmp_path / "shadow" / "transformers"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'transformers'\", name='transformers')\n")
+    script = tmp_path / "interrupted.py"
+    script.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGINT)\nimport time\ntime.sleep(30)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "shadow"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-m", "doctor.runtime.launch", str(script)], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert proc.returncode == 130, proc.stderr
+    assert "KeyboardInterrupt" in proc.stderr and f'File "{script}", line 2' in proc.stderr
+    assert "runpy" not in proc.stderr
