@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, List
@@ -85,3 +86,47 @@ def test_lora_targets_the_model_lacks_are_one_line(tmp_path: Path, model_dir: Pa
     cfg = replace(cfg, lora=replace(cfg.lora, targets=("query_key_value",)))
     with pytest.raises(DoctorError, match=r"c.toml: \[lora\] targets: .*query_key_value"):
         loop.build_model(cfg, torch.float32, "sdpa")
+
+
+def _cfg(tmp_path: Path, model_dir: Path, dataset: Path, **train: Any) -> Any:
+    return load_config(write_config(tmp_path / "c.toml", model_dir, dataset, tmp_path / "out", **train))
+
+
+def test_a_loss_that_stops_being_finite_ends_the_run_in_one_line(tmp_path: Path, model_dir: Path, dataset: Path) -> None:
+    cfg = _cfg(tmp_path, model_dir, dataset, lr=1e9, max_grad_norm=0.0, steps=6, grad_accum=1)
+    lines: List[str] = []
+    with pytest.raises(DoctorError, match=r"step \d: the loss is (nan|inf): lower \[train\] lr"):
+        loop.train(cfg, log=lines.append)
+
+
+def test_bf16_on_cpu_trains(tmp_path: Path, model_dir: Path, dataset: Path) -> None:
+    """precision = "bf16" where the machine allows it: the model in bf16, the adapter in fp32, autocast, the mask in bf16."""
+    cfg = _cfg(tmp_path, model_dir, dataset, precision="bf16", steps=2)
+    summary = loop.train(cfg, log=lambda line: None)
+    assert summary.precision == "bf16" and summary.complete and all(map(torch.isfinite, torch.tensor(summary.losses)))
+
+
+@pytest.mark.parametrize("state, message", [
+    ("{not json", "unreadable checkpoint (JSONDecodeError"),
+    ('{"step": 2}', "unreadable checkpoint (KeyError"),
+])
+def test_a_broken_checkpoint_is_one_line(tmp_path: Path, model_dir: Path, dataset: Path, state: str,
+                                         message: str) -> None:
+    cfg = _cfg(tmp_path, model_dir, dataset)
+    ckpt = tmp_path / "out" / loop.CHECKPOINTS / "step-000002"
+    ckpt.mkdir(parents=True)
+    (ckpt / loop.STATE).write_text(state, encoding="utf-8")
+    with pytest.raises(DoctorError, match=re.escape(message)):
+        loop.train(cfg, log=lambda line: None)
+
+
+def test_model_folders_without_config_or_tokenizer(tmp_path: Path, model_dir: Path, dataset: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DoctorError, match=r"model: .*/empty: no config.json \(not a Hugging Face model folder\)"):
+        loop.train(_cfg(tmp_path, empty, dataset), log=lambda line: None)
+    no_tok = tmp_path / "no_tok"
+    no_tok.mkdir()
+    (no_tok / "config.json").write_text((model_dir / "config.json").read_text())
+    with pytest.raises(DoctorError, match=r"no_tok: cannot load its tokenizer"):
+        loop.train(_cfg(tmp_path, no_tok, dataset), log=lambda line: None)
