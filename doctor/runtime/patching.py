@@ -124,7 +124,21 @@ def _point_attention(base: Any) -> bool:
     if current not in (None, "sdpa", "eager"):
         return False
     base.set_attn_implementation(attn.NAME)
+    base._doctor_attn_before = current or "sdpa"  # what a later patch(skip=("attention",)) restores (not on the
+    # config: save_pretrained would write it into config.json)
     return True
+
+
+def _clear(base: Any) -> None:
+    """Remove an earlier patch_model's instance patches (so a second call with another skip= means what it says)."""
+    before = base.__dict__.get("_doctor_attn_before")
+    for module in base.modules():
+        marks = [k for k in module.__dict__ if k.startswith("_doctor_")]
+        if marks:
+            for k in marks + (["forward"] if "forward" in module.__dict__ else []):
+                del module.__dict__[k]
+    if before is not None and base.config._attn_implementation == attn.NAME:
+        base.set_attn_implementation(before)
 
 
 def patch_model(model: Any, skip: Iterable[str] = (), seq_len: Optional[int] = None) -> Any:
@@ -136,6 +150,7 @@ def patch_model(model: Any, skip: Iterable[str] = (), seq_len: Optional[int] = N
     picks = pick(ops, attention_shape(base.config, seq_len) if "attention" in ops else None)
     fn = picks.functions
     done: Dict[str, str] = {}
+    _clear(base)
     if "rope" in fn:
         _install_rope_switch(fam)
     for module in base.modules():

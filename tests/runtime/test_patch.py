@@ -228,6 +228,10 @@ def test_patch_twice_and_kept_attention_choices() -> None:
     assert model.config._attn_implementation == "doctor"
     batch = sample_batch()
     assert_same(run(ref, batch), run(model, batch), 1e-5)
+    narrower = runtime.patch(model, skip=("attention", "rope"))  # a second call means its own skip=
+    assert set(backends_of(narrower)) == {"rms_norm", "swiglu", "cross_entropy"}
+    assert narrower.config._attn_implementation == "sdpa" and "forward" not in model.model.layers[0].self_attn.__dict__
+    assert_same(run(ref, batch), run(narrower, batch), 1e-5)
     compiled = torch.compile(build_model("llama"))  # patched under its wrapper (not run here: compiling is slow)
     assert runtime.patch(compiled) is compiled and backends_of(compiled)["rms_norm"] == "torch"
     flex = runtime.patch(build_model("llama", attn_implementation="flex_attention"))
@@ -294,6 +298,8 @@ def test_peft_lora_adapter_loads_in_plain_peft(tmp_path: Path) -> None:
         opt.step()
     lora.eval()
     lora.save_pretrained(str(tmp_path / "adapter"))
+    base.save_pretrained(str(tmp_path / "full"))  # the patched model's own checkpoint: nothing of the doctor in it
+    assert "doctor" not in (tmp_path / "full" / "config.json").read_text()
     loaded = PeftModel.from_pretrained(plain_base, str(tmp_path / "adapter"))
     loaded.eval()
     assert "forward" not in loaded.get_base_model().__dict__  # plain peft, nothing of the doctor
