@@ -117,6 +117,9 @@ def test_padding_mask_sliding_window_and_generation() -> None:
                                                                                        "sliding_window": 4})):
         ref = build_model(arch, **over)
         model = runtime.patch(copy.deepcopy(ref))
+        assert set(backends_of(model)) == {"rms_norm", "rope", "swiglu", "cross_entropy", "attention"}
+        layer = model.model.layers[0]
+        assert all("forward" in m.__dict__ for m in (model.model.norm, layer.mlp, layer.self_attn, model))
         batch = sample_batch(seq=10, pad=3)
         assert_same(run(ref, batch), run(model, batch), 1e-5)
     ids = sample_batch(batch=1, seq=5)["input_ids"]
