@@ -19,6 +19,7 @@ examples:
 """ + epilog((ExitCode.HEALTHY, ExitCode.BAD_INPUT, ExitCode.INTERNAL, ExitCode.INTERRUPTED), notes=(
     "train: 0 when the run finished, or stopped where --stop-after said (the summary says which)",
     "train: 3 also when the loss stops being finite (the message says what to change)",
+    "train: 130 after Ctrl-C, with a checkpoint of the last finished step (the same command continues)",
 ))
 
 

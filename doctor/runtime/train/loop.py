@@ -135,25 +135,42 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
     records: List[StepRecord] = []
     bar = _Progress(progress, total, start, color)
     t0 = time.perf_counter()
+    saved = done_step = start
+    updating = False
+    rng = _rng_state()
     try:
         for step in range(start + 1, last + 1):
             t_step = time.perf_counter()
+            rng = _rng_state()  # what a checkpoint of the previous step holds, should Ctrl-C come mid-step
             batches = plan.step_batches(step, tokenizer.pad_token_id)
             loss = accumulate(model, batches, device, impl, dtype if precision != "fp32" else None, scaler)
+            if not math.isfinite(loss):  # before the update: the last checkpoint stays a good one
+                raise DoctorError(f"step {step}: the loss is {loss}: lower [train] lr or use precision = \"fp32\"")
             lr = scheduler.get_last_lr()[0]
+            updating = True  # between here and the record, the state belongs to neither step
             _optimizer_step(params, optimizer, scaler, cfg.train.max_grad_norm)
             scheduler.step()
+            losses.append(loss)
+            done_step, updating = step, False
             rec = StepRecord(step, loss, lr, sum(b.tokens for b in batches), time.perf_counter() - t_step)
             records.append(rec)
-            losses.append(loss)
-            if not math.isfinite(loss):
-                raise DoctorError(f"step {step}: the loss is {loss}: lower [train] lr or use precision = \"fp32\"")
             bar.update(rec)
             if step % cfg.train.log_every == 0 or step == last:
                 tps = sum(r.tokens for r in records) / max(sum(r.seconds for r in records), 1e-9)
                 say(f"step {step}/{total}  loss {loss:.4f}  lr {lr:.3g}  tokens/s {tps:,.0f}")
             if (cfg.train.save_every and step % cfg.train.save_every == 0) or step == last:
                 save_checkpoint(out, step, losses, cfg, model, optimizer, scheduler, scaler)
+                saved = step
+    except KeyboardInterrupt:
+        # Ctrl-C between two updates: keep the finished steps (a half-accumulated step is simply redone).
+        if not updating and done_step > saved:
+            optimizer.zero_grad(set_to_none=True)
+            if done_step < step:  # interrupted inside the next step: the RNGs as they were when it began
+                save_checkpoint(out, done_step, losses, cfg, model, optimizer, scheduler, scaler, rng=rng)
+            else:
+                save_checkpoint(out, done_step, losses, cfg, model, optimizer, scheduler, scaler)
+            say(f"interrupted: checkpoint at step {done_step}; run again to continue")
+        raise
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
@@ -403,9 +420,16 @@ def latest_checkpoint(out: Path) -> Optional[Path]:
     return done[-1] if done else None
 
 
+def _rng_state() -> Dict[str, Any]:
+    import torch
+
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
 def save_checkpoint(out: Path, step: int, losses: Sequence[float], cfg: TrainConfig, model: Any, optimizer: Any,
-                    scheduler: Any, scaler: Any) -> Path:
-    """Adapter weights, optimizer, scheduler, RNG states and the loss history; older checkpoints removed after."""
+                    scheduler: Any, scaler: Any, rng: Optional[Dict[str, Any]] = None) -> Path:
+    """Adapter weights, optimizer, scheduler, RNG states (now, or `rng`) and the loss history; older ones removed."""
     import torch
     from peft import get_peft_model_state_dict
 
@@ -415,11 +439,9 @@ def save_checkpoint(out: Path, step: int, losses: Sequence[float], cfg: TrainCon
     tmp = root / f".step-{step:06d}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    rng = {"python": random.getstate(), "torch": torch.get_rng_state(),
-           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
     torch.save({"adapter": get_peft_model_state_dict(model), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
-                "rng": rng}, tmp / "training_state.pt")
+                "rng": rng if rng is not None else _rng_state()}, tmp / "training_state.pt")
     state = {"step": step, "losses": list(losses), "settings": _resume_settings(cfg)}
     write_json(tmp / STATE, state)  # last: its presence marks the folder complete
     _replace_dir(tmp, final)
