@@ -227,10 +227,15 @@ def _profile_step(step: Any, index: int, cuda: bool, path: str) -> None:
     wall = time.perf_counter() - t
     avgs = prof.key_averages()
     sort = "self_cpu_time_total"
+    busy = ""
     if cuda:  # the key was renamed (cuda -> device) in torch 2.4
-        sort = "self_device_time_total" if hasattr(avgs[0], "self_device_time_total") else "self_cuda_time_total"
+        sort = "self_device_time_total" if avgs and hasattr(avgs[0], "self_device_time_total") else "self_cuda_time_total"
+        total_us = sum(getattr(e, sort, 0) for e in avgs)
+        # GPU busy time against the wall: far below it, the step waits on the host (launches, syncs), not on kernels
+        busy = f"; GPU busy (sum of self device time) {total_us / 1000:.1f} ms = {total_us / 10 / (wall * 1000):.0f}% of it"
     with open(path, "w") as f:
-        f.write(f"# one training step under torch.profiler ({wall * 1000:.1f} ms wall with profiling), sorted by {sort}\n")
+        f.write(f"# one training step under torch.profiler ({wall * 1000:.1f} ms wall with profiling{busy}), "
+                f"sorted by {sort}\n")
         f.write(avgs.table(sort_by=sort, row_limit=60, max_name_column_width=70) + "\n")
 
 
