@@ -17,6 +17,7 @@ from doctor.verdicts import ProbeResult
 
 REFERENCE = "torch"  # plain torch implementation: always available, never the fast path
 DEFAULT_ATTENTION = "sdpa"  # SDPA with nothing forced: an attention backend must beat it clearly to be forced
+SHAPED_PREFIX = "attention."  # probe ids of attention at a model's training shapes (catalogue.attention_at)
 NOISE_MARGIN = 0.05  # "clearly": by more than this fraction of the default's time (timings on a shared GPU wobble)
 # Candidates in preference order (used when probes gave no timing to compare).
 OPS: Mapping[str, Tuple[str, ...]] = {
@@ -103,6 +104,8 @@ def table(results: Iterable[ProbeResult], environ: Optional[Mapping[str, str]] =
     """The dispatch table for every op from a set of probe verdicts."""
     by_op: Dict[str, Dict[str, ProbeResult]] = {op: {} for op in OPS}
     for r in results:
+        if r.id.startswith(SHAPED_PREFIX):  # timed at one model's shapes: compared only with each other (runtime)
+            continue
         if r.op in by_op and r.backend:
             by_op[r.op][r.backend] = r
     return [choose(op, by_op[op], environ) for op in OPS]

@@ -99,3 +99,12 @@ def test_what_patch_would_probe_on_a_gpu() -> None:
     assert not any(i.startswith("sdpa.") for i in ids)
     generic = [s.id for s in probe_specs(["attention"], None)]
     assert "sdpa.default" in generic and "flash_attn.func" in generic
+
+
+def test_the_generic_table_ignores_shaped_verdicts() -> None:
+    """`doctor probe`'s dispatch table compares the catalogue's shapes only: a verdict timed at a model's shapes
+    (bigger, so slower or faster for other reasons) does not enter it."""
+    generic = [verdict("sdpa-flash", 2.0, id="sdpa.flash"), verdict("sdpa-efficient", 3.0, id="sdpa.efficient")]
+    shaped = verdict("sdpa-efficient", 0.5, id="attention.h4kv2d8s64.sdpa-efficient")
+    pick = {c.op: c.backend for c in dispatch.table(generic + [shaped], {})}
+    assert pick["attention"] == "sdpa-flash"
