@@ -275,11 +275,13 @@ def _patch(model: Any, cfg: TrainConfig) -> str:
         return "off (patch = false in the config)"
     import doctor.runtime
 
-    # The patched attention takes (q, k, v, causal) and no mask: packed rows need the document mask of the
-    # model's own attention implementation, so attention stays unpatched when packing is on.
-    skip = ("attention",) if cfg.data.packing else ()
-    doctor.runtime.patch(model, skip=skip)
-    return "applied" + (" (attention kept: packed rows need a document mask)" if skip else "")
+    # Packed rows need the document mask of the attention implementation chosen for them (flash-attn varlen,
+    # FlexAttention, or the explicit torch mask), and an implementation named in the config is the user's
+    # choice: in both cases attention stays unpatched; the other ops are patched all the same.
+    why = "packed rows need a document mask" if cfg.data.packing else (
+        f"attention = {cfg.attention!r} in the config" if cfg.attention != "auto" else "")
+    doctor.runtime.patch(model, skip=("attention",) if why else ())
+    return "applied" + (f" (attention kept: {why})" if why else "")
 
 
 # ----------------------------------------------------------------------------- data order
