@@ -125,6 +125,7 @@ def causal_lm_forward(self: Any, input_ids: Optional["torch.Tensor"] = None,
     `shift_labels` as given), ignore_index -100, the sum divided by num_items_in_batch when the Trainer passes it
     (gradient accumulation), else the mean over counted tokens.
     """
+    import torch
     import torch.nn.functional as F
     from transformers.modeling_outputs import CausalLMOutputWithPast
     from transformers.modeling_utils import slice_logits_to_keep
@@ -136,9 +137,9 @@ def causal_lm_forward(self: Any, input_ids: Optional["torch.Tensor"] = None,
                          inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
     hidden = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
     head = self.lm_head
-    # a LoRA'd head, a biased one or one in another dtype than the hidden states: transformers' logits + loss
-    fused = (head.__class__.__name__ == "Linear" and getattr(head, "bias", None) is None
-             and head.weight.dtype == hidden.dtype)
+    # only a plain nn.Linear: a LoRA'd head (peft's class is also called Linear), a quantised one (a subclass), a
+    # biased one or one in another dtype than the hidden states get transformers' logits + loss
+    fused = type(head) is torch.nn.Linear and head.bias is None and head.weight.dtype == hidden.dtype
     want_labels = labels is not None or shift_labels is not None
     if skip_logits is None:
         skip_logits = self.training and want_labels and fused
@@ -146,7 +147,7 @@ def causal_lm_forward(self: Any, input_ids: Optional["torch.Tensor"] = None,
     loss = None
     if want_labels:
         if shift_labels is None:
-            shift_labels = F.pad(labels, (0, 1), value=-100)[..., 1:]  # position i predicts token i+1
+            shift_labels = F.pad(labels, (0, 1), value=-100)[..., 1:].contiguous()  # position i predicts token i+1
         shift_labels = shift_labels.to(hidden.device)
         num_items: Any = kwargs.get("num_items_in_batch")
         if hasattr(num_items, "to"):  # a tensor (the Trainer's count may sit on another device)

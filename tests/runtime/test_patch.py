@@ -393,3 +393,24 @@ def test_mixed_dtype_rms_norm_runs_transformers_forward() -> None:
     want = type(norm).forward(norm, x)  # the class is not patched: transformers' own forward
     assert got.dtype == want.dtype == torch.float64 and torch.equal(got, want)
     assert "forward" in norm.__dict__
+
+
+def test_lora_on_the_lm_head_keeps_the_plain_loss() -> None:
+    """peft's LoRA layer on lm_head (its class is also named Linear): the loss goes through the logits with the
+    adapter's delta, as unpatched (a fused loss on the frozen weight would silently drop the delta)."""
+    from peft import LoraConfig, get_peft_model
+
+    def lora(model: Any) -> Any:
+        out = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["lm_head", "q_proj"],
+                                               lora_dropout=0.0, init_lora_weights=False))  # a non-zero delta
+        out.train()
+        return out
+
+    ref = lora(build_model("llama"))
+    model = lora(build_model("llama"))
+    runtime.patch(model)
+    assert type(model.get_base_model().lm_head).__name__ == "Linear"  # peft's, not torch's
+    batch = sample_batch()
+    a, b = run(ref, batch), run(model, batch)
+    assert_same(a, b, 1e-5)
+    assert b["logits"] is not None  # the plain path builds them
