@@ -128,6 +128,15 @@ def test_padding_mask_sliding_window_and_generation() -> None:
     assert a.tolist() == b.tolist()
 
 
+def test_tied_embeddings() -> None:
+    """Gemma as released ties the LM head to the embeddings: the fused loss's weight gradient reaches them."""
+    ref = build_model("gemma", tie_word_embeddings=True)
+    assert ref.lm_head.weight is ref.model.embed_tokens.weight
+    model = runtime.patch(copy.deepcopy(ref))
+    batch = sample_batch()
+    assert_same(run(ref, batch), run(model, batch), 1e-5)
+
+
 def test_loss_conventions() -> None:
     """num_items_in_batch (gradient accumulation), shift_labels as given, ignored labels, logits only when asked."""
     ref, model = patched_pair("llama")
