@@ -99,10 +99,16 @@ def test_attention_backends_match(attention: str, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("DOCTOR_BACKEND_ATTENTION", attention)
     ref, model = patched_pair("qwen3")
     assert backends_of(model)["attention"] == attention
-    calls = []
+    calls: list = []  # type: ignore[type-arg]
+
+    def counted(fn: Any) -> Any:
+        def attention(*a: Any, **k: Any) -> Any:
+            calls.append(1)
+            return fn(*a, **k)
+        return attention
+
     for layer in model.model.layers:  # count the backend's calls (the unpadded batch takes it, the padded one not)
-        fn = layer.self_attn._doctor_attention
-        layer.self_attn._doctor_attention = lambda *a, _fn=fn, **k: calls.append(1) or _fn(*a, **k)
+        layer.self_attn._doctor_attention = counted(layer.self_attn._doctor_attention)
     batch = sample_batch()
     assert_same(run(ref, batch), run(model, batch), 1e-5)
     assert len(calls) == 2
@@ -425,3 +431,28 @@ def test_lora_on_the_lm_head_keeps_the_plain_loss() -> None:
     a, b = run(ref, batch), run(model, batch)
     assert_same(a, b, 1e-5)
     assert b["logits"] is not None  # the plain path builds them
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch", ["llama", "gemma"])
+def test_bf16_on_the_gpu_through_the_kernels(arch: str) -> None:
+    """On a CUDA GPU: the Triton kernels and SDPA's default attention in bf16, against the unpatched bf16 model
+    (verdicts stored as passing, as the kernels' own GPU tests and probes prove them, so no probe runs here)."""
+    from doctor.probes.catalogue import attention_at
+    from doctor.runtime.patching import attention_shape
+    from doctor.verdicts import ProbeResult
+
+    ref = build_model(arch).to("cuda", torch.bfloat16)
+    shape = attention_shape(ref.config, 64)
+    _store_verdicts([ProbeResult(f"kernels.{op}.triton", "triton", "pass", time_ms=1.0, op=op) for op in KERNEL_OPS]
+                    + [ProbeResult(s.id, s.backend, "pass", time_ms=1.0, op="attention")
+                       for s in attention_at(*shape) if s.backend == "sdpa"])
+    model = runtime.patch(copy.deepcopy(ref), seq_len=64)
+    act = "geglu" if arch == "gemma" else "swiglu"
+    assert backends_of(model) == {"rms_norm": "triton", "rope": "triton", act: "triton", "cross_entropy": "triton",
+                                  "attention": "sdpa"}
+    batch = {k: v.cuda() for k, v in sample_batch(batch=2, seq=64).items()}
+    a, b = ref(**batch), model(**batch)
+    unit = a.logits.float().abs().max().item() * 2 ** -8
+    assert (a.logits.float() - b.logits.float()).abs().max().item() <= 4 * unit
+    assert abs(a.loss.item() - b.loss.item()) <= 2e-3 * abs(a.loss.item())
