@@ -8,7 +8,7 @@ sends it. Two cases:
   cached    the same document again and again (a fleet of identical machines: a course's notebooks, a cluster's
             nodes): the worker answers from its answer cache (keyed by the request's bytes)
   computed  every request different (a GPU's memory_mib counts up, never repeating across runs; the cache keeps 256):
-            validation, the rules three times (findings, the plan's before and after), the pins, the plan
+            validation, the rules twice (the findings, and the offline plan's would-be environment), the pins, the plan
 
 Debian's wrk is the original (no wrk2 `-R`; oha is not packaged for Debian 12): a fixed offered rate is made
 with wrk's Lua `delay()` hook and a wall clock through LuaJIT's ffi: request k is due at start + k/rate, a
@@ -17,7 +17,7 @@ capped at C connections). wrk times a request from its send, not from its slot, 
 behind is under-reported (coordinated omission): the achieved rate next to the offered one shows when that
 happens. The "max" rows run without delay (closed loop, C connections).
 
-    python benchmarks/service_load.py [--duration 10] [--rates 250,500,750,1000] [--computed-rates 10,20,40]
+    python benchmarks/service_load.py [--duration 10] [--rates 250,500,750,1000] [--computed-rates 10,20,40,80,160]
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=int, default=10, help="seconds per run")
     ap.add_argument("--rates", default="250,500,750,1000", help="offered rates for the cached case (req/s)")
-    ap.add_argument("--computed-rates", default="10,20,40", help="offered rates for the computed case (req/s)")
+    ap.add_argument("--computed-rates", default="10,20,40,80,160", help="offered rates for the computed case (req/s)")
     ap.add_argument("--scenario", default="S4", help="recorded world (tests/resolve/index/data/scenarios.json)")
     ap.add_argument("--no-request-log", action="store_true", help="run the server without its JSON request lines")
     ap.add_argument("--json", default=None, help="also write the raw results here")

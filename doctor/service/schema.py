@@ -281,12 +281,13 @@ def _applies(line: str, markers: Tuple[Tuple[str, str], ...]) -> bool:
 
     Only the lines that apply are kept in the Facts the rules read: every reader of Distribution.requires goes
     through rules.requirements.parsed_requires, which keeps exactly these lines in this order, so the answer is
-    the same, and the rules no longer parse the extras' lines (most of a transformers or unsloth METADATA)
-    three times per request.
+    the same, and the rules never look at the extras' lines (most of a transformers or unsloth METADATA). The
+    parse is the rules' own cached one (`line` was validated first).
     """
-    from doctor.rules.requirements import marker_applies
+    from doctor.rules.requirements import marker_applies, parse_line
 
-    return marker_applies(Requirement(line).marker, dict(markers))
+    req = parse_line(line)
+    return req is None or marker_applies(req.marker, dict(markers))
 
 
 _STR = frozenset((str,))
