@@ -16,6 +16,7 @@ DOCTOR_CUDA_DRIVER_VERSION = "DOCTOR_CUDA_DRIVER_VERSION"  # simulated highest C
 DOCTOR_CACHE_DIR = "DOCTOR_CACHE_DIR"  # the doctor's own cache (probe verdicts, compiled checks)
 DOCTOR_STATE_DIR = "DOCTOR_STATE_DIR"  # the doctor's state: what each applied plan changed (for --undo)
 DOCTOR_MATRIX_DIR = "DOCTOR_MATRIX_DIR"  # another copy of the compatibility data (compat_matrix/data)
+DOCTOR_RUNTIME_PROBES = "DOCTOR_RUNTIME_PROBES"  # "0": doctor.runtime runs no probes (cached verdicts, else references)
 DOCTOR_BACKEND_PREFIX = "DOCTOR_BACKEND_"  # DOCTOR_BACKEND_<OP>=<backend> forces the dispatcher's choice
 DOCTOR_INDEX_URL = "DOCTOR_INDEX_URL"  # the package index plans draw from (default: pip's configuration)
 DOCTOR_TORCH_INDEX_URL = "DOCTOR_TORCH_INDEX_URL"  # base of PyTorch's per-CUDA-family indexes (<base>/cu121)

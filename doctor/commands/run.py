@@ -105,4 +105,9 @@ def run(args: argparse.Namespace) -> int:
         con.print(f"doctor run: starting {args.script} despite the errors above (--force)", style="yellow", highlight=False)
     from doctor.runtime.launch import hand_off
 
-    return hand_off(args.script, args.script_args, debug=debug)
+    env = None
+    if args.no_probes:  # the runtime, too, then uses cached verdicts only (else the torch references)
+        from doctor.envvars import DOCTOR_RUNTIME_PROBES
+
+        env = {**os.environ, DOCTOR_RUNTIME_PROBES: "0"}
+    return hand_off(args.script, args.script_args, debug=debug, env=env)

@@ -12,7 +12,7 @@ import sys
 from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, TextIO, Tuple
 
 from doctor import dispatch
-from doctor.envvars import CUDA_VISIBLE_DEVICES
+from doctor.envvars import CUDA_VISIBLE_DEVICES, DOCTOR_RUNTIME_PROBES
 from doctor.verdicts import ProbeResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,7 +74,8 @@ def load_verdicts(ops: Sequence[str], shape: Optional[AttentionShape], environ: 
         return by_op, ""
     if not (run and probes_apply(facts)):
         unproven = [op for op in ops if not by_op.get(op)]
-        why = "no CUDA GPU here" if not facts.hardware.gpus else "probes cannot run here"
+        why = ("probes off: " + DOCTOR_RUNTIME_PROBES + "=0" if not run else
+               "no CUDA GPU here" if not facts.hardware.gpus else "probes cannot run here")
         return by_op, (f"doctor.runtime: no probe verdicts for {', '.join(unproven)} in this environment ({why}): "
                        f"using the torch reference ops (DOCTOR_BACKEND_<OP> forces one)") if unproven else ""
     specs = probe_specs(missing, shape)
@@ -106,7 +107,8 @@ def pick(ops: Sequence[str], shape: Optional[AttentionShape] = None, environ: Op
     import os
 
     env = dict(os.environ if environ is None else environ)
-    by_op, note = load_verdicts(ops, shape, env)
+    # `doctor run --no-probes` sets DOCTOR_RUNTIME_PROBES=0: cached verdicts only, never a probe before the script
+    by_op, note = load_verdicts(ops, shape, env, run=(env.get(DOCTOR_RUNTIME_PROBES) or "1").strip() != "0")
     choices = {op: dispatch.choose(op, by_op.get(op, {}), env) for op in ops}
     if note and all(c.reason.startswith("forced") for c in choices.values()):
         note = ""  # every op forced: nothing stands in silently

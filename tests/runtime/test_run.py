@@ -245,3 +245,29 @@ def test_ctrl_c_in_the_script_is_130_with_its_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 130, proc.stderr
     assert "KeyboardInterrupt" in proc.stderr and f'File "{script}", line 2' in proc.stderr
     assert "runpy" not in proc.stderr
+
+
+def test_no_probes_reaches_the_runtime(tmp_path: Path) -> None:
+    """`doctor run --no-probes`: the script's runtime is told not to probe (DOCTOR_RUNTIME_PROBES=0)."""
+    script = tmp_path / "show.py"
+    script.write_text("import os, sys\nsys.stdout.write(os.environ.get('DOCTOR_RUNTIME_PROBES', 'unset'))\n")
+    proc = _doctor_run("--no-probes", str(script), env=HEALTHY, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("0"), proc.stderr
+    proc = _doctor_run(str(script), env=HEALTHY, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("unset"), proc.stderr
+
+
+def test_runtime_with_probes_off_on_a_gpu_machine_uses_references_and_says_so(tmp_path: Path) -> None:
+    """A (simulated) GPU, no cached verdicts, DOCTOR_RUNTIME_PROBES=0: no probe runs; the references, one line."""
+    import io
+
+    from doctor.runtime.choice import pick
+
+    env = {**os.environ, "DOCTOR_GPUS": "NVIDIA H100 80GB HBM3@9.0", "DOCTOR_CACHE_DIR": str(tmp_path / "cache"),
+           "DOCTOR_RUNTIME_PROBES": "0"}
+    env = {k: v for k, v in env.items() if not k.startswith("DOCTOR_BACKEND_")}
+    out = io.StringIO()
+    picks = pick(["rms_norm", "swiglu"], environ=env, out=out)
+    assert {c.backend for c in picks.choices.values()} == {"torch"}
+    assert out.getvalue().count("\n") == 1 and "probes off: DOCTOR_RUNTIME_PROBES=0" in out.getvalue()
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*probes*"))
