@@ -280,7 +280,7 @@ def _patch(model: Any, cfg: TrainConfig) -> str:
     # choice: in both cases attention stays unpatched; the other ops are patched all the same.
     why = "packed rows need a document mask" if cfg.data.packing else (
         f"attention = {cfg.attention!r} in the config" if cfg.attention != "auto" else "")
-    doctor.runtime.patch(model, skip=("attention",) if why else ())
+    doctor.runtime.patch(model, skip=("attention",) if why else (), seq_len=cfg.data.seq_len)  # attention probed at it
     return "applied" + (f" (attention kept: {why})" if why else "")
 
 
