@@ -98,3 +98,33 @@ def test_spelling_of_a_requirement_name_is_canonical(matrix: Matrix) -> None:
     peft = Distribution("peft", "0.10.0", requires=("Accelerate_Lib>=2", "accelerate.lib>=2"))
     found = check_requirements(facts([peft, Distribution("accelerate-lib", "1.0")], PY311), matrix)
     assert [f.subject for f in found if f.id == "requires.unmet"] == ["peft->accelerate-lib"] * 2
+
+
+@pytest.mark.parametrize("line", [
+    'pytest; extra == "test"', "pytest ; extra=='test'", 'a[b]>=1; extra == "x-y"', 'a;extra=="dev"  ',
+    # not extra-only: parsed and evaluated as usual
+    'a; extra == ""', 'a; extra === "x"', 'a; python_version < "4" or extra == "x"', 'a; (extra == "x")',
+    'a; "x" == extra', 'a', 'a; extra == "x\'', 'a; extra == "x" and os_name == "posix"', "a; extra == 'x' 'y'",
+])
+def test_extra_only_lines_are_skipped_exactly_when_they_never_apply(line: str) -> None:
+    """The fast path agrees with packaging: an extra-only line is one whose marker is false with extra == ""."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    from doctor.rules.requirements import extra_only, marker_applies
+
+    try:
+        req = Requirement(line)
+    except InvalidRequirement:
+        assert not extra_only(line)
+        return
+    applies = marker_applies(req.marker, None)
+    assert not (extra_only(line) and applies)  # never skips a line that applies
+    if extra_only(line):
+        assert req.marker is not None and str(req.marker).startswith("extra ==")
+
+
+def test_extra_only_recognises_the_common_spellings() -> None:
+    """The lines metadata tools write for extras take the fast path (else it would save nothing)."""
+    from doctor.rules.requirements import extra_only
+
+    assert all(extra_only(x) for x in ('pytest; extra == "test"', "pytest ; extra=='test'", 'a[b]>=1; extra == "x-y"'))
