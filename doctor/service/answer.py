@@ -1,9 +1,15 @@
-"""What the service answers for one validated request, computed from the matrix alone (no FastAPI here).
+"""What the service answers for one validated request (no FastAPI here).
 
-The service has no index access of its own: it answers in offline-matrix mode and says so in every
-answer (`mode`, `note`, and the plan's `verified_against: "matrix"`). Its plan is exact pins from the
-matrix, checked by the rules on the would-be environment but not against the index; the client never
-runs it: it re-derives the plan locally from the pins and verifies it there (doctor.service.client).
+Two modes, named in every answer (`mode`, `note`, and the plan's `verified_against`):
+- "offline-matrix" (the default: the server has no index access): findings and pins from the matrix; the
+  plan is exact pins from the matrix, checked by the rules on the would-be environment but not against
+  the index;
+- "index" (`doctor serve --index-url URL` or DOCTOR_INDEX_URL): the plan comes from the resolver issue's
+  planner, pip's resolver run against that index for a stand-in of the client's environment
+  (doctor.service.index_mode), verified by the rules. When index mode cannot answer (the index is down,
+  the client's markers are not the server's), the answer is offline-matrix with a note saying why.
+Either way the client never runs the plan: it re-derives it locally from the pins and verifies it there
+(doctor.service.client).
 
 `Answerer` is built once per worker: the matrix is loaded and the rule modules imported at start-up, its
 ETag computed from the data files, and answers are kept in a small LRU keyed by the request's bytes
@@ -23,9 +29,14 @@ from doctor._version import __version__
 from doctor.compat_matrix.model import Matrix
 from doctor.errors import DoctorError
 from doctor.findings import Finding, Severity
+from doctor.resolve.options import IndexConfig
 from doctor.service.schema import SCHEMA_VERSION, ServiceRequest
 
 MODE = "offline-matrix"
+INDEX_MODE = "index"
+INDEX_NOTE = ("the plan was resolved by pip against the service's package index for the client's Python and platform "
+              "tags, with its installed distributions kept, and verified by the rules on the would-be environment "
+              "(the client still re-derives it from the pins and verifies it locally)")
 CACHE_BODY_LIMIT = 256 << 10  # bodies above it are answered but not kept (256 entries x 256 KiB at most = 64 MiB)
 NOTE = ("the service has no index access: findings and pins come from its matrix; the plan is exact pins from the "
         "matrix, NOT verified against the index (the client re-derives it from the pins and verifies it locally)")
@@ -77,9 +88,10 @@ def _counts(findings: List[Finding]) -> Dict[str, int]:
     return out
 
 
-def compute(req: ServiceRequest, matrix: Matrix) -> Dict[str, Any]:
-    """The answer document: findings, pins and the offline plan for the request. DoctorError for a request the
-    matrix cannot serve (a --torch build it does not know): the caller answers 422 with that line."""
+def compute(req: ServiceRequest, matrix: Matrix, index: Optional[IndexConfig] = None) -> Dict[str, Any]:
+    """The answer document: findings, pins and the plan for the request (index mode when `index` names one, else
+    offline-matrix). DoctorError for a request the matrix cannot serve (a --torch build it does not know): the
+    caller answers 422 with that line."""
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
@@ -96,25 +108,67 @@ def compute(req: ServiceRequest, matrix: Matrix) -> Dict[str, Any]:
     pins = pins_document(ps)
     for key in ("python", "prefix", "pip_version"):  # the server knows none of these: the client fills them in
         pins.pop(key, None)
-    options = PlanOptions(offline=True)
-    if req.packages:
-        wanted = [_narrowed(p, ps) for p in req.packages]
-        plan = offline_install(facts, matrix, [Requirement(w) for w in wanted], options, before=findings)
-    else:
-        plan = offline_fixes(facts, matrix, findings, options)  # the findings above: the rules run once on facts
-    plan_doc = dict(plan.to_dict())
+    mode, note, plan_doc = MODE, NOTE, None
+    if index is not None and index.index_url:
+        try:
+            plan_doc = _index_plan(req, matrix, findings, index)
+            mode, note = INDEX_MODE, INDEX_NOTE
+        except DoctorError as exc:  # index_mode.Decline, or the planner cannot run here (no pip >= 25.3)
+            note = f"index mode could not answer ({' '.join(str(exc).split())[:300]}); " + NOTE
+    if plan_doc is None:
+        options = PlanOptions(offline=True)
+        if req.packages:
+            wanted = [_narrowed(p, ps) for p in req.packages]
+            plan = offline_install(facts, matrix, [Requirement(w) for w in wanted], options, before=findings)
+        else:
+            plan = offline_fixes(facts, matrix, findings, options)  # the findings above: the rules run once on facts
+        plan_doc = dict(plan.to_dict())
     plan_doc.pop("constraints", None)
     return {
         "schema_version": SCHEMA_VERSION,
         "service_version": __version__,
-        "mode": MODE,
-        "note": NOTE,
+        "mode": mode,
+        "note": note,
         "matrix_version": matrix.data_version,
         "summary": _counts(findings),
         "findings": [_finding(f) for f in findings],
         "pins": pins,
         "plan": plan_doc,
     }
+
+
+def _index_plan(req: ServiceRequest, matrix: Matrix, findings: List[Finding], index: IndexConfig) -> Dict[str, Any]:
+    """The planner's verified plan for the request, resolved by pip against `index` for a stand-in of the client's
+    environment (doctor.service.index_mode); Decline (a DoctorError) when this mode cannot answer it."""
+    from pathlib import Path
+
+    from doctor.resolve.options import PlanOptions
+    from doctor.resolve.planner import plan_fixes, plan_install
+    from doctor.service import index_mode
+
+    try:
+        index_mode.check_markers(req.facts)
+        index_mode.probe(str(index.index_url))
+    except index_mode.Decline as exc:
+        raise DoctorError(str(exc)) from None
+    config = index._replace(pip_env=tuple(index.pip_env) + index_mode.pip_tags_env(req.facts))
+    try:
+        with index_mode.workdir() as tmp:
+            python = index_mode.stand_in(req.facts, Path(tmp) / "env")
+            options = PlanOptions(python=str(python), indexes=config, torch=req.torch, cuda=req.cuda,
+                                  cache=False)  # stateless: no report kept on the server's disk
+            if req.packages:
+                plan = plan_install(req.facts, matrix, list(req.packages), options)
+            else:
+                plan = plan_fixes(req.facts, matrix, findings, options)
+    except OSError as exc:  # no room or no rights for the stand-in: the server's problem, answered offline
+        raise DoctorError(f"the stand-in environment could not be made ({exc.strerror or exc})") from None
+    doc: Dict[str, Any] = dict(plan.to_dict())
+    doc.pop("actions", None)  # commands naming the server's own indexes: the client derives its own
+    for change in doc.get("changes") or []:
+        change["index_url"] = index_mode.public_index(change.get("index_url"), index.index_url, index.torch_index_url,
+                                                      matrix.torch_index_url)
+    return doc
 
 
 def _narrowed(requirement: str, ps: Any) -> str:
@@ -141,10 +195,12 @@ def _finding(f: Finding) -> Dict[str, Any]:
 class Answerer:
     """One worker's matrix, its ETag and the answer cache."""
 
-    def __init__(self, matrix: Optional[Matrix] = None, cache_size: int = 256) -> None:
+    def __init__(self, matrix: Optional[Matrix] = None, cache_size: int = 256, index: Optional[IndexConfig] = None) -> None:
         from doctor.compat_matrix.loader import load_matrix
         from doctor.rules import all_rules
 
+        self.index = index if index is not None and index.index_url else None
+        self.mode = INDEX_MODE if self.index is not None else MODE  # the mode it answers in when nothing fails
         self.matrix = matrix if matrix is not None else load_matrix()
         self.info = matrix_info(self.matrix)
         all_rules()  # import every rule module now, not on the first request
@@ -174,7 +230,7 @@ class Answerer:
         """`GET /v1/matrix`'s body."""
         i = self.info
         return json.dumps({"schema_version": SCHEMA_VERSION, "data_version": i.data_version, "etag": i.etag,
-                           "origin": i.origin, "mode": MODE, "tables": i.tables}).encode()
+                           "origin": i.origin, "mode": self.mode, "tables": i.tables}).encode()
 
     def cached(self, body: bytes) -> Tuple[Any, Optional[bytes]]:
         """(cache key, the answer given for these exact bytes before, or None).
@@ -193,8 +249,10 @@ class Answerer:
 
     def answer(self, key: Any, req: ServiceRequest, body: bytes = b"") -> bytes:
         """Compute, serialise and remember the answer for `body` (DoctorError passes through: a 422)."""
-        answer = json.dumps(compute(req, self.matrix), ensure_ascii=False, separators=(",", ":")).encode()
-        if self.cache_size and len(body) <= CACHE_BODY_LIMIT:
+        doc = compute(req, self.matrix, self.index)
+        answer = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+        # a fallback answer is not kept: the index may answer the same request the next time
+        if self.cache_size and len(body) <= CACHE_BODY_LIMIT and doc["mode"] == self.mode:
             with self._lock:
                 self._cache[key] = (body, answer)
                 while len(self._cache) > self.cache_size:
@@ -202,4 +260,4 @@ class Answerer:
         return answer
 
 
-__all__ = ["Answerer", "DoctorError", "MODE", "NOTE", "compute", "matrix_info"]
+__all__ = ["Answerer", "DoctorError", "INDEX_MODE", "INDEX_NOTE", "MODE", "NOTE", "compute", "matrix_info"]

@@ -1,6 +1,6 @@
 """The FastAPI application of `doctor serve` (extra `serve`): create_app().
 
-    POST /v1/resolve   Facts (doctor.service.schema) -> findings, pins, plan (offline-matrix mode, said so)
+    POST /v1/resolve   Facts (doctor.service.schema) -> findings, pins, plan (index or offline-matrix mode, said so)
     GET  /v1/matrix    data version and ETag; If-None-Match -> 304
     GET  /healthz      liveness and the matrix version (no token needed: load balancers probe it)
     GET  /metrics      Prometheus text (doctor.service.metrics)
@@ -16,6 +16,7 @@ metrics and the JSON request log, without Starlette's BaseHTTPMiddleware (which 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import os
@@ -28,7 +29,8 @@ from fastapi.responses import Response
 from doctor._version import __version__
 from doctor.envvars import DOCTOR_SERVE_SETTINGS
 from doctor.errors import DoctorError
-from doctor.service.answer import MODE, Answerer
+from doctor.resolve.options import IndexConfig
+from doctor.service.answer import Answerer
 from doctor.service.logs import logger, request_line
 from doctor.service.metrics import Metrics
 from doctor.service.schema import MAX_BODY_BYTES, REQUEST_SCHEMA, RequestError, parse_request
@@ -50,6 +52,8 @@ class Settings(NamedTuple):
     cache_size: int = 256  # answers kept per worker (0: none)
     max_body: int = MAX_BODY_BYTES  # bytes; above it: 413
     log_requests: bool = True  # one JSON line per request
+    index_url: Optional[str] = None  # index mode: plans resolved by pip against this index; None: offline-matrix
+    torch_index_url: Optional[str] = None  # base of the PyTorch CUDA-family indexes (<base>/cu121); None: the matrix's
 
     def to_env(self) -> str:
         """The settings as the JSON value of DOCTOR_SERVE_SETTINGS."""
@@ -100,15 +104,19 @@ def create_app(settings: Optional[Settings] = None) -> Any:
     """The ASGI application: FastAPI routes inside the Guard layer. Loads the matrix and the rules now."""
     settings = settings if settings is not None else settings_from_env()
     token = read_token(settings.token_file) if settings.token_file else None
-    answerer = Answerer(cache_size=settings.cache_size)
+    index = IndexConfig(settings.index_url, settings.torch_index_url) if settings.index_url else None
+    answerer = Answerer(cache_size=settings.cache_size, index=index)
+    mode = answerer.mode
     metrics = Metrics()
     log = logger()
     info = answerer.info
-    labels = {"version": __version__, "matrix_version": info.data_version, "etag": info.etag.strip('"'), "mode": MODE}
+    labels = {"version": __version__, "matrix_version": info.data_version, "etag": info.etag.strip('"'), "mode": mode}
 
     api = FastAPI(title="tune-doctor resolution service", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json",
-                  description="Findings, known-good pins and an offline-matrix plan for a Facts document. "
+                  description="Findings, known-good pins and a plan for a Facts document (mode index: resolved by "
+                              "pip against the service's index and verified; mode offline-matrix: exact pins from the "
+                              "matrix, not verified against the index). "
                               "Requests carry no paths, hostnames, user names or environment values.")
 
     def answer_body(body: bytes) -> Tuple[int, bytes]:
@@ -138,7 +146,8 @@ def create_app(settings: Optional[Settings] = None) -> Any:
     # more than a cached answer); the route stays for the OpenAPI schema and for callers of the bare FastAPI app.
     @api.post("/v1/resolve", summary="Findings, pins and a plan for a Facts document",
               openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": REQUEST_SCHEMA}}}},
-              responses={200: {"description": "the answer (mode offline-matrix: the plan is not verified against the index)"},
+              responses={200: {"description": "the answer; `mode` says which made it (index: verified against the index; "
+                                                "offline-matrix: exact pins from the matrix, not verified; `note` says why)"},
                          413: {"description": "the body is larger than the limit"},
                          422: {"description": "the document does not validate; `detail` says why, `field` where"}})
     async def resolve(request: Request) -> Response:
@@ -156,14 +165,16 @@ def create_app(settings: Optional[Settings] = None) -> Any:
 
     @api.get("/healthz", summary="Liveness")
     async def healthz() -> Response:
-        return _json({"status": "ok", "version": __version__, "matrix_version": info.data_version, "mode": MODE})
+        return _json({"status": "ok", "version": __version__, "matrix_version": info.data_version, "mode": mode})
 
     @api.get("/metrics", summary="Prometheus text")
     async def prometheus() -> Response:
         return Response(metrics.render(labels), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     api.openapi()  # build the schema once now, not on the first /openapi.json
-    return Guard(api, token, settings.max_body, metrics, log if settings.log_requests else None, answer_body)
+    # index mode runs pip (seconds): off the event loop, so /healthz and cached answers are not held up
+    return Guard(api, token, settings.max_body, metrics, log if settings.log_requests else None, answer_body,
+                 offload=index is not None)
 
 
 def _matches(header: str, etag: str) -> bool:
@@ -179,9 +190,11 @@ class Guard:
     """The ASGI layer around the routes: size limit, bearer token, timing, metrics, the JSON request log."""
 
     def __init__(self, app: ASGIApp, token: Optional[bytes], max_body: int, metrics: Metrics,
-                 log: Optional[Any], resolve: Optional[Callable[[bytes], Tuple[int, bytes]]] = None) -> None:
+                 log: Optional[Any], resolve: Optional[Callable[[bytes], Tuple[int, bytes]]] = None,
+                 offload: bool = False) -> None:
         self.app, self.token, self.max_body, self.metrics, self.log = app, token, max_body, metrics, log
         self.resolve = resolve  # the hot path: POST /v1/resolve answered here
+        self.offload = offload  # answer in a worker thread (index mode: pip runs for seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one connection event (lifespan passes through)."""
@@ -211,7 +224,10 @@ class Guard:
             if early is not None:
                 await early(scope, receive, sending)
             elif body is not None and self.resolve is not None and path == "/v1/resolve" and method == "POST":
-                status, payload = self.resolve(body)
+                if self.offload:
+                    status, payload = await asyncio.to_thread(self.resolve, body)
+                else:
+                    status, payload = self.resolve(body)
                 await sending({"type": "http.response.start", "status": status,
                                "headers": [(b"content-type", b"application/json"),
                                            (b"content-length", str(len(payload)).encode())]})

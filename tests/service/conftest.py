@@ -44,7 +44,8 @@ def start_server(tmp: Path, *extra: str, env: Optional[dict] = None) -> Server:
     """`python -m doctor serve --port P *extra`, waited on until /healthz answers (or fails the test)."""
     port = free_port()
     err = tmp / f"serve-{port}.log"
-    full_env = {**os.environ, **(env or {})}
+    # index mode only when a test asks for it: a DOCTOR_INDEX_URL meant for the client must not turn it on
+    full_env = {**{k: v for k, v in os.environ.items() if k != "DOCTOR_INDEX_URL"}, **(env or {})}
     with open(err, "wb") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "doctor", "serve", "--port", str(port), *extra],
                                 stdout=fh, stderr=subprocess.STDOUT, env=full_env)
