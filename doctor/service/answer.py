@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
@@ -37,6 +38,7 @@ INDEX_MODE = "index"
 INDEX_NOTE = ("the plan was resolved by pip against the service's package index for the client's Python and platform "
               "tags, with its installed distributions kept, and verified by the rules on the would-be environment "
               "(the client still re-derives it from the pins and verifies it locally)")
+INDEX_ANSWER_TTL = 3600.0  # seconds an index-mode answer is reused: the index moves on (the planner's report TTL)
 CACHE_BODY_LIMIT = 256 << 10  # bodies above it are answered but not kept (256 entries x 256 KiB at most = 64 MiB)
 NOTE = ("the service has no index access: findings and pins come from its matrix; the plan is exact pins from the "
         "matrix, NOT verified against the index (the client re-derives it from the pins and verifies it locally)")
@@ -206,7 +208,8 @@ class Answerer:
         all_rules()  # import every rule module now, not on the first request
         self._warm_up()
         self.cache_size = max(0, int(cache_size))
-        self._cache: "OrderedDict[Any, Tuple[bytes, bytes]]" = OrderedDict()  # key -> (request body, answer)
+        self._cache: "OrderedDict[Any, Tuple[bytes, bytes, float]]" = OrderedDict()  # key -> (body, answer, when)
+        self.ttl = INDEX_ANSWER_TTL if self.index is not None else float("inf")  # the matrix does not move
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -240,6 +243,9 @@ class Answerer:
         key = (len(body), hash(body))
         with self._lock:
             entry = self._cache.get(key)
+            if entry is not None and time.monotonic() - entry[2] >= self.ttl:
+                del self._cache[key]
+                entry = None
             if entry is not None and entry[0] == body:
                 self._cache.move_to_end(key)
                 self.hits += 1
@@ -254,7 +260,7 @@ class Answerer:
         # a fallback answer is not kept: the index may answer the same request the next time
         if self.cache_size and len(body) <= CACHE_BODY_LIMIT and doc["mode"] == self.mode:
             with self._lock:
-                self._cache[key] = (body, answer)
+                self._cache[key] = (body, answer, time.monotonic())
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
         return answer

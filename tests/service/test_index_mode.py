@@ -174,3 +174,19 @@ def test_no_room_for_the_stand_in_falls_back(local_index: Any, tmp_path: Path, m
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
     out = compute(parse_request(recorded_doc("S4")), load_matrix(), IndexConfig(index_url=local_index.url("pypi")))
     assert out["mode"] == MODE and "stand-in environment could not be made" in out["note"], out["note"]
+
+
+def test_index_answers_are_cached_for_an_hour_only(local_index: Any) -> None:
+    """An index-mode answer is reused for identical bytes, but not past its TTL: the index moves on."""
+    from doctor.service.answer import INDEX_ANSWER_TTL, Answerer
+
+    a = Answerer(index=IndexConfig(index_url=local_index.url("pypi"), pip_env=(("PIP_CONFIG_FILE", os.devnull),)))
+    assert a.mode == INDEX_MODE and a.ttl == INDEX_ANSWER_TTL
+    body = json.dumps(recorded_doc("S4")).encode()
+    key, hit = a.cached(body)
+    assert hit is None
+    first = a.answer(key, parse_request(json.loads(body)), body)
+    assert json.loads(first)["mode"] == INDEX_MODE
+    assert a.cached(body)[1] == first and a.hits == 1
+    a.ttl = 0.0
+    assert a.cached(body)[1] is None and a.hits == 1
