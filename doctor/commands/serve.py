@@ -13,7 +13,7 @@ from doctor.exits import ExitCode, epilog
 
 EXIT_CODES = epilog((ExitCode.HEALTHY, ExitCode.BAD_INPUT, ExitCode.INTERNAL, ExitCode.INTERRUPTED), notes=(
     "3 also: the `serve` extra is not installed (the line says how to install it), the token file is unreadable, "
-    "the port is taken",
+    "the port is taken, --index-url (or DOCTOR_INDEX_URL) is not an http(s) index URL or carries credentials",
 ))
 
 INSTALL_HINT = "pip install 'tune-doctor[serve]'"
