@@ -43,19 +43,23 @@ class Record:
 def read_jsonl(path: Path) -> List[Record]:
     """Every non-blank line of a JSONL file as a Record (DoctorError naming file:line on the first bad one)."""
     try:
-        handle = path.open("r", encoding="utf-8")
+        handle = path.open("rb")  # bytes, decoded line by line: a text stream decodes ahead in 8 KiB chunks, so
+        # its UnicodeDecodeError comes lines before the bad one and the line number would be wrong
     except FileNotFoundError:
         raise DoctorError(f"{path}: dataset not found") from None
+    except IsADirectoryError:
+        raise DoctorError(f"{path}: is a folder, not a JSONL file") from None
     except OSError as e:
         raise DoctorError(f"{path}: cannot read the dataset ({e.strerror or e})") from None
     records: List[Record] = []
     with handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    records.append(_record(path, number, line))
-        except UnicodeDecodeError:
-            raise DoctorError(f"{path}:{len(records) + 1}: not UTF-8 text") from None
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a BOM (Windows editors) is not data
+            except UnicodeDecodeError:
+                raise DoctorError(f"{path}:{number}: not UTF-8 text") from None
+            if line.strip():
+                records.append(_record(path, number, line))
     if not records:
         raise DoctorError(f"{path}: the dataset has no examples (empty file)")
     return records

@@ -65,3 +65,19 @@ def test_missing_file_non_utf8_and_chat_without_a_template(tmp_path: Path) -> No
     no_template.chat_template = None
     with pytest.raises(DoctorError, match=r"chat.jsonl:2: a \"messages\" line, but the model's tokenizer has no chat template"):
         load_examples(chat, no_template, 16)
+
+
+def test_a_bad_byte_deep_in_the_file_names_its_own_line_and_a_bom_is_not_data(tmp_path: Path) -> None:
+    """A text stream decodes 8 KiB ahead: the error must still name the line holding the bad byte."""
+    lines = [b'{"text": "the cat can run %d"}' % i for i in range(1000)]
+    lines[700] = lines[700].replace(b"cat", b"c\xffat")
+    bad = tmp_path / "big.jsonl"
+    bad.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(DoctorError) as e:
+        read_jsonl(bad)
+    assert str(e.value) == f"{bad}:701: not UTF-8 text"
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b'\xef\xbb\xbf{"text": "the cat"}\r\n{"text": "a dog"}\r\n')  # as Windows editors save it
+    assert [r.text for r in read_jsonl(bom)] == ["the cat", "a dog"]
+    with pytest.raises(DoctorError, match="is a folder, not a JSONL file"):
+        read_jsonl(tmp_path)
