@@ -202,8 +202,25 @@ def _check_inputs(cfg: TrainConfig) -> None:
         raise DoctorError(f"{cfg.source.name}: model: {cfg.model}: no such directory (a local Hugging Face model folder)")
     if not (cfg.model / "config.json").is_file():
         raise DoctorError(f"{cfg.source.name}: model: {cfg.model}: no config.json (not a Hugging Face model folder)")
-    if not Path(cfg.data.path).is_file():
-        raise DoctorError(f"{cfg.source.name}: [data] path: {cfg.data.path}: no such file")
+    data = Path(cfg.data.path)
+    if not data.is_file():
+        why = "a folder, not a JSONL file" if data.is_dir() else "no such file"
+        raise DoctorError(f"{cfg.source.name}: [data] path: {cfg.data.path}: {why}")
+    _check_output_dir(cfg)
+
+
+def _check_output_dir(cfg: TrainConfig) -> None:
+    """output_dir must be (or be creatable as) a writable folder: found out now, not after the model loaded."""
+    out = cfg.output_dir
+    for folder in (out, *out.parents):  # the nearest part that exists decides
+        if not folder.exists():
+            continue
+        if not folder.is_dir():
+            what = "is a file" if folder == out else f"cannot be created: {folder} is a file"
+            raise DoctorError(f"{cfg.source.name}: output_dir: {out} {what} (name a folder)")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise DoctorError(f"{cfg.source.name}: output_dir: {folder}: not writable by this user")
+        return
 
 
 def _precision(requested: str, device: Any) -> Tuple[str, Any]:

@@ -130,3 +130,17 @@ def test_model_folders_without_config_or_tokenizer(tmp_path: Path, model_dir: Pa
     (no_tok / "config.json").write_text((model_dir / "config.json").read_text())
     with pytest.raises(DoctorError, match=r"no_tok: cannot load its tokenizer"):
         loop.train(_cfg(tmp_path, no_tok, dataset), log=lambda line: None)
+
+
+def test_an_output_dir_that_cannot_be_a_folder_is_one_line_before_the_model_loads(tmp_path: Path, model_dir: Path,
+                                                                                  dataset: Path) -> None:
+    """Found before anything heavy (it used to be an internal error, exit 4, after the model had loaded)."""
+    taken = tmp_path / "taken"
+    taken.write_text("a file", encoding="utf-8")
+    for out, message in ((taken, f"output_dir: {taken} is a file (name a folder)"),
+                         (taken / "run", f"output_dir: {taken / 'run'} cannot be created: {taken} is a file")):
+        cfg = replace(_cfg(tmp_path, model_dir, dataset), output_dir=out)
+        with pytest.raises(DoctorError, match=re.escape(message)):
+            loop.train(cfg, log=lambda line: pytest.fail(f"the run started: {line}"))
+    with pytest.raises(DoctorError, match=r"\[data\] path: .*: a folder, not a JSONL file"):
+        loop.train(_cfg(tmp_path, model_dir, tmp_path), log=lambda line: None)
