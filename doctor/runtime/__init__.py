@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
 M = TypeVar("M", bound="torch.nn.Module")
 
 
-def patch(model: M, skip: Iterable[str] = (), seq_len: Optional[int] = None) -> M:
+def patch(model: M, skip: Optional[Iterable[str]] = (), seq_len: Optional[int] = None) -> M:
     """Patch this model instance's ops onto the dispatcher's backends (minus `skip`); returns the model.
 
     seq_len: the sequence length it will train at (the attention probe's shape; default min(max positions, 2048)).
@@ -33,7 +33,7 @@ def patch(model: M, skip: Iterable[str] = (), seq_len: Optional[int] = None) -> 
     return out
 
 
-def patch_llama_family(skip: Iterable[str] = ()) -> None:
+def patch_llama_family(skip: Optional[Iterable[str]] = ()) -> None:
     """Patch the Llama-family classes of transformers, so models built later run the chosen backends."""
     from doctor.runtime.patching import patch_classes
 

@@ -9,7 +9,7 @@ forces a backend; one whose probe did not pass raises (doctor.dispatch.choose), 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, TextIO, Tuple
+from typing import TYPE_CHECKING, Callable, Collection, Dict, List, Mapping, NamedTuple, Optional, Sequence, TextIO, Tuple
 
 from doctor import dispatch
 from doctor.envvars import CUDA_VISIBLE_DEVICES, DOCTOR_RUNTIME_PROBES
@@ -53,9 +53,10 @@ def _verdicts_by_op(results: Sequence[ProbeResult], shape_tag: str) -> Dict[str,
 
 
 def load_verdicts(ops: Sequence[str], shape: Optional[AttentionShape], environ: Mapping[str, str],
-                  run: bool = True) -> Tuple[Dict[str, Dict[str, ProbeResult]], str]:
+                  run: bool = True, forced: Collection[str] = ()) -> Tuple[Dict[str, Dict[str, ProbeResult]], str]:
     """Verdicts for `ops` in this environment (probing what is missing when a CUDA GPU is here), and a note
-    ("" or one line saying the torch references stand in because nothing could be proven)."""
+    ("" or one line saying the torch references stand in because nothing could be proven; `forced` ops,
+    whose backend DOCTOR_BACKEND_<OP> names, are left out of it: no reference stands in for them)."""
     from doctor.inventory import gather
     from doctor.probes import store
     from doctor.probes.catalogue import CATALOGUE_VERSION
@@ -73,7 +74,7 @@ def load_verdicts(ops: Sequence[str], shape: Optional[AttentionShape], environ: 
     if not missing:
         return by_op, ""
     if not (run and probes_apply(facts)):
-        unproven = [op for op in ops if not by_op.get(op)]
+        unproven = [op for op in ops if not by_op.get(op) and op not in forced]
         why = ("probes off: " + DOCTOR_RUNTIME_PROBES + "=0" if not run else
                "no CUDA GPU here" if not facts.hardware.gpus else "probes cannot run here")
         return by_op, (f"doctor.runtime: no probe verdicts for {', '.join(unproven)} in this environment ({why}): "
@@ -107,11 +108,12 @@ def pick(ops: Sequence[str], shape: Optional[AttentionShape] = None, environ: Op
     import os
 
     env = dict(os.environ if environ is None else environ)
+    dispatch.validate_overrides(env)  # DOCTOR_BACKEND_RMSNORM (no such op) would otherwise be ignored silently
+    forced = [op for op in ops if (env.get(dispatch.env_var(op)) or "").strip()]
     # `doctor run --no-probes` sets DOCTOR_RUNTIME_PROBES=0: cached verdicts only, never a probe before the script
-    by_op, note = load_verdicts(ops, shape, env, run=(env.get(DOCTOR_RUNTIME_PROBES) or "1").strip() != "0")
+    by_op, note = load_verdicts(ops, shape, env, run=(env.get(DOCTOR_RUNTIME_PROBES) or "1").strip() != "0",
+                                forced=forced)
     choices = {op: dispatch.choose(op, by_op.get(op, {}), env) for op in ops}
-    if note and all(c.reason.startswith("forced") for c in choices.values()):
-        note = ""  # every op forced: nothing stands in silently
     if note:
         print(note, file=out or sys.stderr)
     functions = {op: dispatch.implementation(op, c.backend) for op, c in choices.items()}

@@ -17,7 +17,8 @@ with the doctor's pid, terminal and signals. In order, before any line of the sc
 Exit code (the contract `doctor run` passes on): the script's. SystemExit is honoured as Python does (None 0,
 an int as is, anything else printed to stderr and 1); an exception prints its traceback (through
 sys.excepthook, from the script's first frame on) and gives 1; Ctrl-C gives 130. The launcher's own failures:
-3 for a script that cannot be read, 4 when the runtime cannot patch (one line; --debug shows the traceback).
+3 for a script that cannot be read or a DOCTOR_BACKEND_<OP> the runtime refuses, 4 when the runtime cannot
+patch (one line; --debug shows the traceback).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import sys
 from types import TracebackType
 from typing import Dict, List, MutableMapping, NamedTuple, Optional, Sequence, Tuple
 
+from doctor.errors import DoctorError
 from doctor.exits import ExitCode
 
 CACHE_KINDS = ("unsloth", "triton", "inductor")  # the compiled caches a training script's libraries write
@@ -186,6 +188,9 @@ def launch(script: str, args: Sequence[str] = (), debug: bool = False) -> int:
         if (exc.name or "").split(".")[0] not in _RUNTIME_NEEDS:
             return _internal(exc, debug)
         line = f"the runtime's patches are not applied: {exc}"  # nothing to patch; the script says what it needs
+    except DoctorError as exc:  # the user's input (a DOCTOR_BACKEND_<OP> the runtime refuses): bad input, not a bug
+        sys.stderr.write(f"{PREFIX}error: {exc}\n")
+        return int(ExitCode.BAD_INPUT)
     except Exception as exc:
         return _internal(exc, debug)
     sys.stderr.write(f"{PREFIX}{line}; starting {script}\n")

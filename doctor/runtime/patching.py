@@ -61,8 +61,10 @@ ACTIVATIONS: Dict[str, Tuple[str, str]] = {
 _CLASS_STATE: Dict[str, Any] = {"active": False, "originals": [], "skip": ()}
 
 
-def check_skip(skip: Iterable[str]) -> Tuple[str, ...]:
+def check_skip(skip: Optional[Iterable[str]]) -> Tuple[str, ...]:
     """skip names validated against OPS (DoctorError naming the unknown one and the known ones)."""
+    if skip is None:
+        return ()
     if isinstance(skip, str):  # skip="attention" would iterate letters
         skip = (skip,)
     names = tuple(skip)
@@ -141,9 +143,13 @@ def _clear(base: Any) -> None:
         base.set_attn_implementation(before)
 
 
-def patch_model(model: Any, skip: Iterable[str] = (), seq_len: Optional[int] = None) -> Any:
+def patch_model(model: Any, skip: Optional[Iterable[str]] = (), seq_len: Optional[int] = None) -> Any:
     """Patch one model instance (see the module docstring); returns `model` itself."""
     skip = check_skip(skip)
+    if seq_len is not None and (not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1):
+        # 0 or -5 would silently probe attention at the default shape (or a negative one on a GPU)
+        raise DoctorError(f"doctor.runtime.patch: seq_len must be a positive integer (the training sequence length), "
+                          f"got {seq_len!r}")
     base, fam = family_of(model)
     act = activation_of(base.config)
     ops = [op for op in ("rms_norm", "rope", act[0] if act else "", "cross_entropy", "attention") if op and op not in skip]
@@ -227,7 +233,7 @@ def _wrap_init(original: Callable[..., Any]) -> Callable[..., Any]:
     return __init__
 
 
-def patch_classes(skip: Iterable[str] = ()) -> None:
+def patch_classes(skip: Optional[Iterable[str]] = ()) -> None:
     """Patch the Llama-family classes (models built afterwards run the chosen backends); idempotent."""
     skip = check_skip(skip)
     if _CLASS_STATE["active"]:

@@ -239,6 +239,28 @@ def test_forced_backend_typo_is_an_error(monkeypatch: pytest.MonkeyPatch) -> Non
         runtime.patch(build_model("llama"))
 
 
+def test_forced_op_names_and_the_stand_in_note(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """DOCTOR_BACKEND_RMSNORM (no such op) is an error, not ignored; forced ops are not named as using the references."""
+    monkeypatch.setenv("DOCTOR_BACKEND_RMSNORM", "triton")
+    with pytest.raises(DoctorError, match="DOCTOR_BACKEND_RMSNORM=triton: no op called 'rmsnorm'"):
+        runtime.patch(build_model("llama"))
+    monkeypatch.delenv("DOCTOR_BACKEND_RMSNORM")
+    monkeypatch.setenv("DOCTOR_BACKEND_RMS_NORM", "torch")
+    model = runtime.patch(build_model("llama"), skip=("attention",))
+    assert backends_of(model)["rms_norm"] == "torch"
+    note = capsys.readouterr().err
+    assert "no probe verdicts for rope, swiglu, cross_entropy in this environment" in note, note
+
+
+@pytest.mark.parametrize("seq_len", [0, -5, "2048", 2.5, True])
+def test_bad_seq_len_and_skip_none(seq_len: Any) -> None:
+    """seq_len sizes the attention probe: anything but a positive int is an error (0 was silently the default)."""
+    with pytest.raises(DoctorError, match="seq_len must be a positive integer"):
+        runtime.patch(build_model("llama"), seq_len=seq_len)
+    if seq_len == 0:  # skip=None means skip nothing (it was a TypeError)
+        assert set(backends_of(runtime.patch(build_model("llama"), skip=None))) >= {"rms_norm", "attention"}
+
+
 def test_patch_twice_and_kept_attention_choices() -> None:
     """Patching twice is patching once; a user's attention implementation other than sdpa/eager is kept."""
     ref = build_model("llama", attn_implementation="sdpa")

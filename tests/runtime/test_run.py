@@ -231,6 +231,18 @@ def test_launcher_when_the_runtime_cannot_patch(tmp_path: Path, body: str, code:
         assert debug.returncode not in (0, 4) and "Traceback" in debug.stderr and "a broken transformers" in debug.stderr
 
 
+def test_launcher_with_a_backend_the_runtime_refuses_is_bad_input(tmp_path: Path) -> None:
+    """DOCTOR_BACKEND_<OP> naming no op, straight to the launcher: one line, exit 3 (not "internal error", 4)."""
+    script = tmp_path / "plain.py"
+    script.write_text("print('ran')\n")
+    env = {**os.environ, "DOCTOR_BACKEND_RMSNORM": "triton", "DOCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "doctor.runtime.launch", "--", str(script)], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 3, proc.stderr
+    assert "doctor run: error: DOCTOR_BACKEND_RMSNORM=triton: no op called 'rmsnorm'" in proc.stderr
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+
+
 def test_ctrl_c_in_the_script_is_130_with_its_traceback(tmp_path: Path) -> None:
     """SIGINT inside the script: KeyboardInterrupt's traceback (script frames) and exit 130, as shells report it.
     (transformers is shadowed as missing, so the launcher skips the patches and this stays fast.)"""
