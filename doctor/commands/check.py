@@ -81,7 +81,8 @@ def _ask_service(report, args: argparse.Namespace):  # type: ignore[no-untyped-d
         return report, None
 
     try:
-        answer = ask(url, report.facts, token=service_token())
+        # a plan only for --fix: a plain check never waits on a service's resolver
+        answer = ask(url, report.facts, token=service_token(), plan=bool(getattr(args, "fix", False)))
     except ServiceError as exc:
         print(fallback_line(url, exc), file=sys.stderr)
         args.service_doc = {"url": url, "used": False, "reason": str(exc)}
@@ -183,7 +184,8 @@ def _fix(report, args: argparse.Namespace, answer=None) -> int:  # type: ignore[
 
         pins = exact_requirements(answer)
         if pins:
-            echo(f"the service's plan ({answer.plan_status} against its matrix): {' '.join(pins)}; re-derived and "
+            against = "the index" if answer.mode == "index" else "its matrix"
+            echo(f"the service's plan ({answer.plan_status} against {against}): {' '.join(pins)}; re-derived and "
                  "verified here")
             package_plan = plan_install(report.facts, load_matrix(), pins, options)
         else:

@@ -95,7 +95,7 @@ def _from_service(args: argparse.Namespace, facts):  # type: ignore[no-untyped-d
         return None
     only = parse_names(args.only)  # bad --for is bad input whoever answers
     try:
-        answer = ask(url, facts, packages=only, torch=args.torch, cuda=args.cuda, token=service_token())
+        answer = ask(url, facts, packages=only, torch=args.torch, cuda=args.cuda, token=service_token(), plan=False)
     except ServiceError as exc:
         print(fallback_line(url, exc), file=sys.stderr)
         return None

@@ -111,12 +111,15 @@ def compute(req: ServiceRequest, matrix: Matrix, index: Optional[IndexConfig] = 
     for key in ("python", "prefix", "pip_version"):  # the server knows none of these: the client fills them in
         pins.pop(key, None)
     mode, note, plan_doc = MODE, NOTE, None
-    if index is not None and index.index_url:
+    if index is not None and index.index_url and req.plan:  # plan false: the cheap matrix plan, never pip
         try:
             plan_doc = _index_plan(req, matrix, findings, index)
             mode, note = INDEX_MODE, INDEX_NOTE
         except DoctorError as exc:  # index_mode.Decline, or the planner cannot run here (no pip >= 25.3)
             note = f"index mode could not answer ({' '.join(str(exc).split())[:300]}); " + NOTE
+    if index is not None and index.index_url and not req.plan:
+        note = ("no plan asked for (plan: false): findings and pins come from the matrix; the plan below is exact pins "
+                "from the matrix, not resolved against the index")
     if plan_doc is None:
         options = PlanOptions(offline=True)
         if req.packages:

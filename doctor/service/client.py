@@ -27,7 +27,9 @@ from doctor.findings import Category, Finding, Severity
 
 CONNECT_TIMEOUT = 1.0
 READ_TIMEOUT = 2.0
-ATTEMPT_DEADLINE = 5.0  # seconds for one attempt, whatever the server trickles
+# A plan from a service in index mode runs pip's resolver there (1.5-2 s on a local index, more on a cold real one)
+PLAN_READ_TIMEOUT = 60.0
+ATTEMPT_DEADLINE = 5.0  # seconds for one attempt, whatever the server trickles (a plan: its read timeout + this)
 RETRIES = 1
 MAX_ANSWER_BYTES = 4 << 20
 
@@ -54,7 +56,7 @@ class Answer(NamedTuple):
     """A validated answer of POST /v1/resolve."""
 
     url: str
-    mode: str  # "offline-matrix"
+    mode: str  # "offline-matrix", or "index" (a server resolving against its package index)
     matrix_version: str
     findings: Tuple[Finding, ...]  # without fix actions: the local planner makes the fixes
     pins: Tuple[Any, ...]  # doctor.resolve.pins.Pin, rebuilt from parsed names and specifiers
@@ -135,13 +137,20 @@ def fallback_line(url: str, error: BaseException) -> str:
 
 
 def ask(url: str, facts: Facts, packages: Sequence[str] = (), torch: Optional[str] = None, cuda: Optional[str] = None,
-        token: Optional[str] = None, torch_index_url: Optional[str] = None, read_timeout: float = READ_TIMEOUT) -> Answer:
-    """POST the sanitized facts to URL/v1/resolve and return the validated answer; ServiceError for any failure."""
+        token: Optional[str] = None, torch_index_url: Optional[str] = None, read_timeout: Optional[float] = None,
+        plan: bool = True) -> Answer:
+    """POST the sanitized facts to URL/v1/resolve and return the validated answer; ServiceError for any failure.
+
+    plan=False asks for findings and pins only (`doctor check`, `doctor pin`): the answer comes within the short
+    timeouts even from a server in index mode; with a plan (check --fix, install) the read timeout is longer."""
     import json
 
     from doctor.service.schema import request_document
 
-    body = json.dumps(request_document(facts, packages, torch, _cuda_version(cuda)), separators=(",", ":")).encode()
+    body = json.dumps(request_document(facts, packages, torch, _cuda_version(cuda), plan=plan),
+                      separators=(",", ":")).encode()
+    if read_timeout is None:
+        read_timeout = PLAN_READ_TIMEOUT if plan else READ_TIMEOUT
     raw = _post(url + "/v1/resolve", body, token, read_timeout)
     try:
         doc = json.loads(raw)
@@ -183,7 +192,7 @@ def _post(url: str, body: bytes, token: Optional[str], read_timeout: float) -> b
             if attempt:
                 time.sleep(0.2)
             try:
-                status, data = _once(client, url, body, headers)
+                status, data = _once(client, url, body, headers, ATTEMPT_DEADLINE + max(0.0, read_timeout - READ_TIMEOUT))
             except httpx.TimeoutException:
                 last = "timed out"
                 continue
@@ -199,11 +208,11 @@ def _post(url: str, body: bytes, token: Optional[str], read_timeout: float) -> b
     raise ServiceError(last)
 
 
-def _once(client: Any, url: str, body: bytes, headers: Dict[str, str]) -> Tuple[int, bytes]:
-    """One POST, the body read up to the size limit and the attempt's deadline."""
+def _once(client: Any, url: str, body: bytes, headers: Dict[str, str], seconds: float = ATTEMPT_DEADLINE) -> Tuple[int, bytes]:
+    """One POST, the body read up to the size limit and the attempt's deadline (`seconds` from now)."""
     import httpx
 
-    deadline = time.monotonic() + ATTEMPT_DEADLINE
+    deadline = time.monotonic() + seconds
     with client.stream("POST", url, content=body, headers=headers) as r:
         chunks: List[bytes] = []
         size = 0

@@ -100,6 +100,7 @@ class ServiceRequest(NamedTuple):
     packages: Tuple[str, ...] = ()  # requirements wanted, normalised by packaging ("xformers==0.0.28.post1")
     torch: Optional[str] = None  # pins for this torch release instead of the installed one
     cuda: Optional[str] = None  # that build's CUDA ("12.1", "cpu")
+    plan: bool = True  # False: findings and pins only; an index-mode server skips its resolver (seconds)
 
 
 # -- the JSON Schema (OpenAPI): the same limits, so fuzzing explores what validation decides -------------------
@@ -156,6 +157,7 @@ REQUEST_SCHEMA: Dict[str, Any] = {
                      "items": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT}},
         "torch": _NULLABLE_VERSION,
         "cuda": _str(r"^(cpu|[0-9]{1,2}\.[0-9]{1,2})$", True),
+        "plan": {"type": "boolean"},
     },
 }
 
@@ -176,7 +178,7 @@ def parse_request(doc: Any) -> ServiceRequest:
 
 
 def _parse(doc: Any) -> ServiceRequest:
-    top = _object(doc, "", ("schema_version", "facts", "packages", "torch", "cuda"), ("facts",))
+    top = _object(doc, "", ("schema_version", "facts", "packages", "torch", "cuda", "plan"), ("facts",))
     if "schema_version" in top and (type(top["schema_version"]) is not int or top["schema_version"] != SCHEMA_VERSION):
         raise RequestError("schema_version", f"this service speaks schema {SCHEMA_VERSION}")
     facts = _facts(top["facts"])
@@ -187,7 +189,10 @@ def _parse(doc: Any) -> ServiceRequest:
         raise RequestError("cuda", "expected a CUDA version like 12.1, or cpu")
     if cuda is not None and torch is None:
         raise RequestError("cuda", "only applies with torch (the build of that torch release)")
-    return ServiceRequest(facts, packages, torch, cuda)
+    plan = top.get("plan", True)
+    if type(plan) is not bool:
+        raise RequestError("plan", "expected true or false")
+    return ServiceRequest(facts, packages, torch, cuda, plan)
 
 
 def _object(value: Any, where: str, allowed: Sequence[str], required: Sequence[str] = ()) -> Mapping[str, Any]:
@@ -422,7 +427,7 @@ def _hardware(f: Mapping[str, Any]) -> Hardware:
 
 
 def request_document(facts: Facts, packages: Sequence[str] = (), torch: Optional[str] = None,
-                     cuda: Optional[str] = None) -> Dict[str, Any]:
+                     cuda: Optional[str] = None, plan: bool = True) -> Dict[str, Any]:
     """The request for `facts` with only the fields that may travel, each dropped when it would not validate."""
     dists = []
     for d in sorted(facts.distributions.values(), key=lambda d: d.name):
@@ -459,6 +464,8 @@ def request_document(facts: Facts, packages: Sequence[str] = (), torch: Optional
         out["torch"] = torch
     if cuda is not None:
         out["cuda"] = cuda
+    if not plan:
+        out["plan"] = False
     return out
 
 

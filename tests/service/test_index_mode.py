@@ -190,3 +190,38 @@ def test_index_answers_are_cached_for_an_hour_only(local_index: Any) -> None:
     assert a.cached(body)[1] == first and a.hits == 1
     a.ttl = 0.0
     assert a.cached(body)[1] is None and a.hits == 1
+
+
+def test_plan_false_answers_from_the_matrix_without_pip(local_index: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`doctor check` and `doctor pin` send plan: false: even an index-mode server answers at matrix speed (no
+    probe of the index, no pip), and the note says why the plan is the matrix's."""
+    def no_index(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the index was contacted for a request without a plan")
+
+    monkeypatch.setattr(index_mode, "probe", no_index)
+    monkeypatch.setattr(index_mode, "stand_in", no_index)
+    doc = recorded_doc("S4")
+    doc["plan"] = False
+    out = compute(parse_request(doc), load_matrix(), IndexConfig(index_url=local_index.url("pypi")))
+    assert out["mode"] == MODE and out["note"].startswith("no plan asked for (plan: false)")
+    assert out["pins"]["pins"] and out["plan"]["verified_against"] == "matrix"
+
+
+@pytest.mark.parametrize("value", ["false", 0, 1, None, [], {}])
+def test_plan_must_be_a_boolean(value: Any) -> None:
+    """A `plan` that is not true or false is a 422 reason naming the field, like every other field."""
+    from doctor.service.schema import RequestError
+
+    doc = recorded_doc("S1")
+    doc["plan"] = value
+    with pytest.raises(RequestError) as err:
+        parse_request(doc)
+    assert "plan" in str(err.value)
+
+
+def test_the_client_asks_for_a_plan_only_when_it_plans() -> None:
+    """The request document says plan: false only when asked (check without --fix, pin); a plan is the default."""
+    facts = parse_request(recorded_doc("S1")).facts
+    assert "plan" not in request_document(facts)
+    assert request_document(facts, plan=False)["plan"] is False
+    assert parse_request(request_document(facts, plan=False)).plan is False
