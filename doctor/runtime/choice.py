@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable, Collection, Dict, List, Mapping, Nam
 
 from doctor import dispatch
 from doctor.envvars import CUDA_VISIBLE_DEVICES, DOCTOR_RUNTIME_PROBES
+from doctor.errors import DoctorError
 from doctor.verdicts import ProbeResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -97,6 +98,25 @@ def probe_specs(ops: Sequence[str], shape: Optional[AttentionShape]) -> List["Pr
     return specs
 
 
+# What a forced, never-probed backend imports beyond torch (a package missing would fail at the first forward)
+_ATTENTION_NEEDS = {"flash-attn": ("flash-attn",), "xformers": ("xformers",)}
+
+
+def _check_installed(op: str, backend: str, verdicts: Mapping[str, ProbeResult]) -> None:
+    """DoctorError now, at patch time, for a forced backend no probe saw whose package is not installed."""
+    import importlib.util
+
+    from doctor.backends.ops import REQUIRES
+
+    if backend in verdicts:  # a probe judged it (choose() refuses one that did not pass)
+        return
+    needs = _ATTENTION_NEEDS.get(backend, ()) if op == "attention" else REQUIRES.get(backend, ())
+    missing = [d for d in needs if importlib.util.find_spec(d.replace("-", "_")) is None]
+    if missing:
+        raise DoctorError(f"{dispatch.env_var(op)}={backend}: {', '.join(missing)} is not installed here "
+                          f"(unset it, or install {missing[0]})")
+
+
 def attention_tag(shape: AttentionShape) -> str:
     """The probe-id fragment naming an attention shape ("h32kv8d128s2048")."""
     return f"h{shape.heads}kv{shape.kv_heads}d{shape.head_dim}s{shape.seq}"
@@ -114,6 +134,8 @@ def pick(ops: Sequence[str], shape: Optional[AttentionShape] = None, environ: Op
     by_op, note = load_verdicts(ops, shape, env, run=(env.get(DOCTOR_RUNTIME_PROBES) or "1").strip() != "0",
                                 forced=forced)
     choices = {op: dispatch.choose(op, by_op.get(op, {}), env) for op in ops}
+    for op in forced:
+        _check_installed(op, choices[op].backend, by_op.get(op, {}))
     if note:
         print(note, file=out or sys.stderr)
     functions = {op: dispatch.implementation(op, c.backend) for op, c in choices.items()}

@@ -252,6 +252,20 @@ def test_forced_op_names_and_the_stand_in_note(monkeypatch: pytest.MonkeyPatch, 
     assert "no probe verdicts for rope, swiglu, cross_entropy in this environment" in note, note
 
 
+@pytest.mark.parametrize("var, backend, package", [("DOCTOR_BACKEND_CROSS_ENTROPY", "liger", "liger_kernel"),
+                                                    ("DOCTOR_BACKEND_ATTENTION", "xformers", "xformers")])
+def test_forced_backend_that_is_not_installed_fails_at_patch_time(monkeypatch: pytest.MonkeyPatch, var: str,
+                                                                   backend: str, package: str) -> None:
+    """Never probed here and its package absent: DoctorError from patch(), not an ImportError at the first forward."""
+    import importlib.util
+
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed here")
+    monkeypatch.setenv(var, backend)
+    with pytest.raises(DoctorError, match=f"{var}={backend}: .* is not installed here"):
+        runtime.patch(build_model("llama"))
+
+
 @pytest.mark.parametrize("seq_len", [0, -5, "2048", 2.5, True])
 def test_bad_seq_len_and_skip_none(seq_len: Any) -> None:
     """seq_len sizes the attention probe: anything but a positive int is an error (0 was silently the default)."""
