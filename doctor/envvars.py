@@ -80,6 +80,26 @@ PATH = "PATH"  # where nvidia-smi is looked up
 # --- user name, as getpass.getuser() reads it (per-user cache directories) ---------------------------
 USER_NAME_VARS: Tuple[str, ...] = ("LOGNAME", "USER", "LNAME", "USERNAME")
 
+# --- torch.distributed and NCCL (the distributed probe sets or reports them) ----------------------------
+MASTER_ADDR = "MASTER_ADDR"  # rendezvous host (torchrun sets it; the probe's launcher uses 127.0.0.1)
+MASTER_PORT = "MASTER_PORT"  # rendezvous port (the launcher picks a free one)
+RANK = "RANK"  # this process's global rank
+WORLD_SIZE = "WORLD_SIZE"  # how many ranks in all
+LOCAL_RANK = "LOCAL_RANK"  # rank on this node: the GPU index a rank uses
+NCCL_P2P_DISABLE = "NCCL_P2P_DISABLE"  # "1": no peer-to-peer (NVLink/PCIe) transport: a common hang workaround
+NCCL_IB_DISABLE = "NCCL_IB_DISABLE"  # "1": no InfiniBand transport
+NCCL_SOCKET_IFNAME = "NCCL_SOCKET_IFNAME"  # which network interface NCCL's bootstrap and sockets use
+NCCL_NVLS_ENABLE = "NCCL_NVLS_ENABLE"  # NVLink multicast (SHARP); the probe sets "0" unless the user set it
+NCCL_DEBUG = "NCCL_DEBUG"  # "INFO"/"WARN": NCCL's own log (lands in a rank's stderr tail)
+GLOO_SOCKET_IFNAME = "GLOO_SOCKET_IFNAME"  # which network interface gloo uses
+TORCH_NCCL_ASYNC_ERROR_HANDLING = "TORCH_NCCL_ASYNC_ERROR_HANDLING"  # a timed-out collective aborts the rank
+TORCH_NCCL_DUMP_ON_TIMEOUT = "TORCH_NCCL_DUMP_ON_TIMEOUT"  # "1": the flight recorder dumps on a timeout
+TORCH_NCCL_TRACE_BUFFER_SIZE = "TORCH_NCCL_TRACE_BUFFER_SIZE"  # flight recorder entries kept (0: recorder off)
+TORCH_NCCL_DEBUG_INFO_TEMP_FILE = "TORCH_NCCL_DEBUG_INFO_TEMP_FILE"  # dump file prefix; the rank is appended
+DOCTOR_DIST_TEST_HANG_RANK = "DOCTOR_DIST_TEST_HANG_RANK"  # test hook: this rank of the distributed probe hangs
+DOCTOR_DIST_TEST_DIE_RANK = "DOCTOR_DIST_TEST_DIE_RANK"  # test hook: this rank exits with code 7 after init
+NCCL_SETTINGS: Tuple[str, ...] = (NCCL_P2P_DISABLE, NCCL_IB_DISABLE, NCCL_SOCKET_IFNAME, NCCL_NVLS_ENABLE, NCCL_DEBUG)
+
 # --- set for child processes (probes, cache verify) --------------------------------------------------
 PYTHONDONTWRITEBYTECODE = "PYTHONDONTWRITEBYTECODE"  # never leave __pycache__ in someone's cache
 PYTHONFAULTHANDLER = "PYTHONFAULTHANDLER"  # a segfault prints the Python stack: evidence
