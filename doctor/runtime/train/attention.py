@@ -10,7 +10,7 @@ A candidate is used only when its probe passed: a child process (its own group, 
 hang in a broken extension is a failed probe, never a dead run) runs the implementation on two packed
 examples, forward and backward, and compares output and input gradients against each example run alone
 through plain causal SDPA. On CPU the reference is the only candidate, with no probe (FlexAttention has no
-backward on CPU). Run directly: `python -m doctor.runtime.train.attention flash_attention_2 [cuda]` exits 0
+backward on CPU). An implementation named in the config is probed too (on this device), and refused when it fails. Run directly: `python -m doctor.runtime.train.attention flash_attention_2 [cuda]` exits 0
 when the probe passes.
 """
 
@@ -21,6 +21,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from doctor._util.proc import exit_reason, run
 from doctor._util.timeouts import TimedOut
+from doctor.errors import DoctorError
 from doctor.runtime.train.packing import TORCH_MASK_IMPLEMENTATIONS, block_causal_mask
 
 CUDA_CANDIDATES = ("flash_attention_2", "flex_attention")
@@ -31,14 +32,21 @@ Prober = Callable[[str], Tuple[bool, str]]
 
 
 def choose(requested: str, device_type: str, packing: bool, prober: Optional[Prober] = None) -> Tuple[str, str]:
-    """(transformers attn_implementation, why) for this run."""
+    """(transformers attn_implementation, why) for this run; DoctorError when the config names one whose probe fails."""
+    probe = prober or (lambda impl: probe_in_child(impl, "cuda" if device_type == "cuda" else "cpu"))
+    if requested in CUDA_CANDIDATES:  # named in the config: proven all the same (flex has no CPU backward, flash-attn
+        # may be absent or broken), so a bad pick is one line now rather than an internal error at the first step
+        ok, detail = probe(requested)
+        if not ok:
+            raise DoctorError(f"attention = {requested!r}: its probe failed on {device_type} ({detail}); "
+                              f"use \"auto\" or \"sdpa\"")
+        return requested, "set in the config; its packed-attention probe passed"
     if requested != "auto":
         return requested, "set in the config"
     if not packing:
         return "sdpa", "no packing: plain causal SDPA"
     if device_type != "cuda":
         return "sdpa", "torch SDPA with an explicit block-diagonal causal mask (the reference for packed rows)"
-    probe = prober or probe_in_child
     failed: List[str] = []
     for impl in CUDA_CANDIDATES:
         ok, detail = probe(impl)

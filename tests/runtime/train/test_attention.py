@@ -14,7 +14,7 @@ def test_cpu_uses_the_torch_reference_without_probing() -> None:
         raise AssertionError("no probe on CPU")
 
     assert choose("auto", "cpu", True, prober=never)[0] == "sdpa"
-    assert choose("flex_attention", "cuda", True, prober=never) == ("flex_attention", "set in the config")
+    assert choose("sdpa", "cuda", True, prober=never) == ("sdpa", "set in the config")  # the reference: nothing to prove
     assert choose("auto", "cuda", False, prober=never)[0] == "sdpa"  # unpacked rows need no document mask
 
 
@@ -37,9 +37,14 @@ def test_the_probe_passes_for_the_reference_in_a_child_process(monkeypatch: pyte
     assert detail == "sdpa: packed output and gradients match each example alone (float32, cpu)"
 
 
-def test_a_failing_probe_is_a_verdict_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    """FlexAttention has no backward on CPU: a real failure, reported in one line, never raised into the run."""
+def test_a_failing_probe_refuses_an_implementation_named_in_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FlexAttention has no backward on CPU: a real failure in the child, reported in one line, never raised into
+    the run; attention = "flex_attention" there is refused before the model loads (it was an internal error, exit 4,
+    at the first step)."""
+    from doctor.errors import DoctorError
+
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    ok, detail = probe_in_child("flex_attention", "cpu")
-    assert not ok
-    assert "backward" in detail and "\n" not in detail, detail
+    with pytest.raises(DoctorError, match=r"attention = 'flex_attention': its probe failed on cpu \(.*backward") as e:
+        choose("flex_attention", "cpu", True)
+    assert "\n" not in str(e.value)
+    assert choose("flash_attention_2", "cuda", False, prober=lambda impl: (True, "ok"))[1].endswith("probe passed")
