@@ -84,6 +84,7 @@ class TrainConfig:
 ATTENTIONS = ("auto", "sdpa", "flex_attention", "flash_attention_2")
 _TOP = {"model": str, "output_dir": str, "resume": bool, "patch": bool, "attention": str}
 _SECTIONS: Dict[str, type] = {"data": DataConfig, "lora": LoraConfig, "train": TrainSettings}
+_TOP_FIRST = "top-level keys go above the first [table]"
 
 T = TypeVar("T")
 
@@ -118,7 +119,9 @@ def parse_config(doc: Mapping[str, Any], src: Path) -> TrainConfig:
             _check(name, "", key, value, _TOP[key])
     for key in ("model", "output_dir"):
         if key not in doc:
-            raise DoctorError(f"{name}: missing key {key!r} (the {'model directory' if key == 'model' else 'output folder'})")
+            inside = [t for t in _SECTIONS if isinstance(doc.get(t), dict) and key in doc[t]]
+            raise DoctorError(f"{name}: missing key {key!r} (the {'model directory' if key == 'model' else 'output folder'})"
+                              + (f": it is inside [{inside[0]}]; {_TOP_FIRST}" if inside else ""))
     data = _section(name, "data", doc.get("data", {}), DataConfig)
     lora = _section(name, "lora", doc.get("lora", {}), LoraConfig)
     train = _section(name, "train", doc.get("train", {}), TrainSettings)
@@ -142,6 +145,8 @@ def _section(name: str, table: str, values: Mapping[str, Any], cls: Type[T]) -> 
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     kwargs: Dict[str, Any] = {}
     for key, value in values.items():
+        if key in _TOP:  # TOML puts every key after [table] inside it: the usual slip
+            raise DoctorError(f"{name}: [{table}] unknown key {key!r}: {key} is a top-level key; {_TOP_FIRST}")
         if key not in fields:
             raise DoctorError(f"{name}: [{table}] unknown key {key!r} (known: {', '.join(sorted(fields))})")
         kwargs[key] = _check(name, table, key, value, fields[key].type)

@@ -94,6 +94,11 @@ MINIMAL = 'model = "m"\noutput_dir = "o"\n[data]\npath = "d.jsonl"\n'
     (MINIMAL + "[lora]\ndropout = 1.0\n", "[lora] dropout: must be in [0, 1), got 1.0"),
     ("attention = 'xformers'\n" + MINIMAL, "attention: unknown attention 'xformers'"),
     (MINIMAL + "[train]\nlr = 0\n", "[train] lr: must be above 0, got 0.0"),
+    # top-level keys written below a [table] land inside it (TOML): the error says so
+    ("[data]\npath = 'd'\nmodel = 'm'\noutput_dir = 'o'\n",
+     "train.toml: missing key 'model' (the model directory): it is inside [data]; top-level keys go above the first"),
+    (MINIMAL + "[train]\nlr = 1e-4\npatch = false\n",
+     "train.toml: [train] unknown key 'patch': patch is a top-level key; top-level keys go above the first [table]"),
 ])
 def test_bad_configs_are_one_line_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(DoctorError) as e:
