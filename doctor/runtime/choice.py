@@ -8,11 +8,12 @@ forces a backend; one whose probe did not pass raises (doctor.dispatch.choose), 
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Callable, Collection, Dict, List, Mapping, NamedTuple, Optional, Sequence, TextIO, Tuple
 
 from doctor import dispatch
-from doctor.envvars import CUDA_VISIBLE_DEVICES, DOCTOR_RUNTIME_PROBES
+from doctor.envvars import CUDA_VISIBLE_DEVICES, DOCTOR_RUNTIME_PROBES, TRITON_INTERPRET
 from doctor.errors import DoctorError
 from doctor.verdicts import ProbeResult
 
@@ -100,9 +101,10 @@ def probe_specs(ops: Sequence[str], shape: Optional[AttentionShape]) -> List["Pr
 
 # What a forced, never-probed backend imports beyond torch (a package missing would fail at the first forward)
 _ATTENTION_NEEDS = {"flash-attn": ("flash-attn",), "xformers": ("xformers",)}
+_TRITON_KERNELS = ("triton", "liger", "cut-cross-entropy")  # Triton kernels as such (torch-compile also runs on CPU)
 
 
-def _check_installed(op: str, backend: str, verdicts: Mapping[str, ProbeResult]) -> None:
+def _check_installed(op: str, backend: str, verdicts: Mapping[str, ProbeResult], env: Mapping[str, str]) -> None:
     """DoctorError now, at patch time, for a forced backend no probe saw whose package is not installed."""
     import importlib.util
 
@@ -115,6 +117,12 @@ def _check_installed(op: str, backend: str, verdicts: Mapping[str, ProbeResult])
     if missing:
         raise DoctorError(f"{dispatch.env_var(op)}={backend}: {', '.join(missing)} is not installed here "
                           f"(unset it, or install {missing[0]})")
+    if backend in _TRITON_KERNELS and not env.get(TRITON_INTERPRET):
+        import torch
+
+        if not torch.cuda.is_available():  # else Triton's "0 active drivers" at the first forward
+            raise DoctorError(f"{dispatch.env_var(op)}={backend}: Triton kernels need a CUDA GPU here "
+                              "(TRITON_INTERPRET=1 runs them in Triton's interpreter, slowly: for tests)")
 
 
 def attention_tag(shape: AttentionShape) -> str:
@@ -125,8 +133,6 @@ def attention_tag(shape: AttentionShape) -> str:
 def pick(ops: Sequence[str], shape: Optional[AttentionShape] = None, environ: Optional[Mapping[str, str]] = None,
          out: Optional[TextIO] = None) -> Picks:
     """The dispatcher's backend and callable for each op (DoctorError for a forced backend that failed its probe)."""
-    import os
-
     env = dict(os.environ if environ is None else environ)
     dispatch.validate_overrides(env)  # DOCTOR_BACKEND_RMSNORM (no such op) would otherwise be ignored silently
     forced = [op for op in ops if (env.get(dispatch.env_var(op)) or "").strip()]
@@ -135,7 +141,7 @@ def pick(ops: Sequence[str], shape: Optional[AttentionShape] = None, environ: Op
                                 forced=forced)
     choices = {op: dispatch.choose(op, by_op.get(op, {}), env) for op in ops}
     for op in forced:
-        _check_installed(op, choices[op].backend, by_op.get(op, {}))
+        _check_installed(op, choices[op].backend, by_op.get(op, {}), env)
     if note:
         print(note, file=out or sys.stderr)
     functions = {op: dispatch.implementation(op, c.backend) for op, c in choices.items()}

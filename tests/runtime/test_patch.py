@@ -266,6 +266,16 @@ def test_forced_backend_that_is_not_installed_fails_at_patch_time(monkeypatch: p
         runtime.patch(build_model("llama"))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="Triton has a driver on a CUDA machine")
+def test_forced_triton_without_a_gpu_or_the_interpreter_fails_at_patch_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Triton with no CUDA GPU and TRITON_INTERPRET unset: DoctorError from patch() (it was Triton's
+    "0 active drivers" RuntimeError at the first forward)."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setenv("DOCTOR_BACKEND_RMS_NORM", "triton")
+    with pytest.raises(DoctorError, match="DOCTOR_BACKEND_RMS_NORM=triton: Triton kernels need a CUDA GPU here"):
+        runtime.patch(build_model("llama"))
+
+
 @pytest.mark.parametrize("seq_len", [0, -5, "2048", 2.5, True])
 def test_bad_seq_len_and_skip_none(seq_len: Any) -> None:
     """seq_len sizes the attention probe: anything but a positive int is an error (0 was silently the default)."""
