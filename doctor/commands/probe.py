@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from doctor.commands import add_common, count_at_least, seconds
 from doctor.errors import DoctorError
 from doctor.exits import COMMON, ExitCode, epilog
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_CODES = epilog(COMMON, notes=("--list: always 0",))
 
@@ -26,6 +30,11 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.add_argument("--jobs", type=count_at_least(1), default=3, metavar="N",
                    help="probe processes at once (default 3; 1 for undisturbed timings)")
     p.add_argument("--list", action="store_true", help="list the catalogue and exit")
+    p.add_argument("--distributed", action="store_true",
+                   help="all-reduce/all-gather correctness and bus bandwidth across processes through torch.distributed "
+                        "(NCCL, one process per GPU; without GPUs: gloo over CPU processes)")
+    p.add_argument("--nproc", type=count_at_least(1), default=None, metavar="N",
+                   help="ranks for --distributed (default: one per visible GPU, or 2 CPU processes)")
     add_common(p)
     p.set_defaults(run=run)
 
@@ -43,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from doctor.report_data import exit_code_for
 
     out = console(args)
+    if args.distributed or args.nproc is not None:
+        return _run_distributed(args, out)
     if args.list:
         render_catalogue(out, CATALOGUE)
         return ExitCode.HEALTHY
@@ -67,6 +78,55 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(dumps(probe_document(pr, choices, findings, code)) + "\n")
         return code
     render_probe_run(out, pr, choices, verbose=args.verbose)
+    return code
+
+
+MAX_CPU_RANKS = 64  # gloo ranks on one machine: more is a typo, not a test
+
+
+def _run_distributed(args: argparse.Namespace, out: "Console") -> int:
+    """`doctor probe --distributed [--nproc N]`: the ranks on this machine, verdicts naming each rank."""
+    from doctor.envvars import CUDA_VISIBLE_DEVICES
+    from doctor.inventory import gather
+    from doctor.probes.distributed.findings import distributed_findings
+    from doctor.probes.distributed.launcher import run_distributed
+    from doctor.report.console import console
+    from doctor.report.distributed import distributed_document, render_distributed
+    from doctor.report_data import exit_code_for
+
+    if not args.distributed:
+        raise DoctorError("--nproc needs --distributed")
+    clash = [o for o, on in (("--list", args.list), ("--only", bool(args.only)), ("--gpu", args.gpu is not None),
+                             ("--refresh", args.refresh)) if on]
+    if clash:
+        raise DoctorError(f"--distributed does not combine with {', '.join(clash)}")
+    facts = gather()
+    if facts.dist("torch") is None:
+        raise DoctorError("--distributed needs torch (torch.distributed), which is not installed here")
+    gpus = len(facts.hardware.gpus) if facts.hardware.source != "override" else 0
+    visible = facts.env.get(CUDA_VISIBLE_DEVICES)
+    if visible is not None and gpus:
+        gpus = min(gpus, len([d for d in visible.split(",") if d.strip()]))
+    nccl = bool(gpus and facts.torch is not None and facts.torch.cuda)
+    # GPU path (NCCL, one rank per visible GPU) is untested in CI: no GPU there.
+    nproc = args.nproc if args.nproc is not None else (gpus if nccl else 2)
+    if nccl and nproc > gpus:
+        raise DoctorError(f"--nproc {nproc}: only {gpus} GPU(s) visible (NCCL runs one rank per GPU)")
+    if not nccl and nproc > MAX_CPU_RANKS:
+        raise DoctorError(f"--nproc {nproc}: at most {MAX_CPU_RANKS} CPU processes")
+    backend = "nccl" if nccl else "gloo"
+    timeout = args.timeout if args.timeout is not None else (60.0 if nccl else 30.0)
+    if not args.json:
+        console(args, stderr=True).print(f"distributed probe: {nproc} {backend} ranks on this machine ...")
+    run = run_distributed(nproc, backend, timeout=timeout)
+    findings = distributed_findings(run)
+    code = int(exit_code_for(findings))
+    if args.json:
+        from doctor.report.json import dumps
+
+        sys.stdout.write(dumps(distributed_document(run, findings, code)) + "\n")
+        return code
+    render_distributed(out, run, verbose=args.verbose)
     return code
 
 
