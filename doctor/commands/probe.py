@@ -118,7 +118,7 @@ def _run_distributed(args: argparse.Namespace, out: "Console") -> int:
     timeout = args.timeout if args.timeout is not None else (60.0 if nccl else 30.0)
     if not args.json:
         console(args, stderr=True).print(f"distributed probe: {nproc} {backend} ranks on this machine ...")
-    run = run_distributed(nproc, backend, timeout=timeout)
+    run = run_distributed(nproc, backend, timeout=timeout, gpu_name=facts.hardware.gpus[0].name if nccl else "")
     findings = distributed_findings(run)
     code = int(exit_code_for(findings))
     if args.json:

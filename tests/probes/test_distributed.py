@@ -205,3 +205,47 @@ def test_an_unreadable_flight_record_is_no_summary(tmp_path: Path, content: byte
     p.write_bytes(content)
     assert read_flight_record(str(p)) == ""
     assert read_flight_record(str(tmp_path / "missing")) == ""
+
+
+# `nvidia-smi topo -m` as it prints on a 4-GPU host (tabs; a bold/underlined header on a terminal).
+TOPO = ("\x1b[4m\tGPU0\tGPU1\tGPU2\tGPU3\tCPU Affinity\tNUMA Affinity\tGPU NUMA ID\x1b[0m\n"
+        "GPU0\t X \tNV18\tNV18\tSYS\t0-51\t0\t\tN/A\n"
+        "GPU1\tNV18\t X \tNV18\tSYS\t0-51\t0\t\tN/A\n"
+        "GPU2\tNV18\tNV18\t X \tSYS\t0-51\t0\t\tN/A\n"
+        "GPU3\tSYS\tSYS\tSYS\t X \t52-103\t1\t\tN/A\n"
+        "\nLegend:\n\n  X    = Self\n  SYS  = Connection traversing PCIe as well as the SMP interconnect\n")
+
+
+def test_topology_parsing_and_the_weakest_link_of_the_ranks_used() -> None:
+    """Pairs and links from the table; 3 ranks ride NVLink (NV18 = 450 GB/s), a 4th brings the PCIe hop in."""
+    from doctor.probes.distributed.link import parse_topology, rated_gbs, weakest_link
+
+    links = parse_topology(TOPO)
+    assert links[(0, 1)] == "NV18" and links[(3, 0)] == "SYS" and (0, 0) not in links and len(links) == 12
+    assert weakest_link(links, 3, "NVIDIA H100 80GB HBM3") == ("NV18", 450.0, (0, 1))
+    assert weakest_link(links, 4, "NVIDIA H100 80GB HBM3") == ("SYS", 64.0, (0, 3))
+    assert weakest_link(links, 4, "Some Future GPU") is None  # its PCIe hop has no rating: no honest grade
+    assert weakest_link(links, 3, "Some Future GPU") == ("NV18", 450.0, (0, 1))
+    assert rated_gbs("NV4", "x") == 100.0 and rated_gbs("PIX", "Tesla T4") == 16.0 and rated_gbs("??", "H100") is None
+    assert parse_topology("") == {} and parse_topology("garbage\nGPU0\tX") == {}
+
+
+def test_link_grade_and_its_finding() -> None:
+    """busbw at the largest size vs the link: >= half passes, below is a warning finding (exit 1), unknown is skipped."""
+    from doctor.probes.distributed.findings import distributed_findings
+    from doctor.probes.distributed.launcher import DistRun
+    from doctor.probes.distributed.link import grade
+    from doctor.report_data import exit_code_for
+    from doctor.verdicts import ProbeResult
+    from doctor.probes.distributed.verdicts import BandwidthRow
+
+    rows = [BandwidthRow("all_reduce", 1 << 20, 100.0, 10.0, 15.0), BandwidthRow("all_reduce", 1 << 28, 1000.0, 240.0, 360.0)]
+    ok = grade(rows, ("NV18", 450.0, (0, 1)), "nccl")
+    assert ok.status == "pass" and "360.0 GB/s" in ok.detail and "80%" in ok.detail
+    slow = grade(rows, ("NV18", 900.0, (0, 1)), "nccl")
+    assert slow.status == "wrong-result" and slow.error == pytest.approx(0.6)
+    assert grade(rows, None, "nccl").status == "skipped" and grade([], ("NV18", 450.0, (0, 1)), "nccl").status == "skipped"
+    passed = ProbeResult("dist.init", "nccl:rank0", "pass", error=0.0, tolerance=0.0)
+    run = DistRun("nccl", 2, (passed, slow), (), (), 60.0, 1.0)
+    fs = distributed_findings(run)
+    assert [(f.id, f.severity.label) for f in fs] == [("distributed.link-slow", "warn")] and exit_code_for(fs) == 1

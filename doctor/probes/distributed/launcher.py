@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tup
 from doctor._util.proc import EventChild
 from doctor.envvars import (LOCAL_RANK, MASTER_ADDR, MASTER_PORT, NCCL_SETTINGS, RANK, TORCH_NCCL_DEBUG_INFO_TEMP_FILE,
                             WORLD_SIZE, GLOO_SOCKET_IFNAME)
+from doctor.probes.distributed.link import grade, parse_topology, topology_table, weakest_link
 from doctor.probes.distributed.verdicts import (BandwidthRow, RankOutcome, bandwidth_rows, rank_verdicts,
                                                 read_flight_record)
 from doctor.probes.distributed.worker import default_job, nccl_defaults
@@ -80,8 +81,12 @@ def rank_env(base: Mapping[str, str], backend: str, rank: int, world: int, port:
 
 
 def run_distributed(nproc: int, backend: str = "gloo", timeout: float = 30.0, env: Optional[Mapping[str, str]] = None,
-                    python: Optional[str] = None, progress: Optional[Progress] = None) -> DistRun:
-    """Run the probe over `nproc` ranks on this machine (gloo: CPU processes; nccl: one per GPU); never hangs."""
+                    python: Optional[str] = None, progress: Optional[Progress] = None, gpu_name: str = "") -> DistRun:
+    """Run the probe over `nproc` ranks on this machine (gloo: CPU processes; nccl: one per GPU); never hangs.
+
+    With NCCL the all-reduce bandwidth is also graded against the GPUs' link (`gpu_name` picks the PCIe
+    rating): GPU-only, untested so far.
+    """
     if nproc < 1:
         raise ValueError("nproc must be at least 1")
     base = dict(os.environ if env is None else env)
@@ -104,7 +109,11 @@ def run_distributed(nproc: int, backend: str = "gloo", timeout: float = 30.0, en
                 c.close()
         ranks_env = rank_env(base, backend, 0, nproc, port, dump_prefix)
         results = rank_verdicts(outcomes, backend, ranks_env, limit)
-    return DistRun(backend, nproc, tuple(results), tuple(bandwidth_rows(outcomes, nproc)),
+    rows = bandwidth_rows(outcomes, nproc)
+    if backend == "nccl" and nproc > 1:  # GPU-only path: untested in CI
+        table = topology_table()
+        results.append(grade(rows, weakest_link(parse_topology(table), nproc, gpu_name) if table else None, backend))
+    return DistRun(backend, nproc, tuple(results), tuple(rows),
                    transport_settings(backend, ranks_env), timeout, time.monotonic() - t_start,
                    tuple(o.pid for o in outcomes if o.pid is not None))
 
