@@ -249,3 +249,19 @@ def test_link_grade_and_its_finding() -> None:
     run = DistRun("nccl", 2, (passed, slow), (), (), 60.0, 1.0)
     fs = distributed_findings(run)
     assert [(f.id, f.severity.label) for f in fs] == [("distributed.link-slow", "warn")] and exit_code_for(fs) == 1
+
+
+def test_ranks_that_cannot_start_or_die_at_startup(tmp_path: Path) -> None:
+    """A missing interpreter: an error verdict per rank; one that exits 1 before torch: each rank's exit and output."""
+    run = run_distributed(2, "gloo", timeout=5, python=str(tmp_path / "no-such-python"))
+    assert [(r.id, r.backend, r.status) for r in run.results] == [("dist.startup", "gloo:rank0", "error"),
+                                                                  ("dist.startup", "gloo:rank1", "error")]
+    assert all("cannot start the rank process" in r.detail for r in run.results)
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'ImportError: no torch here' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    run = run_distributed(2, "gloo", timeout=5, python=str(fake))
+    assert [(r.id, r.status) for r in run.results] == [("dist.startup", "error")] * 2
+    assert all("died starting (import torch): exit code 1" in r.detail and "no torch here" in r.stderr_tail
+               for r in run.results), run.results
+    assert gone(list(run.pids))

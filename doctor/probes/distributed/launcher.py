@@ -104,6 +104,11 @@ def run_distributed(nproc: int, backend: str = "gloo", timeout: float = 30.0, en
                                            rank_env(base, backend, r, nproc, port, dump_prefix)))
             outcomes = _watch(children, limit, progress)
             outcomes = [o._replace(flight_record=read_flight_record(dump_prefix + str(o.rank))) for o in outcomes]
+        except OSError as exc:  # the interpreter is gone or not executable: every rank shares the verdict
+            why = f"cannot start the rank process: {exc.strerror or exc}"
+            results = [ProbeResult("dist.startup", f"{backend}:rank{r}", "error", op="startup", detail=why) for r in range(nproc)]
+            return DistRun(backend, nproc, tuple(results), (), transport_settings(backend, base), timeout,
+                           time.monotonic() - t_start)
         finally:
             for c in children:
                 c.close()
