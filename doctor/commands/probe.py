@@ -13,7 +13,8 @@ from doctor.exits import COMMON, ExitCode, epilog
 if TYPE_CHECKING:
     from rich.console import Console
 
-EXIT_CODES = epilog(COMMON, notes=("--list: always 0",))
+EXIT_CODES = epilog(COMMON, notes=("--list: always 0",
+                                   "--distributed: 2 when a rank hung, died or got a wrong result; 1 when only the link grade is low"))
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
