@@ -202,11 +202,27 @@ def _check_inputs(cfg: TrainConfig) -> None:
         raise DoctorError(f"{cfg.source.name}: model: {cfg.model}: no such directory (a local Hugging Face model folder)")
     if not (cfg.model / "config.json").is_file():
         raise DoctorError(f"{cfg.source.name}: model: {cfg.model}: no config.json (not a Hugging Face model folder)")
+    if cfg.patch:
+        _check_architecture(cfg)
     data = Path(cfg.data.path)
     if not data.is_file():
         why = "a folder, not a JSONL file" if data.is_dir() else "no such file"
         raise DoctorError(f"{cfg.source.name}: [data] path: {cfg.data.path}: {why}")
     _check_output_dir(cfg)
+
+
+def _check_architecture(cfg: TrainConfig) -> None:
+    """patch = true on a model doctor.runtime.patch does not take: one line now, not after the model has loaded."""
+    from doctor.runtime.patching import FAMILIES, REFUSED
+
+    try:
+        archs = json.loads((cfg.model / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return  # transformers' loader says what is wrong with the file
+    if archs and not any(a in FAMILIES for a in archs):
+        why = REFUSED.get(archs[0], "not of the Llama family")
+        raise DoctorError(f"{cfg.source.name}: patch: {cfg.model} is a {archs[0]} ({why}); doctor.runtime.patch takes "
+                          f"{', '.join(FAMILIES)}: set patch = false to train it on transformers' own code")
 
 
 def _check_output_dir(cfg: TrainConfig) -> None:

@@ -144,3 +144,16 @@ def test_an_output_dir_that_cannot_be_a_folder_is_one_line_before_the_model_load
             loop.train(cfg, log=lambda line: pytest.fail(f"the run started: {line}"))
     with pytest.raises(DoctorError, match=r"\[data\] path: .*: a folder, not a JSONL file"):
         loop.train(_cfg(tmp_path, model_dir, tmp_path), log=lambda line: None)
+
+
+def test_patch_on_an_architecture_it_does_not_take_is_one_line_before_the_model_loads(tmp_path: Path, dataset: Path) -> None:
+    """An OLMo folder with patch = true (the default): refused naming the way out, before any weights load."""
+    olmo = tmp_path / "olmo"
+    olmo.mkdir()
+    (olmo / "config.json").write_text('{"architectures": ["OlmoForCausalLM"], "model_type": "olmo"}', encoding="utf-8")
+    with pytest.raises(DoctorError, match=r"c.toml: patch: .*olmo is a OlmoForCausalLM \(not of the Llama family\); "
+                                          r"doctor.runtime.patch takes LlamaForCausalLM.*: set patch = false"):
+        loop.train(_cfg(tmp_path, olmo, dataset), log=lambda line: pytest.fail(f"the run started: {line}"))
+    with pytest.raises(DoctorError) as e:  # patch = false: past this check (it fails later: the folder has no weights)
+        loop.train(replace(_cfg(tmp_path, olmo, dataset), patch=False), log=lambda line: None)
+    assert "patch:" not in str(e.value)
