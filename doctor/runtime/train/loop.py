@@ -333,7 +333,10 @@ class DataPlan:
                      packing.rows([self.examples[i] for i in order], cfg.data.seq_len, cfg.data.packing)]
         self.per_epoch = max(1, math.ceil(len(self.rows) / cfg.train.batch_size))
         accum = cfg.train.grad_accum
-        self.total_steps = cfg.train.steps or max(1, math.ceil(cfg.train.epochs * self.per_epoch / accum))
+        # with epochs, the run is that many micro-batches (the last step may accumulate fewer): rounding up to whole
+        # steps would train 4 epochs for `epochs = 1` on a one-micro-batch dataset with grad_accum = 4
+        self.micro_batches = 0 if cfg.train.steps else max(1, math.ceil(cfg.train.epochs * self.per_epoch))
+        self.total_steps = cfg.train.steps or math.ceil(self.micro_batches / accum)
         self._perm: Dict[int, List[int]] = {}
 
     def _permutation(self, epoch: int) -> List[int]:
@@ -353,8 +356,9 @@ class DataPlan:
     def step_batches(self, step: int, pad_id: int) -> List[packing.MicroBatch]:
         """The grad_accum micro-batches of optimizer step `step` (1-based)."""
         accum = self.cfg.train.grad_accum
+        end = min(step * accum, self.micro_batches) if self.micro_batches else step * accum
         return [packing.collate(self.micro_batch_rows(m), pad_id, self.cfg.data.packing)
-                for m in range((step - 1) * accum, step * accum)]
+                for m in range((step - 1) * accum, end)]
 
 
 # ----------------------------------------------------------------------------- one step

@@ -71,6 +71,10 @@ def test_data_plan_is_a_function_of_seed_and_step(tmp_path: Path, model_dir: Pat
     # every example once per epoch
     per_epoch = sum(sum(bt.examples for bt in a.step_batches(s, 0)) for s in range(1, a.per_epoch + 1))
     assert per_epoch == len(examples)
+    # epochs = 1 with more accumulation than the epoch has micro-batches: one pass, not grad_accum passes
+    one = replace(cfg, train=replace(cfg.train, epochs=1.0, grad_accum=a.per_epoch + 3))
+    plan = loop.DataPlan(examples, one)
+    assert plan.total_steps == 1 and sum(bt.examples for bt in plan.step_batches(1, 0)) == len(examples)
 
 
 def test_schedules() -> None:
