@@ -265,3 +265,22 @@ def test_ranks_that_cannot_start_or_die_at_startup(tmp_path: Path) -> None:
     assert all("died starting (import torch): exit code 1" in r.detail and "no torch here" in r.stderr_tail
                for r in run.results), run.results
     assert gone(list(run.pids))
+
+
+def test_a_rank_dead_before_torch_leaves_its_peer_blaming_it(tmp_path: Path) -> None:
+    """Rank 1's interpreter fails before `import torch`; rank 0 waits in init until killed, its verdict blames rank 1."""
+    from doctor.probes.distributed.findings import distributed_findings
+
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f'#!/bin/sh\nif [ "$RANK" = 1 ]; then echo "rank 1 broken interpreter" >&2; exit 1; fi\n'
+                       f'exec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    t0 = time.monotonic()
+    run = run_distributed(2, "gloo", timeout=3, python=str(wrapper), env=env_with(PYTHONPATH=str(REPO)))
+    assert time.monotonic() - t0 < 60
+    by = {(r.backend, r.id): r for r in run.results}
+    dead = by[("gloo:rank1", "dist.startup")]
+    assert dead.status == "error" and "exit code 1" in dead.detail and "broken interpreter" in dead.stderr_tail
+    stuck = by[("gloo:rank0", "dist.init")]
+    assert stuck.status == "timeout" and stuck.detail.startswith("waiting on a peer (rank 1 died): rank 0")
+    assert [f.subject for f in distributed_findings(run)] == ["gloo:rank1"] and gone(list(run.pids))

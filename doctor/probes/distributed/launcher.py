@@ -1,9 +1,9 @@
 """Start the distributed probe's ranks on this machine, isolated: one child per rank, deadlines, group kills.
 
 Each rank is a doctor._util.proc.EventChild (its own process group, events on a pipe, output in a
-log), rendezvousing on 127.0.0.1 at a free port. A rank must report within IMPORT_TIMEOUT until it
-has imported torch, then within `timeout + grace` of its previous event (the process group's own
-timeout is `timeout`, so a rank waiting on a hung peer reports the failure itself first). A silent
+log), rendezvousing on 127.0.0.1 at a free port. A rank must report within IMPORT_TIMEOUT until every
+rank has imported torch, then within `timeout + grace` of its previous event or of that moment (the
+collectives' own timeout is `timeout`, so a rank waiting on a hung peer reports the failure itself first). A silent
 rank is killed with its whole group; when the run ends, nothing it started is left running.
 """
 
@@ -129,12 +129,13 @@ def _watch(children: List[EventChild], limit: float, progress: Optional[Progress
     events: List[List[Dict[str, Any]]] = [[] for _ in range(n)]
     last = [time.monotonic()] * n
     ready = [False] * n
+    all_ready = float("inf")  # when the last rank had imported torch: the others' waits in init count from there
     finished: Dict[int, Tuple[Optional[int], bool, float]] = {}  # rank -> (exit code, timed out, silent s)
     while len(finished) < n:
         for r, child in enumerate(children):
             if r in finished:
                 continue
-            deadline = last[r] + (limit if ready[r] else IMPORT_TIMEOUT)
+            deadline = (max(last[r], all_ready) + limit) if all_ready < float("inf") else last[r] + IMPORT_TIMEOUT
             kind, ev = child.next_event(min(deadline, time.monotonic() + POLL_S))
             now = time.monotonic()
             if kind in ("event", "garbage") and ev is not None:
@@ -149,5 +150,7 @@ def _watch(children: List[EventChild], limit: float, progress: Optional[Progress
             elif now >= deadline:
                 child.kill()  # its whole group: nothing it started stays behind
                 finished[r] = (child.exit_code(), True, now - last[r])
+            if all_ready == float("inf") and all(ready[i] or i in finished for i in range(n)):
+                all_ready = time.monotonic()  # a rank gone before import is not worth waiting for either
     return [RankOutcome(r, tuple(events[r]), None if finished[r][1] else finished[r][0], finished[r][1], finished[r][2],
                         tail=children[r].tail(TAIL_CHARS), pid=children[r].proc.pid) for r in range(n)]

@@ -102,20 +102,24 @@ def rank_verdicts(outcomes: Sequence[RankOutcome], backend: str, env: Mapping[st
                 status=status, error=_num(ev.get("error")), tolerance=_num(ev.get("tolerance")),
                 time_ms=_num(ev.get("time_ms")), detail=detail[:2000],
                 stderr_tail=o.tail if status not in ("pass", "skipped") else ""))
-        failure = _rank_failure(o, label, backend, env, limit_s)
+        dead = "; ".join(f"rank {r} {w}" for r, w in sorted(others.items()) if w != "hung")
+        failure = _rank_failure(o, label, backend, env, limit_s, dead)
         if failure is not None:
             results.append(failure)
     return results
 
 
-def _rank_failure(o: RankOutcome, label: str, backend: str, env: Mapping[str, str], limit_s: float) -> Optional[ProbeResult]:
-    """The verdict for a rank that hung or died (None when it finished)."""
+def _rank_failure(o: RankOutcome, label: str, backend: str, env: Mapping[str, str], limit_s: float,
+                  dead: str = "") -> Optional[ProbeResult]:
+    """The verdict for a rank that hung or died (None when it finished); `dead`: peers that died, which it may have waited on."""
     step, words = _phase(o.events)
     pid = f" (pid {o.pid})" if o.pid else ""
     record = f"; NCCL flight recorder: {o.flight_record}" if o.flight_record else ""
     if o.timed_out:
         detail = (f"rank {o.rank}{pid} hung {words}: nothing from it for {o.silent_s:.0f} s (limit {limit_s:g} s); "
                   f"its process group was killed. Settings: {settings_line(backend, env)}{record}")
+        if dead:  # stuck waiting for a peer that is gone: the peer is the culprit
+            detail = f"waiting on a peer ({dead}): {detail}"
         return ProbeResult(step, label, "timeout", op=step[5:], detail=detail[:2000], stderr_tail=o.tail)
     done = any(e.get("event") == "done" for e in o.events)
     if o.exit_code == 0 and done:

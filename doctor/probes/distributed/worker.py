@@ -36,6 +36,7 @@ CPU_BW_BYTES = (4096, 262144, 4194304)  # gloo on CPU: small, or a CI run takes 
 GPU_BW_BYTES = (1 << 20, 1 << 24, 1 << 28)  # NCCL: up to 256 MiB, where busbw reaches the link's plateau
 DIE_EXIT_CODE = 7
 FLIGHT_RECORD_ENTRIES = "2000"
+INIT_MIN_S = 60.0  # rendezvous waits for the slowest rank's `import torch`: a short --timeout must not fail it
 
 
 def nccl_defaults(dump_prefix: str) -> Dict[str, str]:
@@ -72,18 +73,19 @@ def _tolerance(dtype_name: str, world: int) -> float:
     return 0.0 if 2 * world <= _exact_limit(dtype_name) else (2.0 ** -7 if dtype_name == "bfloat16" else 2.0 ** -23)
 
 
-def _check(torch: Any, dist: Any, collective: str, count: int, dtype_name: str, rank: int, world: int, device: Any) -> float:
+def _check(torch: Any, dist: Any, collective: str, count: int, dtype_name: str, rank: int, world: int, device: Any,
+           group: Any) -> float:
     """Run one collective on the pattern and return the max relative error against the exact answer."""
     dtype = getattr(torch, dtype_name)
     if collective == "all_reduce":
         t = _pattern(torch, count, rank, dtype, device)
-        dist.all_reduce(t)
+        dist.all_reduce(t, group=group)
         want = sum(_pattern(torch, count, r, torch.float64, device) for r in range(world))
         got = t.to(torch.float64)
     else:
         mine = _pattern(torch, count, rank, dtype, device)
         outs = [torch.empty_like(mine) for _ in range(world)]
-        dist.all_gather(outs, mine)
+        dist.all_gather(outs, mine, group=group)
         want = torch.cat([_pattern(torch, count, r, torch.float64, device) for r in range(world)])
         got = torch.cat(outs).to(torch.float64)
     return float(((got - want).abs() / want.abs().clamp_min(1.0)).max().item())
@@ -95,7 +97,7 @@ def _sync(torch: Any, device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
-def _bandwidth(torch: Any, dist: Any, collective: str, nbytes: int, world: int, iters: int, device: Any) -> float:
+def _bandwidth(torch: Any, dist: Any, collective: str, nbytes: int, world: int, iters: int, device: Any, group: Any) -> float:
     """Microseconds per collective of `nbytes` (all-gather: the gathered total), after one warm-up."""
     per_rank = max(1, nbytes // 4 // (world if collective == "all_gather" else 1))
     t = torch.ones(per_rank, dtype=torch.float32, device=device)
@@ -103,13 +105,13 @@ def _bandwidth(torch: Any, dist: Any, collective: str, nbytes: int, world: int, 
 
     def once() -> None:
         if collective == "all_reduce":
-            dist.all_reduce(t)
+            dist.all_reduce(t, group=group)
         else:
-            dist.all_gather(outs, t)
+            dist.all_gather(outs, t, group=group)
 
     once()
     _sync(torch, device)
-    dist.barrier()
+    dist.barrier(group=group)
     t0 = time.perf_counter()
     for _ in range(iters):
         once()
@@ -134,9 +136,12 @@ def run_rank(job: Mapping[str, Any], emit: Emit, env: Optional[Mapping[str, str]
          import_s=round(time.perf_counter() - t0, 2))
     emit(event="begin", rank=rank, check="init", dtype="")
     t1 = time.perf_counter()
+    timeout = float(job.get("timeout", 30.0))
     try:
         dist.init_process_group(backend, rank=rank, world_size=world,
-                                timeout=datetime.timedelta(seconds=float(job.get("timeout", 30.0))))
+                                timeout=datetime.timedelta(seconds=max(timeout, INIT_MIN_S)))
+        # the collectives run in a group with the short timeout: a hung peer is noticed in `timeout` s
+        group = dist.new_group(timeout=datetime.timedelta(seconds=timeout)) if timeout < INIT_MIN_S else None
     except Exception as exc:  # the rendezvous failed: that is the verdict
         traceback.print_exc()
         emit(event="result", rank=rank, check="init", dtype="", status="error",
@@ -147,13 +152,14 @@ def run_rank(job: Mapping[str, Any], emit: Emit, env: Optional[Mapping[str, str]
     if _hook_rank(DOCTOR_DIST_TEST_DIE_RANK) == rank:
         print(f"test hook {DOCTOR_DIST_TEST_DIE_RANK}: rank {rank} exits with code {DIE_EXIT_CODE}", file=sys.stderr, flush=True)
         os._exit(DIE_EXIT_CODE)
-    ok = _run_checks(torch, dist, job, emit, rank, world, device)
+    ok = _run_checks(torch, dist, job, emit, rank, world, device, group)
     if not keep_group:
         dist.destroy_process_group()
     return ok
 
 
-def _run_checks(torch: Any, dist: Any, job: Mapping[str, Any], emit: Emit, rank: int, world: int, device: Any) -> bool:
+def _run_checks(torch: Any, dist: Any, job: Mapping[str, Any], emit: Emit, rank: int, world: int, device: Any,
+                group: Any) -> bool:
     """Correctness per (collective, dtype) over every size, then bandwidth; stops at the first failure."""
     hang = _hook_rank(DOCTOR_DIST_TEST_HANG_RANK) == rank
     ok = True
@@ -167,7 +173,7 @@ def _run_checks(torch: Any, dist: Any, job: Mapping[str, Any], emit: Emit, rank:
             tol = _tolerance(dtype_name, world)
             t0 = time.perf_counter()
             try:
-                err = max(_check(torch, dist, collective, c, dtype_name, rank, world, device) for c in counts)
+                err = max(_check(torch, dist, collective, c, dtype_name, rank, world, device, group) for c in counts)
             except Exception as exc:  # a peer gone or timed out: the group is unusable from here on
                 traceback.print_exc()
                 emit(event="result", rank=rank, check=collective, dtype=dtype_name, status="error",
@@ -182,7 +188,7 @@ def _run_checks(torch: Any, dist: Any, job: Mapping[str, Any], emit: Emit, rank:
         for nbytes in job.get("bw_bytes") or CPU_BW_BYTES:
             emit(event="begin", rank=rank, check=f"{collective}.bandwidth", dtype="float32", bytes=nbytes)
             try:
-                us = _bandwidth(torch, dist, collective, int(nbytes), world, int(job.get("iters", 5)), device)
+                us = _bandwidth(torch, dist, collective, int(nbytes), world, int(job.get("iters", 5)), device, group)
             except Exception as exc:
                 traceback.print_exc()
                 emit(event="result", rank=rank, check=f"{collective}.bandwidth", dtype="float32", status="error",
