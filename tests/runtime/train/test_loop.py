@@ -161,3 +161,27 @@ def test_patch_on_an_architecture_it_does_not_take_is_one_line_before_the_model_
     with pytest.raises(DoctorError) as e:  # patch = false: past this check (it fails later: the folder has no weights)
         loop.train(replace(_cfg(tmp_path, olmo, dataset), patch=False), log=lambda line: None)
     assert "patch:" not in str(e.value)
+
+
+def test_the_progress_bar_shows_loss_and_tokens_per_second_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal (stdout.isatty) the bar shows step, loss and tok/s; off a terminal it prints nothing."""
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stdout", screen)
+    bar = loop._Progress(True, total=4, start=1, color=False)
+    bar.update(loop.StepRecord(step=2, loss=4.25, lr=1e-3, tokens=300, seconds=0.5))
+    bar.close()
+    shown = screen.getvalue()
+    assert "2/4" in shown and "loss 4.2500" in shown and "600 tok/s" in shown, shown
+    pipe = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", pipe)
+    quiet = loop._Progress(True, total=4, start=0)
+    quiet.update(loop.StepRecord(step=1, loss=4.0, lr=1e-3, tokens=10, seconds=1.0))
+    quiet.close()
+    assert pipe.getvalue() == ""
