@@ -117,6 +117,9 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
     if in_force != impl:  # unpacked rows: the patch put its own attention in (it falls back to SDPA for masks)
         impl, why = in_force, "doctor.runtime.patch's attention (no packing: plain causal rows)"
     say(f"patch: {patched}")
+    warning = positions_warning(examples, model.config, cfg.data.seq_len)
+    if warning:
+        say(warning)
     say(f"device: {device.type}, {precision}, attention {impl} ({why})")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
@@ -237,6 +240,17 @@ def _check_output_dir(cfg: TrainConfig) -> None:
         if not os.access(folder, os.W_OK | os.X_OK):
             raise DoctorError(f"{cfg.source.name}: output_dir: {folder}: not writable by this user")
         return
+
+
+def positions_warning(examples: Sequence[Example], config: Any, seq_len: int) -> str:
+    """A line when examples run past the model's trained positions (RoPE extrapolates there: quality, not a crash);
+    "" otherwise. Packing restarts positions per example, so the longest example is what counts."""
+    limit = getattr(config, "max_position_embeddings", None)
+    longest = max((len(e.input_ids) for e in examples), default=0)
+    if not isinstance(limit, int) or longest <= limit:
+        return ""
+    return (f"warning: examples of up to {longest} tokens, past the model's {limit} positions "
+            f"(max_position_embeddings): set [data] seq_len = {limit} to cut them there (now {seq_len})")
 
 
 def _precision(requested: str, device: Any) -> Tuple[str, Any]:

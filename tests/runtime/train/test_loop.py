@@ -185,3 +185,16 @@ def test_the_progress_bar_shows_loss_and_tokens_per_second_on_a_terminal(monkeyp
     quiet.update(loop.StepRecord(step=1, loss=4.0, lr=1e-3, tokens=10, seconds=1.0))
     quiet.close()
     assert pipe.getvalue() == ""
+
+
+def test_examples_past_the_models_positions_get_a_warning_line() -> None:
+    from types import SimpleNamespace
+
+    from doctor.runtime.train.data import Example
+
+    config = SimpleNamespace(max_position_embeddings=8)
+    short, long = Example(tuple(range(8)), tuple(range(8)), 1), Example(tuple(range(12)), tuple(range(12)), 2)
+    assert loop.positions_warning([short], config, seq_len=16) == ""
+    assert loop.positions_warning([short, long], config, seq_len=16) == (
+        "warning: examples of up to 12 tokens, past the model's 8 positions (max_position_embeddings): "
+        "set [data] seq_len = 8 to cut them there (now 16)")
