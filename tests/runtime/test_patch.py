@@ -228,6 +228,12 @@ def test_bad_inputs() -> None:
                                             num_attention_heads=2, num_key_value_heads=1, head_dim=8))
     with pytest.raises(DoctorError, match="unsupported architecture Gemma2ForCausalLM: Gemma 2 keeps its own"):
         runtime.patch(gemma2)
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    gemma3 = Gemma3ForCausalLM(Gemma3TextConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                                num_attention_heads=2, num_key_value_heads=1, head_dim=8))
+    with pytest.raises(DoctorError, match="unsupported architecture Gemma3ForCausalLM: Gemma 3 keeps its own"):
+        runtime.patch(gemma3)
     with pytest.raises(DoctorError, match="unknown op 'flash' in skip"):
         runtime.patch(build_model("llama"), skip=("flash",))
 
