@@ -12,8 +12,8 @@ import os
 from typing import TYPE_CHECKING, List
 
 from doctor.findings import Category, Finding, Severity
-from doctor.report.console import print_command
-from doctor.report.summary import ICONS, STYLES, summary_line
+from doctor.report.text import print_finding
+from doctor.report.summary import STYLES, summary_line
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -22,23 +22,8 @@ if TYPE_CHECKING:
 
 
 def _line(con: "Console", fd: Finding, detail: bool) -> None:
-    """One finding: icon, title, id; with `detail`, its evidence, explanation and fix (indented)."""
-    from rich.markup import escape
-    from rich.padding import Padding
-    from rich.text import Text
-
-    con.print(Text.assemble((f"  [{ICONS[fd.severity]}] ", STYLES[fd.severity]),
-                            (fd.title, "bold" if fd.severity >= Severity.WARN else ""), (f"  ({fd.id})", "dim")))
-    if not detail:
-        return
-    for k, v in fd.evidence:
-        con.print(Padding(Text.assemble((k + ": ", "dim"), v), (0, 0, 0, 6), expand=False))
-    if fd.explanation:
-        con.print(Padding(Text(fd.explanation, style="italic"), (0, 0, 0, 6), expand=False))
-    for a in fd.fix:
-        cmd = a.command()
-        text = f"fix: {escape(cmd)}" if cmd else f"fix: {escape(a.description)}"
-        print_command(con, Text.from_markup(f"[bold]{text}[/bold]" + (f"  [dim]# {escape(a.description)}[/dim]" if cmd else "")), 6)
+    """One finding as `doctor check` prints it (evidence, explanation and fix with `detail`)."""
+    print_finding(con, fd, detail)
 
 
 def problems(report: "Report") -> List[Finding]:

@@ -14,13 +14,33 @@ from doctor.report.tables import dispatch_table_view, render_verdict_details, ve
 if TYPE_CHECKING:  # rich is imported lazily: the --json path never pays for it
     from rich.console import Console
 
+    from doctor.findings import Finding
     from doctor.report_data import ReportData as Report
+
+
+def print_finding(console: "Console", fd: "Finding", detail: bool) -> None:
+    """One finding: icon, title, id; with `detail`, its evidence, explanation and fix (indented)."""
+    from rich.markup import escape
+    from rich.padding import Padding
+    from rich.text import Text
+
+    console.print(Text.assemble((f"  [{ICONS[fd.severity]}] ", STYLES[fd.severity]),
+                                (fd.title, "bold" if fd.severity >= Severity.WARN else ""), (f"  ({fd.id})", "dim")))
+    if not detail:
+        return
+    for k, v in fd.evidence:
+        console.print(Padding(Text.assemble((k + ": ", "dim"), v), (0, 0, 0, 6), expand=False))
+    if fd.explanation:
+        console.print(Padding(Text(fd.explanation, style="italic"), (0, 0, 0, 6), expand=False))
+    for a in fd.fix:
+        cmd = a.command()
+        line = f"fix: {escape(cmd)}" if cmd else f"fix: {escape(a.description)}"
+        # one line even on a narrow terminal: a wrapped command pastes as a partial one
+        print_command(console, Text.from_markup(f"[bold]{line}[/bold]" + (f"  [dim]# {escape(a.description)}[/dim]" if cmd else "")), 6)
 
 
 def render_text(report: "Report", console: Optional["Console"] = None, verbose: bool = False) -> None:
     """Print the doctor's report: sections, one line per finding, evidence and fix under problems."""
-    from rich.markup import escape
-    from rich.padding import Padding
     from rich.text import Text
 
     console = console or default_console()
@@ -41,20 +61,7 @@ def render_text(report: "Report", console: Optional["Console"] = None, verbose: 
             if fd.severity is Severity.OK and not verbose:
                 console.print(Text.assemble(("  [✓] ", STYLES[fd.severity]), fd.title))
                 continue
-            console.print(Text.assemble((f"  [{ICONS[fd.severity]}] ", STYLES[fd.severity]), (fd.title, "bold" if fd.severity >= Severity.WARN else ""),
-                                        (f"  ({fd.id})", "dim")))
-            show_detail = verbose or fd.severity >= Severity.WARN
-            if not show_detail:
-                continue
-            for k, v in fd.evidence:
-                console.print(Padding(Text.assemble((k + ": ", "dim"), v), (0, 0, 0, 6), expand=False))
-            if fd.explanation:
-                console.print(Padding(Text(fd.explanation, style="italic"), (0, 0, 0, 6), expand=False))
-            for a in fd.fix:
-                cmd = a.command()
-                line = f"fix: {escape(cmd)}" if cmd else f"fix: {escape(a.description)}"
-                # one line even on a narrow terminal: a wrapped command pastes as a partial one
-                print_command(console, Text.from_markup(f"[bold]{line}[/bold]" + (f"  [dim]# {escape(a.description)}[/dim]" if cmd else "")), 6)
+            print_finding(console, fd, verbose or fd.severity >= Severity.WARN)
     if report.probes and verbose:
         console.print()
         console.print(verdict_table(report.probes))
