@@ -15,15 +15,17 @@ from typing import TYPE_CHECKING, Optional
 from doctor.runtime.train.config import TrainConfig, load_config
 
 if TYPE_CHECKING:  # pragma: no cover
+    from doctor.runtime.train.distributed import Group
     from doctor.runtime.train.loop import Log, RunSummary
 
 
 def train(cfg: TrainConfig, log: "Optional[Log]" = None, stop_after: Optional[int] = None,
-          progress: bool = False, color: bool = True) -> "RunSummary":
+          progress: bool = False, color: bool = True, group: "Optional[Group]" = None) -> "RunSummary":
     """Run or continue the training `cfg` describes (see doctor.runtime.train.loop.train)."""
+    from doctor.runtime.train.distributed import SINGLE
     from doctor.runtime.train.loop import train as _train
 
-    return _train(cfg, log=log, stop_after=stop_after, progress=progress, color=color)
+    return _train(cfg, log=log, stop_after=stop_after, progress=progress, color=color, group=group or SINGLE)
 
 
 __all__ = ["TrainConfig", "load_config", "train"]

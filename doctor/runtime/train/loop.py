@@ -38,6 +38,7 @@ from doctor.runtime.train import packing
 from doctor.runtime.train.attention import choose as choose_attention
 from doctor.runtime.train.config import TrainConfig
 from doctor.runtime.train.data import Example, read_jsonl, tokenize
+from doctor.runtime.train.distributed import SINGLE, Group
 
 SUMMARY = "run_summary.json"
 ADAPTER = "adapter"  # output_dir/adapter: adapter_config.json + adapter_model.safetensors (plain peft format)
@@ -91,14 +92,21 @@ class RunSummary:
 
 
 def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int] = None,
-          progress: bool = False, color: bool = True) -> RunSummary:
-    """Run (or continue) the training the config describes; write the adapter and run_summary.json."""
+          progress: bool = False, color: bool = True, group: Group = SINGLE) -> RunSummary:
+    """Run (or continue) the training the config describes; write the adapter and run_summary.json.
+
+    In a data-parallel run (`group`, doctor.runtime.train.distributed) every rank calls this; rank 0 alone
+    logs and writes the adapter, checkpoints and summary.
+    """
     say = log or (lambda line: print(line, flush=True))
+    if not group.lead:  # one voice: rank 0's
+        say = _silent
+        progress = False
     _check_inputs(cfg)
     lines = read_jsonl(Path(cfg.data.path))  # a broken line is reported before torch and the model load
     import torch
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # a rank's current device (set_device)
     precision, dtype = _precision(cfg.train.precision, device)
     _seed_everything(cfg.train.seed)
     tokenizer = _load_tokenizer(cfg.model)
@@ -126,7 +134,8 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg.train.schedule, cfg.train.warmup_steps, total))
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
 
-    out.mkdir(parents=True, exist_ok=True)
+    if group.lead:
+        out.mkdir(parents=True, exist_ok=True)
     start: int = 0
     losses: List[float] = []
     if ckpt is not None and state is not None:
@@ -146,7 +155,14 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
             t_step = time.perf_counter()
             rng = _rng_state()  # what a checkpoint of the previous step holds, should Ctrl-C come mid-step
             batches = plan.step_batches(step, tokenizer.pad_token_id)
-            loss = accumulate(model, batches, device, impl, dtype if precision != "fp32" else None, scaler)
+            if group.world == 1:
+                loss = accumulate(model, batches, device, impl, dtype if precision != "fp32" else None, scaler)
+            else:  # this rank's micro-batches, weighted by their share of the WHOLE step's targets; summed over ranks
+                mine = batches[group.rank::group.world]
+                part = accumulate(model, mine, device, impl, dtype if precision != "fp32" else None, scaler,
+                                  total=sum(b.targets for b in batches))
+                loss = group.sum(part)
+                group.sum_grads(params)
             if not math.isfinite(loss):  # before the update: the last checkpoint stays a good one
                 raise DoctorError(f"step {step}: the loss is {loss}: lower [train] lr or use precision = \"fp32\"")
             lr = scheduler.get_last_lr()[0]
@@ -161,12 +177,12 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
             if step % cfg.train.log_every == 0 or step == last:
                 tps = sum(r.tokens for r in records) / max(sum(r.seconds for r in records), 1e-9)
                 say(f"step {step}/{total}  loss {loss:.4f}  lr {lr:.3g}  tokens/s {tps:,.0f}")
-            if (cfg.train.save_every and step % cfg.train.save_every == 0) or step == last:
+            if group.lead and ((cfg.train.save_every and step % cfg.train.save_every == 0) or step == last):
                 save_checkpoint(out, step, losses, cfg, model, optimizer, scheduler, scaler)
                 saved = step
     except KeyboardInterrupt:
         # Ctrl-C between two updates: keep the finished steps (a half-accumulated step is simply redone).
-        if not updating and done_step > saved:
+        if group.lead and not updating and done_step > saved:
             optimizer.zero_grad(set_to_none=True)
             if done_step < step:  # interrupted inside the next step: the RNGs as they were when it began
                 save_checkpoint(out, done_step, losses, cfg, model, optimizer, scheduler, scaler, rng=rng)
@@ -179,7 +195,7 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
     seconds = time.perf_counter() - t0
     done = last == total
     adapter_dir = out / ADAPTER
-    if done:
+    if done and group.lead:
         save_adapter(model, adapter_dir)
     tokens = sum(r.tokens for r in records)
     summary = RunSummary(
@@ -190,10 +206,18 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
         trainable_parameters=sum(p.numel() for p in params), tokens=tokens, seconds=round(seconds, 3),
         tokens_per_second=round(tokens / seconds, 1) if seconds > 0 else 0.0, losses=losses,
         config=_config_dict(cfg))
-    write_json(out / SUMMARY, asdict(summary))
+    if group.lead:
+        blob = asdict(summary)
+        if group.world > 1:  # a key only data-parallel runs have: a single process's summary stays as it was
+            blob["world_size"] = group.world
+        write_json(out / SUMMARY, blob)
     say(f"{'done' if done else 'stopped'}: step {summary.stopped_at}/{total}, loss {losses[-1] if losses else float('nan'):.4f}"
         + (f", adapter in {adapter_dir}" if done else f"; run again to continue from step {summary.stopped_at}"))
     return summary
+
+
+def _silent(line: str) -> None:
+    """The log of a rank other than 0."""
 
 
 # ----------------------------------------------------------------------------- inputs and the model
@@ -379,15 +403,17 @@ class DataPlan:
 
 
 def accumulate(model: Any, batches: Sequence[packing.MicroBatch], device: Any, attention: str,
-               autocast_dtype: Any = None, scaler: Any = None) -> float:
+               autocast_dtype: Any = None, scaler: Any = None, total: Optional[int] = None) -> float:
     """Forward and backward over the micro-batches of one step; returns the step's loss (mean over all its targets).
 
     Each micro-batch's mean loss is weighted by targets_i / targets_total before backward, so the gradients
-    summed over the micro-batches are those of the mean over every target token of the step.
+    summed over the micro-batches are those of the mean over every target token of the step. `total`: the
+    targets of the whole step when these batches are one rank's share of it (the result is then that share's part).
     """
     import torch
 
-    total = sum(b.targets for b in batches)
+    if total is None:
+        total = sum(b.targets for b in batches)
     if total == 0:
         raise DoctorError("a step has no target tokens (every example shorter than 2 tokens?)")
     loss_sum = 0.0
