@@ -33,6 +33,7 @@ from doctor.errors import DoctorError
 MAX_NPROC = 64  # more ranks than that on one machine is a typo
 COLLECTIVE_TIMEOUT_S = 600.0  # a collective waiting longer than this on a peer fails its rank (a hung peer)
 POLL_S = 0.1
+INTERRUPT_GRACE_S = 60.0  # after Ctrl-C, how long rank 0 may take to write its checkpoint
 ERROR_PREFIX = "doctor: error: "  # how the CLI prints a rank's one-line error (doctor.cli)
 INTERNAL_PREFIX = "doctor: internal error: "
 
@@ -169,10 +170,11 @@ def launch(argv: Sequence[str], nproc: int) -> int:
                                           start_new_session=True))
         failed = _wait(procs)
     except KeyboardInterrupt:
-        for p in procs:  # rank 0 checkpoints on SIGINT; the others are stopped with it
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        _reap(procs, grace=30.0)
+        # Ctrl-C reaches only us (each rank has its own session). Rank 0 alone gets it: it checkpoints the last
+        # finished step as a single process does (every rank holds the same adapter), then the others are killed.
+        if procs and procs[0].poll() is None:
+            procs[0].send_signal(signal.SIGINT)
+            _reap(procs[:1], grace=INTERRUPT_GRACE_S)
         raise
     finally:
         for p in procs:

@@ -137,6 +137,38 @@ def test_a_rank_that_dies_ends_the_run_in_one_line_naming_it(tmp_path: Path, mod
     assert not Path(f"/proc/{ranks['0']}").exists() or "Z" in Path(f"/proc/{ranks['0']}/stat").read_text().split()[2]
 
 
+def test_ctrl_c_checkpoints_the_last_finished_step(tmp_path: Path, runs: Dict[int, Any], model_dir: Path,
+                                                   dataset: Path) -> None:
+    """SIGINT to the command: rank 0 saves the last finished step (the one-process losses), exit 130, no rank left."""
+    cfg = write_config(tmp_path / "train.toml", model_dir, dataset, tmp_path / "out", **{**SETTINGS, "steps": 500})
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "doctor", "train", str(cfg), "--nproc", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(REPO),
+                            stdin=subprocess.DEVNULL)
+    kids: List[int] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("step 2/"):
+                kids = _children(proc.pid)
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "doctor: interrupted" in err
+    (ckpt,) = (tmp_path / "out" / "checkpoints").iterdir()
+    state = json.loads((ckpt / "state.json").read_text())
+    n = state["step"]
+    assert n >= 2 and f"interrupted: checkpoint at step {n}" in out
+    assert state["losses"] == pytest.approx(_summary(runs[1][0])["losses"][:n], rel=1e-5)  # constant schedule
+    assert len(kids) == 2 and not [k for k in kids if Path(f"/proc/{k}").exists()
+                                   and Path(f"/proc/{k}/stat").read_text().split()[2] != "Z"]
+
+
 @pytest.mark.parametrize("n", ["0", "65"])
 def test_a_bad_nproc_is_one_line_and_exit_3(tmp_path: Path, model_dir: Path, dataset: Path, n: str) -> None:
     cfg = write_config(tmp_path / "train.toml", model_dir, dataset, tmp_path / "out")
