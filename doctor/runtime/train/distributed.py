@@ -236,5 +236,5 @@ def _error_line(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     mine = [ln for ln in lines if ln.startswith(ERROR_PREFIX) or ln.startswith(INTERNAL_PREFIX)]
     if mine:
-        return mine[-1].split(": ", 1)[1] if mine[-1].startswith(ERROR_PREFIX) else mine[-1][len("doctor: "):]
+        return mine[-1][len(ERROR_PREFIX):] if mine[-1].startswith(ERROR_PREFIX) else mine[-1][len("doctor: "):]
     return lines[-1][:300] if lines else ""

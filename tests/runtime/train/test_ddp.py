@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from typing import Any, Dict, List
 import pytest
 
 from tests.conftest import REPO
-from tests.runtime.train.conftest import doctor_train, last_error_line, write_config
+from tests.runtime.train.conftest import doctor_train, last_error_line, write_config, write_jsonl
 
 STEPS = 4
 SETTINGS: Dict[str, Any] = {"steps": STEPS, "batch_size": 1, "grad_accum": 3, "gradient_checkpointing": False}
@@ -167,6 +168,17 @@ def test_ctrl_c_checkpoints_the_last_finished_step(tmp_path: Path, runs: Dict[in
     assert state["losses"] == pytest.approx(_summary(runs[1][0])["losses"][:n], rel=1e-5)  # constant schedule
     assert len(kids) == 2 and not [k for k in kids if Path(f"/proc/{k}").exists()
                                    and Path(f"/proc/{k}/stat").read_text().split()[2] != "Z"]
+
+
+def test_bad_data_in_the_ranks_is_one_line_naming_a_rank_and_exit_3(tmp_path: Path, model_dir: Path) -> None:
+    data = write_jsonl(tmp_path / "train.jsonl", ['{"text": "the cat"}', '{"text": "the dog"'])
+    cfg = write_config(tmp_path / "train.toml", model_dir, data, tmp_path / "out")
+    res = doctor_train(str(cfg), "--nproc", "2", timeout=120)
+    assert res.returncode == 3, res.stdout + res.stderr
+    line = last_error_line(res.stderr) or ""
+    assert re.fullmatch(r"doctor: error: rank [01] of 2 failed \(exit code 3\): \S*train\.jsonl:2: not JSON \(.*\); "
+                        r"the other ranks were stopped", line), line
+    assert "Traceback" not in res.stderr
 
 
 @pytest.mark.parametrize("n", ["0", "65"])
