@@ -21,10 +21,11 @@ from packaging.version import InvalidVersion, Version
 from doctor.actions import Action, PipInstall, PipUninstall
 from doctor.compat_matrix.model import Matrix
 from doctor.facts import Facts
-from doctor.findings import Finding, Severity
+from doctor.findings import Finding
 from doctor.resolve.index_versions import VersionLister
 from doctor.compat_matrix.stack import TORCH_FAMILY
 from doctor.resolve.keep import keep_set
+from doctor.resolve.offline import offline_install, offline_plan, pip_fixable
 from doctor.resolve.options import PlanOptions
 from doctor.resolve.pip_report import Resolved, ResolveFailed, Resolver, ResolverRun, environment_key
 from doctor.resolve.plan import FAILED, NOTHING, UNVERIFIED, VERIFIED, Candidate, Change, Plan, Verification, finding_key
@@ -67,10 +68,6 @@ class Move(NamedTuple):
     description: str
     choices: Tuple[Choice, ...] = ()
     removals: Tuple[str, ...] = ()
-
-
-def _pip_fixable(f: Finding) -> bool:
-    return f.severity >= Severity.WARN and any(isinstance(a, (PipInstall, PipUninstall)) for a in f.fix)
 
 
 # Consequences: an unmet requirement of a package that another fix replaces may simply vanish with it
@@ -252,7 +249,7 @@ class _Planner:
         given_up: Dict[str, str] = {}
         target_keys = {finding_key(t) for t in targets}
         for _ in range(MAX_STEPS):
-            open_ = [f for f in serious(current) if _pip_fixable(f) and finding_key(f) not in given_up
+            open_ = [f for f in serious(current) if pip_fixable(f) and finding_key(f) not in given_up
                      and (finding_key(f) in target_keys or finding_key(f) not in {finding_key(b) for b in serious(self.findings0)})]
             if not open_:
                 break
@@ -360,12 +357,10 @@ class _Planner:
 
 def plan_fixes(facts: Facts, matrix: Matrix, findings: Sequence[Finding], options: PlanOptions = PlanOptions()) -> Plan:
     """The smallest verified package change that fixes the package findings at warn or worse (or why none)."""
-    targets = [f for f in findings if _pip_fixable(f)]
+    targets = [f for f in findings if pip_fixable(f)]
     if not targets:
         return Plan((), verification=Verification(NOTHING, reason="no finding a package change fixes"), python=options.python)
     if options.offline:
-        from doctor.resolve.offline import offline_plan
-
         return offline_plan(facts, matrix, targets, options)
     planner = _Planner(facts, matrix, options)
     current_keys = {finding_key(f) for f in serious(planner.findings0)}
@@ -384,8 +379,6 @@ def plan_install(facts: Facts, matrix: Matrix, requirements: Sequence[str], opti
         except InvalidRequirement as exc:
             raise DoctorError(f"not a requirement: {text!r} ({exc})") from None
     if options.offline:
-        from doctor.resolve.offline import offline_install
-
         return offline_install(facts, matrix, reqs, options)
     planner = _Planner(facts, matrix, options)
     choices = []
