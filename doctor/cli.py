@@ -70,11 +70,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     return code
 
 
+def _parser_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost (sub)command's parser that args were parsed by (`doctor cache status` -> its own)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = getattr(args, action.dest, None)
+            if chosen in action.choices:
+                return _parser_of(action.choices[chosen], args)
+    return parser
+
+
 def _main(argv: Optional[List[str]]) -> int:
     """Parse, run the subcommand, and turn every way it can end into its exit code."""
     args_list = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(args_list)
-    args = parser.parse_args(args_list)
+    args, extra = parser.parse_known_args(args_list)
+    if extra:  # argparse would blame the top-level parser; the hint should name the subcommand's own help
+        _parser_of(parser, args).error("unrecognized arguments: " + " ".join(extra))
     debug = bool(getattr(args, "debug", False))
     if args.command is None:
         parser.print_help()

@@ -288,3 +288,16 @@ def test_readme_exit_code_table_matches_the_code() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     for code in ExitCode:
         assert f"| {int(code)} | {code.meaning} |" in readme, code
+
+
+@pytest.mark.parametrize("args,help_of", [
+    (["--frob"], "doctor --help"),
+    (["check", "--frob"], "doctor check --help"),
+    (["cache", "status", "--frob"], "doctor cache --help"),
+    (["train", "x.toml", "--frob"], "doctor train --help"),
+])
+def test_unknown_option_points_at_the_subcommands_help(args, help_of) -> None:  # type: ignore[no-untyped-def]
+    """An unknown option names the help of the command it was given to, not the top level's."""
+    proc = run_doctor(*args, env={"DOCTOR_GPUS": "none"})
+    assert proc.returncode == 3, (proc.returncode, proc.stderr)
+    assert f"unrecognized arguments: --frob (see `{help_of}`)" in proc.stderr, proc.stderr
