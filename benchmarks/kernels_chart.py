@@ -10,11 +10,12 @@ Made where matplotlib is installed (the GPU machine may lack it): from the JSON,
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 from typing import Any, Dict, List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # chart_common beside this script
+import chart_common  # noqa: E402
 
 GBPS_CASES = (("rms_norm", "RMSNorm"), ("swiglu", "SwiGLU"), ("geglu", "GeGLU (tanh)"),
               ("rope_contiguous", "RoPE [B,H,S,D]"), ("rope_views", "RoPE views of [B,S,H,D]"))
@@ -29,14 +30,7 @@ TARGETS = {"rms_norm": 0.80, "swiglu": 0.95, "geglu": 0.95, "rope_contiguous": 0
 
 def load(path: str) -> Dict[str, Any]:
     """The benchmark's JSON; a one-line SystemExit for a missing or malformed file."""
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"{path}: cannot read the benchmark's JSON: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list) or not doc.get("copy_GBps"):
-        raise SystemExit(f"{path}: not benchmarks/kernels.py output (needs 'rows' and 'copy_GBps')")
-    return doc
+    return chart_common.load_json(path, lambda d: isinstance(d.get("rows"), list) and bool(d.get("copy_GBps")), "benchmarks/kernels.py output (needs 'rows' and 'copy_GBps')")
 
 
 def _value(rows: List[Dict[str, Any]], case: str, impl: str, key: str) -> Optional[float]:
@@ -100,28 +94,13 @@ def chart(doc: Dict[str, Any], out: str) -> str:
     fig.suptitle(f"doctor kernels, {doc.get('dtype', '')}: {m.get('device', '?')}, torch {m.get('torch', '?')}, "
                  f"triton {m.get('triton', '?')}, {m.get('date', '')}" + (" (SMOKE run)" if doc.get("smoke") else ""),
                  fontsize=10)
-    fig.tight_layout()
-    tmp = out + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    return chart_common.save(fig, out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Parse, draw, print the path."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("json", help="kernels.json written by benchmarks/kernels.py")
-    p.add_argument("-o", "--out", help="PNG path (default: beside the JSON, kernels.png)")
-    args = p.parse_args(argv)
-    doc = load(args.json)
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        print("matplotlib is not installed here: make the chart where it is (pip install matplotlib)", file=sys.stderr)
-        return 1
-    print(chart(doc, args.out or os.path.join(os.path.dirname(os.path.abspath(args.json)), "kernels.png")))
-    return 0
+    return chart_common.main(argv, description=__doc__.splitlines()[0], script="kernels_chart.py", source="benchmarks/kernels.py",
+                             default_png="kernels.png", load=load, chart=chart)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ not the benchmark's.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 from typing import Any, Dict, List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # chart_common beside this script
+import chart_common  # noqa: E402
 
 LABELS = {"hf": "transformers + peft", "liger": "+ Liger", "unsloth": "Unsloth", "doctor": "doctor runtime"}
 COLORS = {"hf": "#7f7f7f", "liger": "#2ca02c", "unsloth": "#9467bd", "doctor": "#d62728"}
@@ -23,14 +24,7 @@ COLORS = {"hf": "#7f7f7f", "liger": "#2ca02c", "unsloth": "#9467bd", "doctor": "
 
 def load(path: str) -> Dict[str, Any]:
     """The benchmark's JSON; a one-line SystemExit for a missing or malformed file."""
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"{path}: cannot read the benchmark's JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("benchmark") != "train" or not isinstance(doc.get("variants"), dict):
-        raise SystemExit(f"{path}: not benchmarks/train.py output (needs 'benchmark': 'train' and 'variants')")
-    return doc
+    return chart_common.load_json(path, lambda d: d.get("benchmark") == "train" and isinstance(d.get("variants"), dict), "benchmarks/train.py output (needs 'benchmark': 'train' and 'variants')")
 
 
 def _bars(ax: Any, names: List[str], values: List[Optional[float]], labels: List[str], ylabel: str, title: str) -> None:
@@ -92,29 +86,13 @@ def chart(doc: Dict[str, Any], out: str) -> str:
                  f"{setup['dtype']}, batch {setup['batch']} x {setup['seq']}, {doc.get('device') or setup['device']}, "
                  f"{doc.get('date', '')}" + (" (SMOKE run)" if setup.get("smoke") else "")
                  + (f"\nnot run: {'; '.join(missing)}" if missing else ""), fontsize=10)
-    fig.tight_layout()
-    tmp = out + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    return chart_common.save(fig, out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Parse, draw, print the path."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("json", help="train.json written by benchmarks/train.py")
-    p.add_argument("-o", "--out", help="PNG path (default: beside the JSON, train.png)")
-    args = p.parse_args(argv)
-    doc = load(args.json)
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError as exc:
-        print(f"train_chart.py needs matplotlib, which is not installed here ({exc}): pip install matplotlib, or make "
-              "the chart on a machine that has it (it reads only the JSON)", file=sys.stderr)
-        return 1
-    print(chart(doc, args.out or os.path.join(os.path.dirname(os.path.abspath(args.json)), "train.png")))
-    return 0
+    return chart_common.main(argv, description=__doc__.splitlines()[0], script="train_chart.py", source="benchmarks/train.py",
+                             default_png="train.png", load=load, chart=chart)
 
 
 if __name__ == "__main__":
