@@ -32,6 +32,7 @@ COLUMNS = "COLUMNS"  # terminal width rich uses when it cannot ask the terminal
 
 # --- GPUs --------------------------------------------------------------------------------------------
 CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"  # which GPUs CUDA shows; `doctor probe --gpu N` sets it for probes
+CUDA_DEVICE_ORDER = "CUDA_DEVICE_ORDER"  # "PCI_BUS_ID": CUDA numbers GPUs as nvidia-smi does (default FASTEST_FIRST)
 
 # --- compiled caches (each read the way its owner reads it) ------------------------------------------
 UNSLOTH_COMPILE_LOCATION = "UNSLOTH_COMPILE_LOCATION"  # unsloth_zoo's compiled cache (default: cwd-relative)
