@@ -10,7 +10,7 @@ from typing import Tuple
 
 # --- the doctor's own ------------------------------------------------------------------------------
 DOCTOR_PREFIX = "DOCTOR_"  # every variable the doctor owns starts so; all are shown in the report's facts
-DOCTOR_GPUS = "DOCTOR_GPUS"  # simulated GPUs, NAME@CC[@MEM_MIB],... or "none": replaces detection
+DOCTOR_GPUS = "DOCTOR_GPUS"  # simulated GPUs, NAME@CC[@MEM_MIB][@UUID],... or "none": replaces detection
 DOCTOR_DRIVER_VERSION = "DOCTOR_DRIVER_VERSION"  # simulated NVIDIA driver version (replaces detection)
 DOCTOR_CUDA_DRIVER_VERSION = "DOCTOR_CUDA_DRIVER_VERSION"  # simulated highest CUDA the driver supports
 DOCTOR_CACHE_DIR = "DOCTOR_CACHE_DIR"  # the doctor's own cache (probe verdicts, compiled checks)

@@ -2,10 +2,12 @@
 
 When any of these is set (non-empty), nothing is detected and Hardware.source is "override":
 
-- ``DOCTOR_GPUS``: comma-separated ``NAME@CC[@MEM_MIB]`` items, e.g.
+- ``DOCTOR_GPUS``: comma-separated ``NAME@CC[@MEM_MIB][@UUID]`` items, e.g.
   ``Tesla T4@7.5@15360,NVIDIA H100 80GB HBM3@9.0``; or ``none`` for a machine without GPU.
   CC is the compute capability ``MAJOR.MINOR``, or ``?`` when unknown (as procfs-only
-  detection leaves it); MEM_MIB an integer number of MiB, or ``?``.
+  detection leaves it); MEM_MIB an integer number of MiB, or ``?``; UUID the driver's
+  ``GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`` (``NAME@CC@UUID`` when the memory is left out),
+  unique per item: what CUDA_VISIBLE_DEVICES may name a GPU by.
 - ``DOCTOR_DRIVER_VERSION``: the NVIDIA driver, e.g. ``535.104.05`` (or ``570.26``).
 - ``DOCTOR_CUDA_DRIVER_VERSION``: the highest CUDA the driver supports, e.g. ``12.2``.
 
@@ -15,14 +17,17 @@ A malformed value raises DoctorError naming the variable, on one line.
 from __future__ import annotations
 
 import re
-from typing import Mapping, Optional, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 from doctor.envvars import DOCTOR_CUDA_DRIVER_VERSION, DOCTOR_DRIVER_VERSION, DOCTOR_GPUS
 from doctor.errors import DoctorError
 from doctor.facts import GPU, Hardware
+from doctor._util.regex import lazy
 from doctor.inventory.gpu.detection import CC_RE, CUDA_RE, DRIVER_RE, short
 
 OVERRIDE_VARS = (DOCTOR_GPUS, DOCTOR_DRIVER_VERSION, DOCTOR_CUDA_DRIVER_VERSION)
+# A GPU UUID as NVML and nvidia-smi spell it ([0-9a-fA-F], not \w: only hex digits).
+UUID_RE = lazy(r"GPU-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 
 
 def hardware_from_override(environ: Mapping[str, str]) -> Optional[Hardware]:
@@ -48,15 +53,22 @@ def hardware_from_override(environ: Mapping[str, str]) -> Optional[Hardware]:
 
 
 def parse_gpu_override(value: str) -> Tuple[GPU, ...]:
-    """Parse DOCTOR_GPUS ("NAME@CC[@MEM_MIB],..." or "none"); raises DoctorError when malformed."""
+    """Parse DOCTOR_GPUS ("NAME@CC[@MEM_MIB][@UUID],..." or "none"); raises DoctorError when malformed."""
     if value.strip().lower() == "none":
         return ()
-    gpus = []
+    gpus: List[GPU] = []
     for index, item in enumerate(value.split(",")):
         parts = [p.strip() for p in item.split("@")]
+        uuid = None
+        if len(parts) in (3, 4) and parts[-1].startswith("GPU-"):  # the UUID is told apart by its GPU- start
+            uuid = parts.pop()
         problem = None
         if len(parts) not in (2, 3):
-            problem = "is not NAME@CC[@MEM_MIB]"
+            problem = "is not NAME@CC[@MEM_MIB][@UUID]"
+        elif uuid is not None and not UUID_RE.match(uuid):
+            problem = f"has UUID {short(uuid)}, expected GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx (hex digits)"
+        elif uuid is not None and any(g.uuid == uuid for g in gpus):
+            problem = f"repeats UUID {uuid} (each GPU has its own)"
         elif not parts[0]:
             problem = "has an empty name"
         elif parts[1] != "?" and not CC_RE.match(parts[1]):
@@ -71,5 +83,5 @@ def parse_gpu_override(value: str) -> Tuple[GPU, ...]:
         cc_match = CC_RE.match(parts[1])
         cc = (int(cc_match.group(1)), int(cc_match.group(2))) if cc_match else None
         memory = int(parts[2]) if len(parts) == 3 and parts[2] != "?" else None
-        gpus.append(GPU(index=index, name=parts[0], compute_capability=cc, memory_mib=memory))
+        gpus.append(GPU(index=index, name=parts[0], compute_capability=cc, memory_mib=memory, uuid=uuid))
     return tuple(gpus)
