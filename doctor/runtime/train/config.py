@@ -23,6 +23,9 @@ else:  # tomli is a dependency of the doctor below 3.11
 
 SCHEDULES = ("constant", "linear", "cosine")  # after the warmup: flat, linear to 0, cosine to 0
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # auto: bf16 where the GPU has it, else fp16; fp32 on CPU
+# With 2+ ranks: ddp keeps a whole model on every rank (one all-reduce of the adapter's gradients a step);
+# fsdp shards the model over the ranks (torch FSDP2, fully_shard): for a model that does not fit one GPU.
+PARALLELS = ("ddp", "fsdp")
 # The projections of the Llama family's decoder layers: what "all linear layers" means for LoRA here.
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -64,6 +67,7 @@ class TrainSettings:
     seed: int = 0  # data order, adapter init and dropout
     save_every: int = 0  # save a resumable checkpoint every N steps (0: only at the end)
     log_every: int = 1  # print loss and tokens/s every N steps
+    parallel: str = "ddp"  # one of PARALLELS: how 2+ ranks (--nproc, torchrun) share the model; one process: ignored
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,8 @@ def _validate(name: str, data: DataConfig, lora: LoraConfig, train: TrainSetting
         raise bad("[train] schedule", f"unknown schedule {train.schedule!r} (choose from {', '.join(SCHEDULES)})")
     if train.precision not in PRECISIONS:
         raise bad("[train] precision", f"unknown precision {train.precision!r} (choose from {', '.join(PRECISIONS)})")
+    if train.parallel not in PARALLELS:
+        raise bad("[train] parallel", f"unknown mode {train.parallel!r} (choose from {', '.join(PARALLELS)})")
     attention: Optional[str] = doc.get("attention")
     if attention is not None and attention not in ATTENTIONS:
         raise bad("attention", f"unknown attention {attention!r} (choose from {', '.join(ATTENTIONS)})")

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from doctor.errors import DoctorError
-from doctor.runtime.train import packing
+from doctor.runtime.train import fsdp, packing
 from doctor.runtime.train.attention import choose as choose_attention
 from doctor.runtime.train.config import TrainConfig
 from doctor.runtime.train.data import Example, read_jsonl, tokenize
@@ -120,7 +120,10 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
     out = cfg.output_dir
     ckpt = latest_checkpoint(out) if cfg.resume else None
     state = _read_state(ckpt, cfg) if ckpt is not None else None  # a mismatch is reported before the model loads
-    model, patched = build_model(cfg, dtype, impl)
+    sharding = group.world > 1 and cfg.train.parallel == "fsdp"
+    model, patched = build_model(cfg, dtype, impl, place=not sharding)  # FSDP moves only the shards to the GPU
+    if sharding:
+        fsdp.shard(model, group.world, device.type == "cuda")
     in_force = getattr(model.config, "_attn_implementation", impl) or impl
     if in_force != impl:  # unpacked rows: the patch put its own attention in (it falls back to SDPA for masks)
         impl, why = in_force, "doctor.runtime.patch's attention (no packing: plain causal rows)"
@@ -128,7 +131,10 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
     warning = positions_warning(examples, model.config, cfg.data.seq_len)
     if warning:
         say(warning)
-    say(f"device: {device.type}, {precision}, attention {impl} ({why})")
+    say(f"device: {device.type}, {precision}, attention {impl} ({why})"
+        + (f", model sharded over {group.world} ranks (FSDP)" if sharding else ""))
+    if cfg.train.parallel == "fsdp" and group.world == 1:
+        say("parallel: fsdp with one process: nothing to shard, the whole model trains here")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg.train.schedule, cfg.train.warmup_steps, total))
@@ -140,7 +146,7 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
     losses: List[float] = []
     if ckpt is not None and state is not None:
         start, losses = int(state["step"]), [float(x) for x in state["losses"]]
-        _restore(ckpt, model, optimizer, scheduler, scaler)
+        _restore(ckpt, model, optimizer, scheduler, scaler, params if sharding else None)
         say(f"resumed from {ckpt} (step {start} of {total})")
     last = total if stop_after is None else min(total, stop_after)
     model.train()
@@ -159,10 +165,18 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
                 loss = accumulate(model, batches, device, impl, dtype if precision != "fp32" else None, scaler)
             else:  # this rank's micro-batches, weighted by their share of the WHOLE step's targets; summed over ranks
                 mine = batches[group.rank::group.world]
-                part = accumulate(model, mine, device, impl, dtype if precision != "fp32" else None, scaler,
-                                  total=sum(b.targets for b in batches))
+                total_targets = sum(b.targets for b in batches)
+                if sharding:  # every rank the same number of passes; FSDP sums the gradients (averaged, scaled back)
+                    stand_in = next((b for b in batches if b.targets), None)
+                    part = accumulate(model, mine, device, impl, dtype if precision != "fp32" else None, scaler,
+                                      total=total_targets, stand_in=stand_in,
+                                      passes=fsdp.passes(len(batches), group.world), scale=float(group.world))
+                else:
+                    part = accumulate(model, mine, device, impl, dtype if precision != "fp32" else None, scaler,
+                                      total=total_targets)
                 loss = group.sum(part)
-                group.sum_grads(params)
+                if not sharding:
+                    group.sum_grads(params)
             if not math.isfinite(loss):  # before the update: the last checkpoint stays a good one
                 raise DoctorError(f"step {step}: the loss is {loss}: lower [train] lr or use precision = \"fp32\"")
             lr = scheduler.get_last_lr()[0]
@@ -177,12 +191,19 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
             if step % cfg.train.log_every == 0 or step == last:
                 tps = sum(r.tokens for r in records) / max(sum(r.seconds for r in records), 1e-9)
                 say(f"step {step}/{total}  loss {loss:.4f}  lr {lr:.3g}  tokens/s {tps:,.0f}")
-            if group.lead and ((cfg.train.save_every and step % cfg.train.save_every == 0) or step == last):
-                save_checkpoint(out, step, losses, cfg, model, optimizer, scheduler, scaler)
+            if (cfg.train.save_every and step % cfg.train.save_every == 0) or step == last:
+                whole = _gather(model, optimizer) if sharding else None  # FSDP: a collective of every rank
+                if group.lead:
+                    save_checkpoint(out, step, losses, cfg, model, optimizer, scheduler, scaler, whole=whole)
                 saved = step
     except KeyboardInterrupt:
         # Ctrl-C between two updates: keep the finished steps (a half-accumulated step is simply redone).
-        if group.lead and not updating and done_step > saved:
+        if group.lead and sharding and not updating and done_step > saved:
+            # the adapter is sharded: gathering it needs every rank, and Ctrl-C reached rank 0 alone
+            say(f"interrupted: the sharded (FSDP) adapter cannot be gathered by rank 0 alone: no checkpoint of "
+                f"step {done_step}; " + (f"the last one is step {saved}" if saved else "none was saved yet")
+                + " (set [train] save_every); run again to continue")
+        elif group.lead and not updating and done_step > saved:
             optimizer.zero_grad(set_to_none=True)
             if done_step < step:  # interrupted inside the next step: the RNGs as they were when it began
                 save_checkpoint(out, done_step, losses, cfg, model, optimizer, scheduler, scaler, rng=rng)
@@ -195,8 +216,10 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
     seconds = time.perf_counter() - t0
     done = last == total
     adapter_dir = out / ADAPTER
-    if done and group.lead:
-        save_adapter(model, adapter_dir)
+    if done:
+        whole = _gather(model, None) if sharding else None  # FSDP: a collective of every rank
+        if group.lead:
+            save_adapter(model, adapter_dir, whole[0] if whole else None)
     tokens = sum(r.tokens for r in records)
     summary = RunSummary(
         model=str(cfg.model), dataset=str(cfg.data.path), output_dir=str(out), adapter=str(adapter_dir) if done else "",
@@ -309,8 +332,10 @@ def _load_tokenizer(model_dir: Path) -> Any:
     return tok
 
 
-def build_model(cfg: TrainConfig, dtype: Any, attention: str) -> Tuple[Any, str]:
-    """The base model in `dtype`, patched, checkpointed, wrapped in peft LoRA: (model, what patch did)."""
+def build_model(cfg: TrainConfig, dtype: Any, attention: str, place: bool = True) -> Tuple[Any, str]:
+    """The base model in `dtype`, patched, checkpointed, wrapped in peft LoRA: (model, what patch did).
+
+    place: move it to this process's device (False: it stays on the CPU, for FSDP to shard)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -322,7 +347,8 @@ def build_model(cfg: TrainConfig, dtype: Any, attention: str) -> Tuple[Any, str]
         model = AutoModelForCausalLM.from_pretrained(str(cfg.model), dtype=dtype, attn_implementation=attention)
     except Exception as e:
         raise DoctorError(f"{cfg.model}: cannot load the model ({' '.join(str(e).split())[:240]})") from None
-    model.to(device)
+    if place:
+        model.to(device)
     patched = _patch(model, cfg)
     if cfg.train.gradient_checkpointing:
         kw = {"use_reentrant": False}
@@ -403,12 +429,15 @@ class DataPlan:
 
 
 def accumulate(model: Any, batches: Sequence[packing.MicroBatch], device: Any, attention: str,
-               autocast_dtype: Any = None, scaler: Any = None, total: Optional[int] = None) -> float:
+               autocast_dtype: Any = None, scaler: Any = None, total: Optional[int] = None,
+               stand_in: Optional[packing.MicroBatch] = None, passes: int = 0, scale: float = 1.0) -> float:
     """Forward and backward over the micro-batches of one step; returns the step's loss (mean over all its targets).
 
     Each micro-batch's mean loss is weighted by targets_i / targets_total before backward, so the gradients
     summed over the micro-batches are those of the mean over every target token of the step. `total`: the
     targets of the whole step when these batches are one rank's share of it (the result is then that share's part).
+    FSDP (doctor.runtime.train.fsdp): `passes` forward/backward passes exactly, a micro-batch without targets and
+    the passes past this share running `stand_in` at weight 0; `scale` multiplies the weights (not the loss).
     """
     import torch
 
@@ -418,15 +447,18 @@ def accumulate(model: Any, batches: Sequence[packing.MicroBatch], device: Any, a
         raise DoctorError("a step has no target tokens (every example shorter than 2 tokens?)")
     loss_sum = 0.0
     mask_dtype = autocast_dtype or next(model.parameters()).dtype
-    for b in batches:
-        if b.targets == 0:
+    runs = [(b, 1.0) if b.targets else (stand_in, 0.0) for b in batches]
+    if stand_in is not None:
+        runs += [(stand_in, 0.0)] * (passes - len(runs))
+    for b, on in runs:
+        if b is None or b.targets == 0:  # no stand-in (no FSDP): a pass with nothing to learn is skipped
             continue
         kw = packing.model_inputs(b, device, attention, mask_dtype)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             loss = model(**kw).loss
-        weighted = loss.float() * (b.targets / total)
+        weighted = loss.float() * (on * scale * b.targets / total)
         (scaler.scale(weighted) if scaler is not None else weighted).backward()
-        loss_sum += float(loss.detach()) * b.targets
+        loss_sum += on * float(loss.detach()) * b.targets
     return loss_sum / total
 
 
@@ -482,11 +514,21 @@ def _replace_dir(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def save_adapter(model: Any, path: Path) -> None:
-    """The adapter in plain peft format (PeftModel.from_pretrained loads it), written whole or not at all."""
+def _gather(model: Any, optimizer: Any) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
+    """FSDP: the adapter (by parameter name) and the optimizer state, whole (collectives: every rank calls this)."""
+    return fsdp.full_adapter(model), (fsdp.full_optimizer_state(optimizer) if optimizer is not None else None)
+
+
+def save_adapter(model: Any, path: Path, whole: Optional[Dict[str, Any]] = None) -> None:
+    """The adapter in plain peft format (PeftModel.from_pretrained loads it), written whole or not at all.
+
+    whole: the adapter's tensors by parameter name, when the model's own are shards (FSDP)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
+    if whole is not None:
+        model.save_pretrained(str(tmp), state_dict=whole)  # peft filters and renames them as it does its own
+    else:
+        model.save_pretrained(str(tmp))
     _replace_dir(tmp, path)
 
 
@@ -507,8 +549,11 @@ def _rng_state() -> Dict[str, Any]:
 
 
 def save_checkpoint(out: Path, step: int, losses: Sequence[float], cfg: TrainConfig, model: Any, optimizer: Any,
-                    scheduler: Any, scaler: Any, rng: Optional[Dict[str, Any]] = None) -> Path:
-    """Adapter weights, optimizer, scheduler, RNG states (now, or `rng`) and the loss history; older ones removed."""
+                    scheduler: Any, scaler: Any, rng: Optional[Dict[str, Any]] = None,
+                    whole: Optional[Tuple[Dict[str, Any], Optional[Dict[str, Any]]]] = None) -> Path:
+    """Adapter weights, optimizer, scheduler, RNG states (now, or `rng`) and the loss history; older ones removed.
+
+    whole: (adapter by parameter name, optimizer state) gathered from the shards (FSDP): saved in the same format."""
     import torch
     from peft import get_peft_model_state_dict
 
@@ -518,7 +563,9 @@ def save_checkpoint(out: Path, step: int, losses: Sequence[float], cfg: TrainCon
     tmp = root / f".step-{step:06d}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    torch.save({"adapter": get_peft_model_state_dict(model), "optimizer": optimizer.state_dict(),
+    adapter = get_peft_model_state_dict(model, state_dict=whole[0]) if whole else get_peft_model_state_dict(model)
+    optim = whole[1] if whole and whole[1] is not None else optimizer.state_dict()
+    torch.save({"adapter": adapter, "optimizer": optim,
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
                 "rng": rng if rng is not None else _rng_state()}, tmp / "training_state.pt")
     state = {"step": step, "losses": list(losses), "settings": _resume_settings(cfg)}
@@ -544,8 +591,11 @@ def _read_state(ckpt: Path, cfg: TrainConfig) -> Dict[str, Any]:
     return {"step": step, "losses": losses}
 
 
-def _restore(ckpt: Path, model: Any, optimizer: Any, scheduler: Any, scaler: Any) -> None:
-    """Adapter weights, optimizer, scheduler, grad scaler and RNG states from a checkpoint."""
+def _restore(ckpt: Path, model: Any, optimizer: Any, scheduler: Any, scaler: Any,
+             sharded: Optional[List[Any]] = None) -> None:
+    """Adapter weights, optimizer, scheduler, grad scaler and RNG states from a checkpoint.
+
+    sharded: the trainable parameters when they are FSDP shards (each rank takes its shard of the saved tensors)."""
     import torch
     from peft import set_peft_model_state_dict
 
@@ -553,8 +603,12 @@ def _restore(ckpt: Path, model: Any, optimizer: Any, scheduler: Any, scaler: Any
         blob = torch.load(ckpt / "training_state.pt", map_location="cpu", weights_only=False)
     except (OSError, RuntimeError, EOFError) as e:
         raise DoctorError(f"{ckpt}: unreadable checkpoint ({e}); delete it to start over") from None
-    set_peft_model_state_dict(model, blob["adapter"])
-    optimizer.load_state_dict(blob["optimizer"])
+    if sharded is not None:
+        fsdp.load_adapter(model, blob["adapter"])
+        optimizer.load_state_dict(fsdp.shard_optimizer_state(blob["optimizer"], sharded))
+    else:
+        set_peft_model_state_dict(model, blob["adapter"])
+        optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     if scaler is not None and blob.get("scaler"):
         scaler.load_state_dict(blob["scaler"])
