@@ -33,14 +33,15 @@ class ProbeRun(NamedTuple):
 
 def selected_gpu_cc(facts: Facts, gpu: Optional[int]) -> Optional[Tuple[int, int]]:
     """Compute capability of the GPU the children will use (--gpu, else the first visible)."""
+    from doctor.probes.gpus import visible_gpus
+
     gpus = facts.hardware.gpus
     if not gpus:
         return None
-    index = gpu
-    if index is None:
-        first = (facts.env.get(CUDA_VISIBLE_DEVICES) or "").split(",")[0].strip()
-        index = int(first) if first.isdigit() else 0
-    match = [g for g in gpus if g.index == index] or list(gpus[:1])
+    if gpu is None:
+        visible = visible_gpus(gpus, facts.env).gpus  # cuda:0 is the first GPU CUDA_VISIBLE_DEVICES leaves
+        return (visible or gpus)[0].compute_capability
+    match = [g for g in gpus if g.index == gpu] or list(gpus[:1])
     return match[0].compute_capability
 
 
@@ -61,11 +62,13 @@ def run_probes(
     environ: Optional[Mapping[str, str]] = None,
     jobs: int = 3,
 ) -> ProbeRun:
-    """Run (or reuse) the verdicts of the selected probes for this environment."""
+    """Run (or reuse) the verdicts of the selected probes for this environment; `gpu`: the nvidia-smi index of the
+    one GPU the children see (by its UUID when known), else whatever CUDA_VISIBLE_DEVICES shows."""
     from doctor import dispatch
     from doctor.probes import store  # noqa: lazy with the rest: `doctor check --no-probes` never loads them
     from doctor.probes.catalogue import CATALOGUE_VERSION, select
     from doctor.probes.fingerprint import fingerprint, fingerprint_inputs
+    from doctor.probes.gpus import device_env
     from doctor.probes.runner import groups_of, run_group, unmet_requirement
 
     t0 = time.monotonic()
@@ -74,8 +77,10 @@ def run_probes(
         specs = tuple(p for p in specs if any(p.id == o or p.id.startswith(o.rstrip(".") + ".") for o in only))
     env = dict(os.environ if environ is None else environ)
     if gpu is not None:
-        env[CUDA_VISIBLE_DEVICES] = str(gpu)
-    gpu_key = str(gpu) if gpu is not None else env.get(CUDA_VISIBLE_DEVICES)
+        # the children see this GPU alone, by UUID when known (CUDA's own order need not be nvidia-smi's)
+        known = [g for g in facts.hardware.gpus if g.index == gpu]
+        env.update(device_env(known[0]) if known else {CUDA_VISIBLE_DEVICES: str(gpu)})
+    gpu_key = env[CUDA_VISIBLE_DEVICES] if gpu is not None else env.get(CUDA_VISIBLE_DEVICES)  # one cache entry per GPU
     python = _interpreter(facts, env)
     fp = fingerprint(facts, gpu_key, CATALOGUE_VERSION)
     cached = {} if refresh else store.load(fp, cache)
