@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,9 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 EXIT_CODES = epilog(COMMON, notes=("--list: always 0",
-                                   "--distributed: 2 when a rank hung, died or got a wrong result; 1 when only the link grade is low"))
+                                   "--distributed: 2 when a rank hung, died or got a wrong result; 1 when only the link grade is low",
+                                   "--all-gpus: 2 when a GPU fails probes that pass on the others (or a probe fails on every "
+                                   "GPU as an error); 1 when a GPU is much slower than its model's others; 0 when no GPU is visible"))
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -27,7 +30,11 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.add_argument("--timeout", type=seconds, default=None, metavar="S", help="limit per probe (default: each probe's own, 60 s for most)")
     p.add_argument("--refresh", action="store_true", help="ignore cached verdicts for this environment and run again")
     p.add_argument("--gpu", type=count_at_least(0), default=None, metavar="N",
-                   help="GPU index to probe (sets CUDA_VISIBLE_DEVICES for the probes)")
+                   help="the GPU to probe, by its nvidia-smi index (as --all-gpus names it); under CUDA_VISIBLE_DEVICES it "
+                        "must be one that leaves visible; the probes see that GPU alone (by UUID when known)")
+    p.add_argument("--all-gpus", action="store_true",
+                   help="the probes on every visible GPU (CUDA_VISIBLE_DEVICES respected), the GPUs side by side, each GPU "
+                        "named by index and UUID: a GPU that fails what the others pass, or is much slower, is pointed at")
     p.add_argument("--jobs", type=count_at_least(1), default=3, metavar="N",
                    help="probe processes at once (default 3; 1 for undisturbed timings)")
     p.add_argument("--list", action="store_true", help="list the catalogue and exit")
@@ -55,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     out = console(args)
     if args.distributed or args.nproc is not None:
         return _run_distributed(args, out)
+    if args.all_gpus:
+        return _run_all_gpus(args, out)
     if args.list:
         render_catalogue(out, CATALOGUE)
         return ExitCode.HEALTHY
@@ -62,8 +71,12 @@ def run(args: argparse.Namespace) -> int:
     if args.only and not select(args.only):
         raise DoctorError(f"no probe matches {' '.join(args.only)} (see doctor probe --list)")
     facts = gather()
-    if args.gpu is not None and facts.hardware.gpus and args.gpu not in {g.index for g in facts.hardware.gpus}:
-        raise DoctorError(f"--gpu {args.gpu}: no such GPU (found {', '.join(str(g.index) for g in facts.hardware.gpus)})")
+    if args.gpu is not None:
+        from doctor.probes.gpus import gpu_choice_problem
+
+        problem = gpu_choice_problem(facts.hardware.gpus, os.environ, args.gpu)
+        if problem:
+            raise DoctorError(f"--gpu {args.gpu}: {problem}")
     total = len(select(args.only))
     cb, stop = (None, lambda: None) if args.json else live_progress(console(args, stderr=True), total)
     try:
@@ -79,6 +92,58 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(dumps(probe_document(pr, choices, findings, code)) + "\n")
         return code
     render_probe_run(out, pr, choices, verbose=args.verbose)
+    return code
+
+
+def _run_all_gpus(args: argparse.Namespace, out: "Console") -> int:
+    """`doctor probe --all-gpus`: the suite on each visible GPU, a row per GPU, findings that point at a bad GPU."""
+    from doctor import dispatch
+    from doctor.inventory import gather
+    from doctor.probes.all_gpus import run_all_gpus
+    from doctor.probes.catalogue import select
+    from doctor.probes.compare import compare_gpus
+    from doctor.probes.gpus import visible_gpus
+    from doctor.report.console import console
+    from doctor.report.probe import render_all_gpus
+    from doctor.report.progress import live_progress
+    from doctor.report_data import exit_code_for
+
+    clash = [o for o, on in (("--gpu", args.gpu is not None), ("--list", args.list)) if on]
+    if clash:
+        raise DoctorError(f"--all-gpus does not combine with {', '.join(clash)}")
+    dispatch.validate_overrides()
+    if args.only and not select(args.only):
+        raise DoctorError(f"no probe matches {' '.join(args.only)} (see doctor probe --list)")
+    facts = gather()
+    visible = visible_gpus(facts.hardware.gpus, os.environ)
+    if visible.problem:
+        raise DoctorError(visible.problem)
+    if not visible.gpus:  # as `doctor probe` without a GPU: nothing can fail, exit 0
+        line = "no GPU visible: " + ("; ".join(visible.notes) or "no NVIDIA GPU found")
+        if args.json:
+            from doctor.probes.all_gpus import AllGpuRun
+            from doctor.report.json import all_gpus_document, dumps
+
+            sys.stdout.write(dumps(all_gpus_document(AllGpuRun((), (line,), 0.0), [], [], 0)) + "\n")
+        else:
+            out.print(line)
+        return ExitCode.HEALTHY
+    total = len(select(args.only)) * len(visible.gpus)
+    cb, stop = (None, lambda: None) if args.json else live_progress(console(args, stderr=True), total)
+    try:
+        run = run_all_gpus(facts, visible, only=args.only, timeout=args.timeout, refresh=args.refresh, progress=cb,
+                           jobs=args.jobs)
+    finally:
+        stop()
+    findings = compare_gpus(run, facts, _matrix())
+    code = int(exit_code_for(findings))
+    if args.json:
+        from doctor.report.json import all_gpus_document, dumps
+
+        choices = [dispatch.table(gr.run.results) for gr in run.runs]
+        sys.stdout.write(dumps(all_gpus_document(run, choices, findings, code)) + "\n")
+        return code
+    render_all_gpus(out, run, findings, verbose=args.verbose)
     return code
 
 
@@ -98,7 +163,7 @@ def _run_distributed(args: argparse.Namespace, out: "Console") -> int:
     if not args.distributed:
         raise DoctorError("--nproc needs --distributed")
     clash = [o for o, on in (("--list", args.list), ("--only", bool(args.only)), ("--gpu", args.gpu is not None),
-                             ("--refresh", args.refresh)) if on]
+                             ("--refresh", args.refresh), ("--all-gpus", args.all_gpus)) if on]
     if clash:
         raise DoctorError(f"--distributed does not combine with {', '.join(clash)}")
     facts = gather()

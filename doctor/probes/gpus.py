@@ -102,3 +102,20 @@ def device_env(gpu: GPU) -> Dict[str, str]:
 def gpu_label(gpu: GPU) -> str:
     """'GPU 1 (GPU-8932f937-...)': how verdicts and findings name a GPU (index as nvidia-smi counts, and UUID)."""
     return f"GPU {gpu.index}" + (f" ({gpu.uuid})" if gpu.uuid else " (UUID unknown)")
+
+
+def gpu_choice_problem(gpus: Sequence[GPU], environ: Mapping[str, str], index: int) -> str:
+    """Why the GPU of nvidia-smi index `index` cannot be probed alone ('' when it can): no such GPU, or one that
+    CUDA_VISIBLE_DEVICES hides (the user narrowed the GPUs on purpose; probing another would go around that)."""
+    if not gpus:
+        return ""  # nothing detected to check against: the probes themselves will say what they find
+    if index not in {g.index for g in gpus}:
+        return f"no such GPU (found {', '.join(str(g.index) for g in sorted(gpus, key=lambda g: g.index))})"
+    visible = visible_gpus(gpus, environ)
+    if visible.problem:
+        return visible.problem
+    if index not in {g.index for g in visible.gpus}:
+        shown = ", ".join(str(g.index) for g in visible.gpus) or "none"
+        return (f"GPU {index} is not visible: {CUDA_VISIBLE_DEVICES}={environ.get(CUDA_VISIBLE_DEVICES)!r} shows GPU(s) "
+                f"{shown} (nvidia-smi's indices); unset it to probe any GPU")
+    return ""

@@ -4,8 +4,8 @@ Every document starts with the same envelope, so one reader handles all three:
 
     schema_version  int     bumped when a field is removed or changes meaning (additions keep it)
     doctor_version  str
-    command         str     "check", "check --undo", "probe", "cache status", "cache verify", "cache repair",
-                            "cache clear", "install"
+    command         str     "check", "check --undo", "probe", "probe all-gpus", "probe distributed", "cache status",
+                            "cache verify", "cache repair", "cache clear", "install"
     exit_code       int     the process's exit code (doctor.exits)
     status          str     its word: healthy / warnings / errors / a change failed
     summary         object  findings per severity: {"ok": n, "info": n, "warn": n, "error": n}
@@ -13,6 +13,12 @@ Every document starts with the same envelope, so one reader handles all three:
 
 then the command's own fields (check: facts, rules_run, probes, dispatch; probe: fingerprint, results,
 dispatch with candidates; cache: roots, plan, applied, ...).
+
+`probe --all-gpus` (command "probe all-gpus") adds wall_s, notes (what reading CUDA_VISIBLE_DEVICES noticed)
+and `gpus`, one object per visible GPU in CUDA's order: index (nvidia-smi's), uuid (null when unknown), name,
+compute_capability ("9.0" or "?"), memory_mib, then that GPU's verdicts with exactly the fields of a `probe`
+document (fingerprint, wall_s, ran, cached, results, dispatch). Its findings cover every GPU (`probe.gpu`,
+`probe.gpu-slow`: subject is the GPU's index).
 
 A package plan (`check --fix`, `install`) adds the same fields wherever it appears:
 
@@ -36,7 +42,7 @@ exit_code/status of the whole command. `check --undo --json`: the re-check (null
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Sequence
 
 from doctor._version import __version__
 from doctor.exits import status_of
@@ -46,6 +52,7 @@ if TYPE_CHECKING:
     from doctor.findings import Finding
     from doctor.fix import Applied, Outcome, PipRun
     from doctor.resolve.undo import UndoPlan
+    from doctor.probes.all_gpus import AllGpuRun
     from doctor.probes.session import ProbeRun
     from doctor.report.cache import CacheOutcome
     from doctor.report_data import ReportData as Report
@@ -93,8 +100,25 @@ def to_json(report: "Report") -> str:
 
 def probe_document(run: "ProbeRun", choices: Iterable[Any], findings: Iterable["Finding"], exit_code: int) -> Dict[str, Any]:
     """`doctor probe --json`: verdicts, the dispatch table with every candidate, the findings."""
+    return {**envelope("probe", exit_code, findings), **probe_run_fields(run, choices)}
+
+
+def all_gpus_document(run: "AllGpuRun", choices: Sequence[Iterable[Any]], findings: Iterable["Finding"],
+                      exit_code: int) -> Dict[str, Any]:
+    """`doctor probe --all-gpus --json`: findings over every GPU, then per GPU its identity and its verdicts
+    (the fields of a `probe` document); `choices`: each GPU's dispatch table, in the order of run.runs."""
     return {
-        **envelope("probe", exit_code, findings),
+        **envelope("probe all-gpus", exit_code, findings),
+        "wall_s": round(run.wall_s, 3),
+        "notes": list(run.notes),
+        "gpus": [{"index": gr.gpu.index, "uuid": gr.gpu.uuid, "name": gr.gpu.name, "compute_capability": gr.gpu.cc,
+                  "memory_mib": gr.gpu.memory_mib, **probe_run_fields(gr.run, c)} for gr, c in zip(run.runs, choices)],
+    }
+
+
+def probe_run_fields(run: "ProbeRun", choices: Iterable[Any]) -> Dict[str, Any]:
+    """One probe run's fields: fingerprint, timings, what ran or was cached, verdicts, dispatch with candidates."""
+    return {
         "fingerprint": run.fingerprint,
         "wall_s": round(run.wall_s, 3),
         "ran": list(run.ran),

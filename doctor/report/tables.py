@@ -37,7 +37,7 @@ def time_text(r: "ProbeResult") -> str:
     return "" if r.time_ms is None else f"{r.time_ms:.3g} ms"
 
 
-def _table(title: str) -> "Table":
+def plain_table(title: str) -> "Table":
     """A table without vertical rules: the columns' own width goes to content, not to borders."""
     from rich import box
     from rich.table import Table
@@ -50,7 +50,7 @@ def verdict_table(results: Iterable["ProbeResult"], title: str = "probe verdicts
     """A rich Table of verdicts: id, backend, verdict, error/tolerance, time, short detail."""
     from rich.text import Text
 
-    t = _table(title)
+    t = plain_table(title)
     for col in ("probe", "backend", "verdict", "error/tol", "time"):
         t.add_column(col, no_wrap=True)  # never folded: these are what a reader scans for
     # The one column that gives way on a narrow terminal (cells are cut with an ellipsis, never folded).
@@ -79,7 +79,7 @@ def render_verdict_details(con: "Console", results: Sequence["ProbeResult"]) -> 
 
 def dispatch_table_view(choices: Iterable[Any]) -> "Table":
     """A rich Table of op -> backend and why."""
-    t = _table("dispatch table")
+    t = plain_table("dispatch table")
     t.add_column("op", no_wrap=True)
     t.add_column("backend", no_wrap=True, style="bold")
     t.add_column("why")
