@@ -2,7 +2,7 @@
 # On the lent H200 (no network): install tune-doctor and the peers beside the image's torch without touching it,
 # then run the kernels' GPU work, writing everything under $OUT.
 #
-#   bash benchmarks/gpu_kernels_run.sh [STAGE...]     STAGE: check | tests | probe | bench | train | all (default: all)
+#   bash benchmarks/gpu_kernels_run.sh [STAGE...]     STAGE: check | tests | probe | bench | train | packing | all (default: all)
 #     check  install, then import every peer (liger ops, Cut Cross-Entropy, unsloth) and list the kernel probes
 #     tests  pytest -m gpu on the kernel tests and the kernel probes' tests
 #     probe  doctor probe --only kernels dispatch (cold: every probe runs; then the cached table, verbose)
@@ -10,6 +10,7 @@
 #     train  benchmarks/train.py: the ANCHORS.md LoRA run, hf / liger / unsloth / doctor each in its own process,
 #            the doctor's step profiled (not part of `all`: it takes ~5 of a call's 10 minutes by itself;
 #            TRAIN_ARGS adds options, e.g. TRAIN_ARGS="--variants hf doctor --profile doctor unsloth")
+#     packing  benchmarks/packing.py: `doctor train` one epoch of short examples, packed vs unpacked (train's model)
 #
 # Wheels come from carried, git-ignored folders: .devwheels (platformdirs, filelock, packaging, pytest, pluggy,
 # iniconfig, pygments: the doctor's and the tests' pure-Python needs) and .peerwheels (made here by
@@ -88,10 +89,15 @@ train() {
   cat "$OUT/train.md" 2>/dev/null || tail -n 30 "$OUT/train_stdout.txt"
 }
 
+packing() {
+  (cd "$REPO" && t python3 benchmarks/packing.py --out "$OUT" --timeout "${PACKING_TIMEOUT:-240}" > "$OUT/packing_stdout.txt" 2>&1)
+  cat "$OUT/packing.md" 2>/dev/null || tail -n 30 "$OUT/packing_stdout.txt"
+}
+
 t install || { echo "install failed"; cat "$OUT/env.txt"; exit 1; }
 for s in $STAGES; do
   case $s in
-    check|tests|probe|bench|train) echo "== $s"; $s ;;
+    check|tests|probe|bench|train|packing) echo "== $s"; $s ;;
     *) echo "unknown stage $s (check | tests | probe | bench | train | all)"; exit 2 ;;
   esac
 done
