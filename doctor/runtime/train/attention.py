@@ -33,7 +33,7 @@ Prober = Callable[[str], Tuple[bool, str]]
 
 def choose(requested: str, device_type: str, packing: bool, prober: Optional[Prober] = None) -> Tuple[str, str]:
     """(transformers attn_implementation, why) for this run; DoctorError when the config names one whose probe fails."""
-    probe = prober or (lambda impl: probe_in_child(impl, "cuda" if device_type == "cuda" else "cpu"))
+    probe = prober or (lambda impl: _announced_probe(impl, "cuda" if device_type == "cuda" else "cpu"))
     if requested in CUDA_CANDIDATES:  # named in the config: proven all the same (flex has no CPU backward, flash-attn
         # may be absent or broken), so a bad pick is one line now rather than an internal error at the first step
         ok, detail = probe(requested)
@@ -54,6 +54,12 @@ def choose(requested: str, device_type: str, packing: bool, prober: Optional[Pro
             return impl, f"packed-attention probe passed{'; ' + '; '.join(failed) if failed else ''}"
         failed.append(f"{impl}: {detail}")
     return "sdpa", "explicit block-diagonal mask (" + "; ".join(failed) + ")"
+
+
+def _announced_probe(impl: str, device: str) -> Tuple[bool, str]:
+    """probe_in_child, after a line on stderr: it takes seconds (FlexAttention compiles), and says who probed."""
+    print(f"doctor train: probing attention {impl} on {device} (an isolated child process)", file=sys.stderr, flush=True)
+    return probe_in_child(impl, device)
 
 
 def probe_in_child(impl: str, device: str = "cuda") -> Tuple[bool, str]:

@@ -11,6 +11,12 @@ rank, rank + N, ... of each optimizer step, and weights each micro-batch's loss 
 targets of the WHOLE step; the gradients are then summed over the ranks (one all-reduce of the adapter's
 flattened gradients: it also works for a rank whose share of a step is empty, which the DDP wrapper's
 per-backward hooks would not), so every step's loss and update are the single-process run's.
+
+Probes and checks run once per node (`Group.node_first`): local rank 0 runs them (probing what the verdict
+store lacks) while the node's other ranks wait for it, then they take its result (the attention choice) or
+redo the work reading the verdicts it stored, never probing themselves; N ranks never start N probe suites
+on one machine at once. A node's ranks are ranks rank - local_rank .. (contiguous, as torchrun and launch()
+number them).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
 from doctor._util.proc import exit_reason, kill_group
 from doctor.envvars import LOCAL_RANK, MASTER_ADDR, MASTER_PORT, PYTHONUNBUFFERED, RANK, WORLD_SIZE
@@ -36,6 +42,8 @@ POLL_S = 0.1
 INTERRUPT_GRACE_S = 60.0  # after Ctrl-C, how long rank 0 may take to write its checkpoint
 ERROR_PREFIX = "doctor: error: "  # how the CLI prints a rank's one-line error (doctor.cli)
 INTERNAL_PREFIX = "doctor: internal error: "
+
+T = TypeVar("T")
 
 
 class RankFailed(DoctorError):
@@ -70,6 +78,35 @@ class Group:
         t = torch.tensor([value], dtype=torch.float64, device=_device(self))
         dist.all_reduce(t)
         return float(t.item())
+
+    def node_first(self, lead: Callable[[], T], rest: Callable[[T], T]) -> T:
+        """`lead()` on local rank 0 while the node's other ranks wait; then they return `rest(its result)`.
+
+        The result travels to every rank (a collective: every rank calls this, at the same point), so it must
+        be picklable. A DoctorError in local rank 0 is raised, with the same line, in every rank of its node.
+        """
+        if self.world == 1:
+            return lead()
+        import torch.distributed as dist
+
+        mine: Tuple[Optional[T], str] = (None, "")
+        error: Optional[BaseException] = None
+        if self.local_rank == 0:
+            try:
+                mine = (lead(), "")
+            except DoctorError as e:
+                mine, error = (None, str(e)), e
+            except Exception as e:  # shared as a line, so the node's other ranks do not wait on a peer gone
+                mine, error = (None, f"local rank 0 failed ({type(e).__name__}: {e})"), e
+        every: List[Any] = [None] * self.world
+        dist.all_gather_object(every, mine)  # also the wait: it returns once every node's local rank 0 is done
+        if error is not None:
+            raise error
+        result, failed = every[self.rank - self.local_rank]
+        if failed:
+            raise DoctorError(failed)
+        done: T = result
+        return done if self.local_rank == 0 else rest(done)
 
     def sum_grads(self, params: Sequence[Any]) -> None:
         """Replace each parameter's gradient by its sum over the ranks (None counts as zeros)."""

@@ -22,6 +22,8 @@ The data order is a pure function of (seed, step): micro-batch m of the run is r
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -31,8 +33,9 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
+from doctor.envvars import DOCTOR_RUNTIME_PROBES
 from doctor.errors import DoctorError
 from doctor.runtime.train import fsdp, packing
 from doctor.runtime.train.attention import choose as choose_attention
@@ -50,6 +53,7 @@ RESUME_KEYS = ("model", "data", "lora", "train.batch_size", "train.grad_accum", 
                "train.precision", "attention", "patch")
 
 Log = Callable[[str], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -113,7 +117,8 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
     examples = tokenize(lines, tokenizer, cfg.data.seq_len, Path(cfg.data.path))
     plan = DataPlan(examples, cfg)
     total = plan.total_steps
-    impl, why = choose_attention(cfg.attention, device.type, cfg.data.packing)
+    # probed once per node: local rank 0 chooses, the node's other ranks take its choice
+    impl, why = group.node_first(lambda: choose_attention(cfg.attention, device.type, cfg.data.packing), _same)
     say(f"data: {len(examples)} examples -> {len(plan.rows)} rows of <= {cfg.data.seq_len} tokens "
         f"({'packed' if cfg.data.packing else 'one per row'}), {plan.per_epoch} micro-batches an epoch, {total} steps")
 
@@ -121,7 +126,7 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
     ckpt = latest_checkpoint(out) if cfg.resume else None
     state = _read_state(ckpt, cfg) if ckpt is not None else None  # a mismatch is reported before the model loads
     sharding = group.world > 1 and cfg.train.parallel == "fsdp"
-    model, patched = build_model(cfg, dtype, impl, place=not sharding)  # FSDP moves only the shards to the GPU
+    model, patched = build_model(cfg, dtype, impl, place=not sharding, group=group)  # FSDP: only shards go to the GPU
     if sharding:
         fsdp.shard(model, group.world, device.type == "cuda")
     in_force = getattr(model.config, "_attn_implementation", impl) or impl
@@ -243,6 +248,11 @@ def _silent(line: str) -> None:
     """The log of a rank other than 0."""
 
 
+def _same(value: T) -> T:
+    """What a rank takes from its node's local rank 0 as it is."""
+    return value
+
+
 # ----------------------------------------------------------------------------- inputs and the model
 
 
@@ -332,10 +342,12 @@ def _load_tokenizer(model_dir: Path) -> Any:
     return tok
 
 
-def build_model(cfg: TrainConfig, dtype: Any, attention: str, place: bool = True) -> Tuple[Any, str]:
+def build_model(cfg: TrainConfig, dtype: Any, attention: str, place: bool = True,
+                group: Group = SINGLE) -> Tuple[Any, str]:
     """The base model in `dtype`, patched, checkpointed, wrapped in peft LoRA: (model, what patch did).
 
-    place: move it to this process's device (False: it stays on the CPU, for FSDP to shard)."""
+    place: move it to this process's device (False: it stays on the CPU, for FSDP to shard). group: the ranks
+    patch once per node (local rank 0 probes; the others then read the verdicts it stored)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -349,7 +361,7 @@ def build_model(cfg: TrainConfig, dtype: Any, attention: str, place: bool = True
         raise DoctorError(f"{cfg.model}: cannot load the model ({' '.join(str(e).split())[:240]})") from None
     if place:
         model.to(device)
-    patched = _patch(model, cfg)
+    patched = group.node_first(lambda: _patch(model, cfg), lambda _: _patch(model, cfg, probe=False))
     if cfg.train.gradient_checkpointing:
         kw = {"use_reentrant": False}
         if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.x name (the old one warns)
@@ -366,8 +378,11 @@ def build_model(cfg: TrainConfig, dtype: Any, attention: str, place: bool = True
     return model, patched
 
 
-def _patch(model: Any, cfg: TrainConfig) -> str:
-    """doctor.runtime.patch on the base model (before peft), keeping attention that can see packed rows' boundaries."""
+def _patch(model: Any, cfg: TrainConfig, probe: bool = True) -> str:
+    """doctor.runtime.patch on the base model (before peft), keeping attention that can see packed rows' boundaries.
+
+    probe=False: verdicts from the store only (DOCTOR_RUNTIME_PROBES=0 for the call) and its note unsaid: a rank
+    whose node's local rank 0 has just probed and said it."""
     if not cfg.patch:
         return "off (patch = false in the config)"
     import doctor.runtime
@@ -377,8 +392,28 @@ def _patch(model: Any, cfg: TrainConfig) -> str:
     # choice: in both cases attention stays unpatched; the other ops are patched all the same.
     why = "packed rows need a document mask" if cfg.data.packing else (
         f"attention = {cfg.attention!r} in the config" if cfg.attention != "auto" else "")
-    doctor.runtime.patch(model, skip=("attention",) if why else (), seq_len=cfg.data.seq_len)  # attention probed at it
+    skip = ("attention",) if why else ()
+    if probe:
+        doctor.runtime.patch(model, skip=skip, seq_len=cfg.data.seq_len)  # attention probed at it
+    else:
+        with _probes_off():
+            doctor.runtime.patch(model, skip=skip, seq_len=cfg.data.seq_len)
     return "applied" + (f" (attention kept: {why})" if why else "")
+
+
+@contextlib.contextmanager
+def _probes_off() -> Iterator[None]:
+    """DOCTOR_RUNTIME_PROBES=0 and stderr swallowed for the block (the dispatcher reads os.environ and prints its note)."""
+    before = os.environ.get(DOCTOR_RUNTIME_PROBES)
+    os.environ[DOCTOR_RUNTIME_PROBES] = "0"
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop(DOCTOR_RUNTIME_PROBES, None)
+        else:
+            os.environ[DOCTOR_RUNTIME_PROBES] = before
 
 
 # ----------------------------------------------------------------------------- data order

@@ -1,0 +1,181 @@
+"""`[train] parallel = "fsdp"` (torch FSDP2 over 2 gloo ranks on CPU, fp32, a tiny Llama, real CLI subprocesses):
+every step's loss is the one-process run's, with gradient checkpointing on and ranks holding unequal shares
+(or none) of a step; the adapter rank 0 saves loads in plain peft and matches; a stopped run resumes; Ctrl-C
+says why no checkpoint of the sharded adapter is written; bad values are one line. Also the once-per-node rule:
+with 2 ranks the attention probe runs once (local rank 0) and both ranks refuse with its line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from tests.conftest import REPO
+from tests.runtime.train.conftest import doctor_train, last_error_line, write_config
+
+STEPS = 4
+# grad_accum 3 over 2 ranks: rank 0 runs micro-batches 0 and 2 of a step, rank 1 micro-batch 1 and a stand-in
+SETTINGS: Dict[str, Any] = {"steps": STEPS, "batch_size": 1, "grad_accum": 3, "gradient_checkpointing": True,
+                            "parallel": "fsdp"}
+
+
+def _summary(out: Path) -> Dict[str, Any]:
+    return json.loads((out / "run_summary.json").read_text(encoding="utf-8"))
+
+
+def _env() -> Dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1",
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, dataset: Path) -> Dict[int, Any]:
+    """The same config (parallel = "fsdp") trained by 1 and by 2 processes: {nproc: (output_dir, completed process)}."""
+    done: Dict[int, Any] = {}
+    for n in (1, 2):
+        root = tmp_path_factory.mktemp(f"fsdp{n}")
+        cfg = write_config(root / "train.toml", model_dir, dataset, root / "out", **SETTINGS)
+        res = doctor_train(str(cfg), "--nproc", str(n), timeout=240)
+        assert res.returncode == 0, res.stdout + res.stderr
+        done[n] = (root / "out", res)
+    return done
+
+
+def test_fsdp_over_two_ranks_gives_the_one_process_loss_at_every_step(runs: Dict[int, Any]) -> None:
+    one, two = _summary(runs[1][0]), _summary(runs[2][0])
+    assert len(two["losses"]) == STEPS
+    assert two["losses"] == pytest.approx(one["losses"], rel=1e-5)
+    assert two["tokens"] == one["tokens"] and two["world_size"] == 2
+    assert two["trainable_parameters"] == one["trainable_parameters"]  # counted whole, not per shard
+    assert "model sharded over 2 ranks (FSDP)" in runs[2][1].stdout
+    assert runs[2][1].stdout.count("done: step") == 1  # rank 0's voice alone
+
+
+def test_fsdp_with_one_process_says_there_is_nothing_to_shard(runs: Dict[int, Any]) -> None:
+    out = runs[1][1].stdout
+    assert "parallel: fsdp with one process: nothing to shard, the whole model trains here" in out
+    assert "sharded over" not in out
+
+
+def test_the_adapter_loads_in_plain_peft_and_matches_one_process(runs: Dict[int, Any], model_dir: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    one, two = runs[1][0] / "adapter", runs[2][0] / "adapter"
+    a = load_file(str(one / "adapter_model.safetensors"))
+    b = load_file(str(two / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(".default." not in k for k in b)  # peft's saved names
+    for k in a:  # whole tensors (not rank 0's shard), the same updates
+        assert b[k].shape == a[k].shape, k
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5)
+    ids = torch.tensor([[5, 12, 30, 41, 7, 9]])
+    logits = []
+    for adapter in (one, two):
+        base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, str(adapter)).eval()
+        with torch.no_grad():
+            logits.append(model(input_ids=ids).logits)
+    torch.testing.assert_close(logits[1], logits[0], rtol=1e-4, atol=1e-5)
+
+
+def test_a_stopped_fsdp_run_resumes_and_an_idle_rank_takes_part(tmp_path: Path, model_dir: Path,
+                                                                 dataset: Path) -> None:
+    """grad_accum 1 over 2 ranks: rank 1 has no micro-batch in any step and runs only the zero-weight stand-in;
+    the checkpoint of step 2 is gathered from the shards and scattered back on resume."""
+    settings = {**SETTINGS, "grad_accum": 1, "steps": 3}
+    ref = write_config(tmp_path / "one.toml", model_dir, dataset, tmp_path / "one", **settings)
+    res = doctor_train(str(ref), timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    cfg = write_config(tmp_path / "two.toml", model_dir, dataset, tmp_path / "two", **settings)
+    first = doctor_train(str(cfg), "--nproc", "2", "--stop-after", "2", timeout=180)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert [p.name for p in (tmp_path / "two" / "checkpoints").iterdir()] == ["step-000002"]
+    second = doctor_train(str(cfg), "--nproc", "2", timeout=180)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "resumed from" in second.stdout and "(step 2 of 3)" in second.stdout
+    assert _summary(tmp_path / "two")["losses"] == pytest.approx(_summary(tmp_path / "one")["losses"], rel=1e-5)
+
+
+def _children(pid: int) -> List[int]:
+    kids: List[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids += [int(x) for x in (task / "children").read_text().split()]
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the ranks through /proc (Linux)")
+def test_ctrl_c_under_fsdp_says_why_there_is_no_new_checkpoint(tmp_path: Path, model_dir: Path,
+                                                               dataset: Path) -> None:
+    """Ctrl-C reaches rank 0 alone, and gathering the sharded adapter needs every rank: one line says so, exit 130."""
+    cfg = write_config(tmp_path / "train.toml", model_dir, dataset, tmp_path / "out",
+                       **{**SETTINGS, "steps": 500, "gradient_checkpointing": False})
+    proc = subprocess.Popen([sys.executable, "-m", "doctor", "train", str(cfg), "--nproc", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env(), cwd=str(REPO), stdin=subprocess.DEVNULL)
+    kids: List[int] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("step 2/"):
+                kids = _children(proc.pid)
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted: the sharded (FSDP) adapter cannot be gathered by rank 0 alone: no checkpoint of step" in out
+    assert "none was saved yet (set [train] save_every); run again to continue" in out
+    assert not (tmp_path / "out" / "checkpoints").exists()
+    assert len(kids) == 2 and not [k for k in kids if Path(f"/proc/{k}").exists()
+                                   and Path(f"/proc/{k}/stat").read_text().split()[2] != "Z"]
+
+
+@pytest.mark.parametrize("value, line", [
+    ('"zero3"', "doctor: error: train.toml: [train] parallel: unknown mode 'zero3' (choose from ddp, fsdp)"),
+    ("true", "doctor: error: train.toml: [train] parallel: expected a string, got a boolean True"),
+])
+def test_a_bad_parallel_is_one_line_and_exit_3(tmp_path: Path, model_dir: Path, dataset: Path, value: str,
+                                               line: str) -> None:
+    cfg = write_config(tmp_path / "train.toml", model_dir, dataset, tmp_path / "out")
+    cfg.write_text(cfg.read_text(encoding="utf-8") + f"parallel = {value}\n", encoding="utf-8")
+    res = doctor_train(str(cfg), "--nproc", "2", timeout=60)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert last_error_line(res.stderr) == line
+    assert "Traceback" not in res.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_model_without_decoder_layer_classes_is_refused_by_name() -> None:
+    import torch
+
+    from doctor.errors import DoctorError
+    from doctor.runtime.train.fsdp import decoder_layers, passes
+
+    with pytest.raises(DoctorError, match=r"Linear names no decoder layer class \(_no_split_modules\) to shard by; "
+                                          r"use parallel = \"ddp\""):
+        decoder_layers(torch.nn.Linear(2, 2))
+    assert [passes(n, 2) for n in (1, 2, 3, 4)] == [1, 1, 2, 2]  # the longest share: every rank runs that many
+
+
+def test_probes_run_once_per_node_and_every_rank_refuses_with_their_line(tmp_path: Path, model_dir: Path,
+                                                                         dataset: Path) -> None:
+    """torchrun shows every rank's output: with 2 ranks on this node the attention probe (a real child process:
+    FlexAttention has no backward on CPU, so it fails) runs once, in local rank 0, and both ranks exit with its line."""
+    cfg = write_config(tmp_path / "train.toml", model_dir, dataset, tmp_path / "out", extra='attention = "flex_attention"',
+                       **{**SETTINGS, "steps": 1})
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "--max-restarts", "0", "-m", "doctor", "train", str(cfg), "--no-progress"],
+                         capture_output=True, text=True, timeout=180, env=_env(), cwd=str(REPO), stdin=subprocess.DEVNULL)
+    assert res.returncode != 0
+    both = res.stdout + res.stderr
+    assert both.count("doctor train: probing attention flex_attention on cpu") == 1, both
+    refusal = "doctor: error: attention = 'flex_attention': its probe failed on cpu (NotImplementedError"
+    assert both.count(refusal) == 2, both  # rank 1 took local rank 0's verdict: the same line
