@@ -107,8 +107,13 @@ def _bad_gpu(gpu: GPU, items: List[Tuple[ProbeResult, List[GPU]]], healthy: List
                           + ("" if uuids else f" (indices in nvidia-smi's order: with {CUDA_DEVICE_ORDER}={PCI_BUS_ID})")))
     fix.append(Manual(f"see its verdicts again: doctor probe --gpu {gpu.index} --refresh -v"))
     return finding(BAD_GPU, Severity.ERROR, Category.GPU,
-                   f"{gpu_label(gpu)} fails {len(ids)} probe(s) that pass on other GPUs: {', '.join(ids)}",
+                   f"{gpu_label(gpu)} fails {len(ids)} probe(s) that pass on other GPUs: {_listed(ids)}",
                    ev, explanation, fix, subject=str(gpu.index))
+
+
+def _listed(ids: Sequence[str], most: int = 6) -> str:
+    """'a, b, c' or 'a, b, ... (+4 more)': a title stays one readable line when a GPU fails many probes."""
+    return ", ".join(ids) if len(ids) <= most else ", ".join(ids[:most]) + f", ... (+{len(ids) - most} more)"
 
 
 def _describe(gpu: GPU) -> str:

@@ -59,7 +59,7 @@ def render_all_gpus(con: "Console", run: "AllGpuRun", findings: Sequence["Findin
         slowest = max(timed, key=lambda r: r.time_ms or 0.0, default=None)
         failed = sum(r.status not in ("pass", "skipped") for r in rs)
         ran = any(r.status != "skipped" for r in rs)
-        row_verdict = verdict.get(str(gr.gpu.index)) or (Text("failures (as on every GPU)", style="red") if failed else
+        row_verdict = verdict.get(str(gr.gpu.index)) or (Text("failures (environment)", style="red") if failed else
                                                          Text("ok", style="green") if ran else Text("nothing ran", style="dim"))
         t.add_row(str(gr.gpu.index), gr.gpu.uuid or "unknown", gr.gpu.name, gr.gpu.cc, str(sum(r.passed for r in rs)),
                   str(failed), str(sum(r.status == "skipped" for r in rs)),

@@ -252,7 +252,7 @@ def test_text_view_and_json_document(bad_gpu_run) -> None:  # type: ignore[no-un
     text = con.export_text()
     rows = {ln.split()[0]: ln for ln in text.splitlines() if ln[:2] in ("0 ", "1 ", "2 ")}
     assert U1 in rows["1"] and "bad: fails what others pass" in rows["1"] and "cuda.shown 1 ms" in rows["1"]
-    assert "failures (as on every GPU)" in rows["0"] and "cuda.abort 3 ms" in rows["0"]
+    assert "failures (environment)" in rows["0"] and "cuda.abort 3 ms" in rows["0"]
     assert "fails 2 probe(s) that pass on other GPUs" in text and f"export CUDA_VISIBLE_DEVICES={U0},{U2}" in text
     assert "planted: max error 0.5 on this GPU" in text  # -v: the failed verdicts' details per GPU
     assert "3 GPU(s): ran 12, reused 0 cached verdicts" in text
@@ -330,6 +330,34 @@ def test_a_model_that_differs_is_said_to_maybe_be_the_cause(env, tmp_path: Path)
                        environ=env, cache=DoctorCache(tmp_path))
     bad = [f for f in compare_gpus(run, facts) if f.id == BAD_GPU]
     assert len(bad) == 1 and bad[0].subject == "1" and "model (Tesla T4, cc 7.5) differs" in bad[0].explanation
+
+
+def recorded(verdicts: Dict[int, Dict[str, str]]) -> AllGpuRun:
+    """An AllGpuRun from recorded statuses (GPU index -> probe id -> status) over the three simulated H100s."""
+    from doctor.probes.all_gpus import GpuRun
+    from doctor.probes.session import ProbeRun
+    from doctor.verdicts import ProbeResult
+
+    g = {x.index: x for x in gpus()}
+    return AllGpuRun(tuple(GpuRun(g[i], ProbeRun(tuple(ProbeResult(pid, "", st, time_ms=1.0) for pid, st in v.items()),
+                                                 f"fp{i}", (), (), 0.0)) for i, v in verdicts.items()), (), 0.0)
+
+
+def test_recorded_verdicts_skips_timeouts_and_many_failures() -> None:
+    """Skipped GPUs are left out of the comparison; a timeout points at its GPU; a probe that ran on one GPU only and
+    failed there is the environment's; a long list of failed probes is cut in the title (all are in the evidence)."""
+    many = {f"matmul.p{k}": "timeout" for k in range(8)}
+    run = recorded({0: {"bnb.x": "skipped", "sdpa.y": "skipped", **{k: "pass" for k in many}},
+                    1: {"bnb.x": "crash", "sdpa.y": "error", **many},
+                    2: {"bnb.x": "pass", "sdpa.y": "skipped", **{k: "pass" for k in many}}})
+    findings = compare_gpus(run, facts_for(THREE))
+    bad = [f for f in findings if f.id == BAD_GPU]
+    assert len(bad) == 1 and bad[0].subject == "1"
+    assert bad[0].title.endswith("bnb.x, matmul.p0, matmul.p1, matmul.p2, matmul.p3, matmul.p4, ... (+3 more)"), bad[0].title
+    ev = dict(bad[0].evidence)
+    assert ev["bnb.x"] == "crash here, pass on GPU 2" and ev["matmul.p7"] == "timeout here, pass on GPUs 0, 2"
+    assert "sdpa.y" not in ev and [f.id for f in findings if f.id == "probe.sdpa.y"] == ["probe.sdpa.y"]
+    assert dict([f for f in findings if f.id == "probe.sdpa.y"][0].evidence)["GPUs"] == "GPU 1: error"
 
 
 # --- the command ----------------------------------------------------------------------------------------------
