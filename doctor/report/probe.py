@@ -47,24 +47,29 @@ def render_all_gpus(con: "Console", run: "AllGpuRun", findings: Sequence["Findin
     verdict: Dict[str, Text] = {}
     for f in findings:  # the row's verdict is what the comparison found about that GPU
         if f.id == BAD_GPU:
-            verdict[f.subject] = Text("bad: fails what others pass", style="bold red")
+            verdict[f.subject] = Text("bad GPU", style="bold red")
         elif f.id == SLOW_GPU and f.subject not in verdict:
             verdict[f.subject] = Text("slow", style="yellow")
     t = plain_table(f"probes on {len(run.runs)} GPU(s)")
-    for col in ("GPU", "UUID", "model", "cc", "passed", "failed", "skipped", "slowest probe", "verdict"):
-        t.add_column(col, no_wrap=True, overflow="ellipsis")
+    # What a reader scans for first, never folded: index, verdict, counts, slowest probe. The UUID and the model give
+    # way on a narrow terminal (cut with an ellipsis; a UUID's first characters still tell it; findings carry both in full).
+    for col in ("GPU", "verdict", "pass", "fail", "skip", "slowest probe"):
+        t.add_column(col, no_wrap=True)
+    t.add_column("UUID", overflow="ellipsis", min_width=12)
+    t.add_column("model", overflow="ellipsis", min_width=4)
     for gr in run.runs:
         rs = gr.run.results
         timed = [r for r in rs if r.passed and r.time_ms is not None and r.id not in NOT_COMPARED_TIMES]
         slowest = max(timed, key=lambda r: r.time_ms or 0.0, default=None)
         failed = sum(r.status not in ("pass", "skipped") for r in rs)
         ran = any(r.status != "skipped" for r in rs)
-        row_verdict = verdict.get(str(gr.gpu.index)) or (Text("failures (environment)", style="red") if failed else
+        row_verdict = verdict.get(str(gr.gpu.index)) or (Text("env failures", style="red") if failed else
                                                          Text("ok", style="green") if ran else Text("nothing ran", style="dim"))
-        t.add_row(str(gr.gpu.index), gr.gpu.uuid or "unknown", gr.gpu.name, gr.gpu.cc, str(sum(r.passed for r in rs)),
-                  str(failed), str(sum(r.status == "skipped" for r in rs)),
+        t.add_row(str(gr.gpu.index), row_verdict, str(sum(r.passed for r in rs)), str(failed),
+                  str(sum(r.status == "skipped" for r in rs)),
                   f"{slowest.id} {slowest.time_ms:.3g} ms" if slowest is not None and slowest.time_ms is not None else "",
-                  row_verdict)
+                  Text(gr.gpu.uuid or "unknown", no_wrap=True, overflow="ellipsis"),
+                  Text(f"{gr.gpu.name} (cc {gr.gpu.cc})", no_wrap=True, overflow="ellipsis"))
     con.print(t)
     for note in run.notes:
         con.print(Text(note, style="dim"))
