@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
 EXIT_CODES = epilog(COMMON, notes=("--list: always 0",
                                    "--distributed: 2 when a rank hung, died or got a wrong result; 1 when only the link grade is low",
-                                   "--all-gpus: 2 when a GPU fails probes that pass on the others (or a probe fails on every "
-                                   "GPU as an error); 1 when a GPU is much slower than its model's others; 0 when no GPU is visible"))
+                                   "--all-gpus: the worst finding over every GPU; 2 when a GPU fails probes that pass on the "
+                                   "others, 1 when one is much slower than its model's others; 0 when no GPU is visible"))
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -36,7 +36,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
                    help="the probes on every visible GPU (CUDA_VISIBLE_DEVICES respected), the GPUs side by side, each GPU "
                         "named by index and UUID: a GPU that fails what the others pass, or is much slower, is pointed at")
     p.add_argument("--jobs", type=count_at_least(1), default=3, metavar="N",
-                   help="probe processes at once (default 3; 1 for undisturbed timings)")
+                   help="probe processes at once (default 3; 1 for undisturbed timings); with --all-gpus, on each GPU")
     p.add_argument("--list", action="store_true", help="list the catalogue and exit")
     p.add_argument("--distributed", action="store_true",
                    help="all-reduce/all-gather correctness and bus bandwidth across processes through torch.distributed "

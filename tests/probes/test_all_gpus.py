@@ -426,7 +426,7 @@ def test_cli_help_documents_gpu_and_all_gpus() -> None:
     """--help says what --gpu N counts and what --all-gpus does, and the exit codes of --all-gpus."""
     text = " ".join(run_doctor("probe", "--help", env={"COLUMNS": "200"}).stdout.split())
     assert "by its nvidia-smi index" in text and "must be one that leaves visible" in text
-    assert "--all-gpus" in text and "--all-gpus: 2 when a GPU fails probes that pass on the others" in text
+    assert "--all-gpus" in text and "2 when a GPU fails probes that pass on the others" in text
 
 
 def test_cli_end_to_end_with_planted_probes(tmp_path: Path) -> None:
