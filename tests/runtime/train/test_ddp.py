@@ -94,6 +94,9 @@ def test_under_torchrun_each_rank_joins(tmp_path: Path, runs: Dict[int, Any], mo
     s = _summary(tmp_path / "out")
     assert s["world_size"] == 4 and s["complete"]
     assert s["losses"] == pytest.approx(_summary(runs[1][0])["losses"][:2], rel=1e-5)  # constant schedule
+    # probes once per node: local rank 0 alone asks the dispatcher (on CPU it finds nothing to probe and says so
+    # once); the other 3 read the verdicts it left, probes off, silently (torchrun shows every rank's stderr)
+    assert res.stderr.count("doctor.runtime: no probe verdicts for") == 1, res.stderr
 
 
 def _children(pid: int) -> List[int]:
