@@ -45,14 +45,14 @@ def compare_gpus(all_run: AllGpuRun, facts: Facts, matrix: Optional[Matrix] = No
     if not all_run.runs:
         return []
     by_probe = _by_probe(all_run)
-    bad: Dict[int, List[Tuple[ProbeResult, List[GPU]]]] = {}
+    bad: Dict[int, List[Tuple[ProbeResult, List[GPU], int]]] = {}  # GPU -> (verdict, GPUs it passed on, how many failed)
     everywhere: List[str] = []
     for pid, verdicts in by_probe.items():
         passed = [g for g, r in verdicts if r.passed]
         failed = [(g, r) for g, r in verdicts if not r.passed]
         if failed and passed:
             for g, r in failed:
-                bad.setdefault(g.index, []).append((r, passed))
+                bad.setdefault(g.index, []).append((r, passed, len(failed)))
         elif failed:
             everywhere.append(pid)
     gpus = {gr.gpu.index: gr.gpu for gr in all_run.runs}
@@ -85,19 +85,22 @@ def _first_line(text: str, limit: int = 160) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _bad_gpu(gpu: GPU, items: List[Tuple[ProbeResult, List[GPU]]], healthy: List[GPU]) -> Finding:
+def _bad_gpu(gpu: GPU, items: List[Tuple[ProbeResult, List[GPU], int]], healthy: List[GPU]) -> Finding:
     """Error: this GPU fails probes that pass on other GPUs."""
-    ids = [r.id for r, _ in items]
+    ids = [r.id for r, _, _ in items]
     ev: Dict[str, object] = {"GPU": _describe(gpu)}
-    for r, passed in items:
+    for r, passed, _ in items:
         ev[r.id] = f"{r.status} here, pass on {_indices(passed)}" + (f": {_first_line(r.detail)}" if r.detail else "")
     explanation = ("The same probes, with the same packages, driver and Python, ran on every GPU, each seeing one GPU "
                    "alone; these fail only here, which points at this GPU (its memory, clocks, firmware, slot or power), "
                    "not at the environment.")
-    peers = {(g.name, g.compute_capability) for _, passed in items for g in passed}
+    peers = {(g.name, g.compute_capability) for _, passed, _ in items for g in passed}
     if (gpu.name, gpu.compute_capability) not in peers:
         explanation += (f" Its model ({gpu.name}, cc {gpu.cc}) differs from the GPUs they passed on, so the cause may be "
                         "the model (its architecture missing from a build) rather than a fault of this one GPU.")
+    if any(n_failed > len(passed) for _, passed, n_failed in items):
+        explanation += (" Some of them fail on more GPUs than they pass on: a marginal environment or a flaky probe is then "
+                        "as likely as several bad GPUs (run again with --refresh).")
     fix: List[Action] = [Manual(f"look at it: nvidia-smi -q -i {gpu.uuid or gpu.index} -d ECC,PAGE_RETIREMENT,ROW_REMAPPER,"
                                 "TEMPERATURE,PERFORMANCE (ECC errors, retired or remapped memory, throttling)")]
     if healthy:
@@ -141,14 +144,13 @@ def _slow(by_probe: Dict[str, _Verdicts]) -> Dict[int, List[Tuple[str, float, fl
 def _slow_gpu(gpu: GPU, items: List[Tuple[str, float, float, List[GPU]]]) -> Finding:
     """Warning: this GPU is much slower than the other GPUs of its model on some probes."""
     worst = max(items, key=lambda x: x[1] / x[2] if x[2] > 0 else float("inf"))
-    ratio = (lambda t, m: f"{t / m:.1f}x" if m > 0 else "vs 0 ms")
     ev: Dict[str, object] = {"GPU": _describe(gpu)}
     for pid, t, med, peers in items:
-        ev[pid] = f"{t:.3g} ms here, median {med:.3g} ms on {_indices(peers)} ({ratio(t, med)})"
+        ev[pid] = f"{t:.3g} ms here, median {med:.3g} ms on {_indices(peers)} ({_ratio(t, med)})"
     return finding(
         SLOW_GPU, Severity.WARN, Category.GPU,
         f"{gpu_label(gpu)} is slower than the other {gpu.name} GPUs: {len(items)} probe(s), worst {worst[0]} "
-        f"{worst[1]:.3g} ms vs {worst[2]:.3g} ms ({ratio(worst[1], worst[2])})", ev,
+        f"{worst[1]:.3g} ms vs {worst[2]:.3g} ms ({_ratio(worst[1], worst[2])})", ev,
         f"The same probe on GPUs of the same model, timed the same way, side by side: here it took over {SLOW_RATIO:g}x "
         f"the median of the others and at least {SLOW_MIN_EXTRA_MS:g} ms more. Thermal or power throttling, a lower "
         "clock or power limit, a degraded PCIe or NVLink link, or another process on this GPU are the usual causes.",
@@ -156,6 +158,11 @@ def _slow_gpu(gpu: GPU, items: List[Tuple[str, float, float, List[GPU]]]) -> Fin
          Manual("another process on it? nvidia-smi --query-compute-apps=pid,gpu_uuid,used_memory --format=csv"),
          Manual(f"time it again undisturbed: doctor probe --gpu {gpu.index} --refresh --jobs 1")],
         subject=str(gpu.index))
+
+
+def _ratio(t: float, median: float) -> str:
+    """'9.8x' (a zero median, from a body that reported 0 ms, has no ratio)."""
+    return f"{t / median:.1f}x" if median > 0 else "vs 0 ms"
 
 
 def _environment(by_probe: Dict[str, _Verdicts], everywhere: List[str], facts: Facts,
@@ -175,7 +182,7 @@ def _environment(by_probe: Dict[str, _Verdicts], everywhere: List[str], facts: F
     return out
 
 
-def _summary(all_run: AllGpuRun, by_probe: Dict[str, _Verdicts], bad: Dict[int, List[Tuple[ProbeResult, List[GPU]]]],
+def _summary(all_run: AllGpuRun, by_probe: Dict[str, _Verdicts], bad: Dict[int, List[Tuple[ProbeResult, List[GPU], int]]],
              everywhere: List[str]) -> Finding:
     """One line over every GPU: what passed everywhere, what failed where."""
     n = len(all_run.runs)
@@ -185,7 +192,7 @@ def _summary(all_run: AllGpuRun, by_probe: Dict[str, _Verdicts], bad: Dict[int, 
         return finding(SUMMARY, Severity.INFO, Category.KERNELS, f"probes on {n} GPU(s): none ran, every probe was skipped",
                        {"first reason": reason or "none given"})
     clean = [pid for pid in ran if all(r.passed for _, r in by_probe[pid])]
-    some = sorted({r.id for items in bad.values() for r, _ in items})
+    some = sorted({r.id for items in bad.values() for r, _, _ in items})
     title = f"probes on {n} GPU(s): {len(clean)} of {len(ran)} passed on every GPU they ran on"
     if some:
         title += f", {len(some)} failed on some GPUs only"

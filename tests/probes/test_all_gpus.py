@@ -358,6 +358,11 @@ def test_recorded_verdicts_skips_timeouts_and_many_failures() -> None:
     assert ev["bnb.x"] == "crash here, pass on GPU 2" and ev["matmul.p7"] == "timeout here, pass on GPUs 0, 2"
     assert "sdpa.y" not in ev and [f.id for f in findings if f.id == "probe.sdpa.y"] == ["probe.sdpa.y"]
     assert dict([f for f in findings if f.id == "probe.sdpa.y"][0].evidence)["GPUs"] == "GPU 1: error"
+    assert "fail on more GPUs than they pass on" not in bad[0].explanation
+    # failing on two GPUs, passing on one: both are named, and the finding says the majority fails
+    two = compare_gpus(recorded({0: {"matmul.q": "error"}, 1: {"matmul.q": "error"}, 2: {"matmul.q": "pass"}}), facts_for(THREE))
+    named = [f for f in two if f.id == BAD_GPU]
+    assert [f.subject for f in named] == ["0", "1"] and all("fail on more GPUs than they pass on" in f.explanation for f in named)
 
 
 # --- the command ----------------------------------------------------------------------------------------------
