@@ -19,6 +19,9 @@ examples:
   doctor train train.toml --nproc 2            # data-parallel over 2 processes (one per GPU; gloo on CPU)
   torchrun --nproc-per-node 2 -m doctor train train.toml   # the same under torchrun: each rank joins
 
+With 2+ ranks, [train] parallel = "fsdp" shards the model over them (PyTorch FSDP2) instead of copying it to
+each: for a model that does not fit one GPU; the losses are the same. Probes run once per node (local rank 0).
+
 """ + epilog((ExitCode.HEALTHY, ExitCode.BAD_INPUT, ExitCode.INTERNAL, ExitCode.INTERRUPTED), notes=(
     "train: 0 when the run finished, or stopped where --stop-after said (the summary says which)",
     "train: 3 also when the loss stops being finite (the message says what to change)",

@@ -143,7 +143,7 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg.train.schedule, cfg.train.warmup_steps, total))
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    scaler = _scaler(sharding) if precision == "fp16" else None
 
     if group.lead:
         out.mkdir(parents=True, exist_ok=True)
@@ -242,6 +242,18 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
     say(f"{'done' if done else 'stopped'}: step {summary.stopped_at}/{total}, loss {losses[-1] if losses else float('nan'):.4f}"
         + (f", adapter in {adapter_dir}" if done else f"; run again to continue from step {summary.stopped_at}"))
     return summary
+
+
+def _scaler(sharding: bool) -> Any:
+    """fp16's loss scaler. Sharded: FSDP's, which all-reduces the found-inf flag, so that a rank whose shard
+    overflowed does not skip a step the others take (the plain scaler sees only its own shards)."""
+    import torch
+
+    if sharding:
+        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+        return ShardedGradScaler("cuda")
+    return torch.amp.GradScaler("cuda")
 
 
 def _silent(line: str) -> None:
