@@ -1,6 +1,7 @@
 """`[train] parallel = "fsdp"` (torch FSDP2 over 2 gloo ranks on CPU, fp32, a tiny Llama, real CLI subprocesses):
 every step's loss is the one-process run's, with gradient checkpointing on and ranks holding unequal shares
-(or none) of a step; the adapter rank 0 saves loads in plain peft and matches; a stopped run resumes; Ctrl-C
+(or none) of a step, and with a bf16 base under fp32 LoRA weights; the adapter rank 0 saves loads in plain peft
+and matches; a stopped run resumes; Ctrl-C
 says why no checkpoint of the sharded adapter is written; bad values are one line. Also the once-per-node rule:
 with 2 ranks the attention probe runs once (local rank 0) and both ranks refuse with its line."""
 
@@ -102,6 +103,24 @@ def test_a_stopped_fsdp_run_resumes_and_an_idle_rank_takes_part(tmp_path: Path, 
     assert second.returncode == 0, second.stdout + second.stderr
     assert "resumed from" in second.stdout and "(step 2 of 3)" in second.stdout
     assert _summary(tmp_path / "two")["losses"] == pytest.approx(_summary(tmp_path / "one")["losses"], rel=1e-5)
+
+
+def test_a_bf16_base_with_fp32_lora_shards_and_trains_as_one_process(tmp_path: Path, model_dir: Path,
+                                                                      dataset: Path) -> None:
+    """Mixed dtypes in one FSDP unit (peft keeps LoRA in fp32 over a bf16 base): FSDP2 gathers them as they are."""
+    from safetensors.torch import load_file
+
+    settings = {**SETTINGS, "steps": 2, "precision": "bf16"}
+    losses = []
+    for n in (1, 2):
+        cfg = write_config(tmp_path / f"{n}.toml", model_dir, dataset, tmp_path / f"out{n}", **settings)
+        res = doctor_train(str(cfg), "--nproc", str(n), timeout=180)
+        assert res.returncode == 0, res.stdout + res.stderr
+        losses.append(_summary(tmp_path / f"out{n}")["losses"])
+        saved = load_file(str(tmp_path / f"out{n}" / "adapter" / "adapter_model.safetensors"))
+        assert {str(t.dtype) for t in saved.values()} == {"torch.float32"}
+    assert "device: cpu, bf16" in res.stdout and "sharded over 2 ranks" in res.stdout
+    assert losses[1] == pytest.approx(losses[0], rel=1e-3)  # bf16 autocast: the same ops, so close (equal here)
 
 
 def _children(pid: int) -> List[int]:
