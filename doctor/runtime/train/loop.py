@@ -11,6 +11,9 @@ Order of set-up (each step has a reason):
 3. gradient checkpointing (non-reentrant: works with frozen embeddings and no input grads);
 4. peft LoRA (rank, alpha, dropout, target modules), AdamW over the adapter only, warmup + schedule;
 5. from a checkpoint in output_dir/checkpoints, when there is one: adapter, optimizer, scheduler, RNGs, step.
+With 2+ ranks (doctor.runtime.train.distributed) the attention choice and the patch's probes run once per
+node (local rank 0 first); `[train] parallel = "fsdp"` shards the model in step 4, between peft's wrap and
+the optimizer, which is built over the shards (doctor.runtime.train.fsdp).
 
 The loss of an optimizer step is normalised by the number of target tokens over ALL its micro-batches:
 each micro-batch's mean loss (what the model returns) is weighted by its share of those tokens, so two
