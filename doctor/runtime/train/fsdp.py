@@ -21,8 +21,11 @@ Two things FSDP needs that plain data parallelism does not:
   calls `full_adapter` / `full_optimizer_state`, rank 0 writes), in the format a single process writes,
   so the saved adapter loads in plain peft and a checkpoint resumes in either mode.
 
-Only the trainable (LoRA) tensors are ever gathered whole, never the base model. Each rank still loads the
-whole base model into host memory before sharding it (the GPU gets only its shards).
+Loading: rank 0 alone reads the weights (into host memory); the other ranks build the same model on the meta
+device (no memory), and after sharding rank 0's full state dict is broadcast tensor by tensor, each rank keeping
+its shards (torch's set_model_state_dict, broadcast_from_rank0), then the buffers (rotary frequencies are not in
+a state dict). The LoRA weights rank 0 initialised travel the same way, so every rank starts from them. Only
+the trainable (LoRA) tensors are ever gathered whole again, never the base model.
 """
 
 from __future__ import annotations
@@ -51,19 +54,40 @@ def decoder_layers(model: Any) -> List[Any]:
     return layers
 
 
-def shard(model: Any, world: int, cuda: bool) -> None:
-    """Shard `model` (a peft model, on the CPU) over the `world` ranks: each decoder layer a unit, the root last.
+def shard(model: Any, world: int, cuda: bool, lead: bool) -> None:
+    """Shard `model` (a peft model: loaded on the CPU in rank 0, on the meta device elsewhere) over the `world`
+    ranks, each decoder layer a unit and the root last, and fill every rank's shards from rank 0's weights.
 
     fully_shard moves each unit's shards to this rank's device (torch.cuda.current_device(), set by join()),
-    so the whole model never sits on one GPU.
+    so the whole model never sits on one GPU (a collective: every rank calls it).
     """
+    import torch
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
+    full = model.state_dict() if lead else {}  # rank 0's CPU tensors (sharding moves the parameters, not these)
     mesh = init_device_mesh("cuda" if cuda else "cpu", (world,))
     for layer in decoder_layers(model):
         fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    del full
+    _broadcast_buffers(model, torch.device(f"cuda:{torch.cuda.current_device()}") if cuda else torch.device("cpu"))
+
+
+def _broadcast_buffers(model: Any, device: Any) -> None:
+    """Every buffer as rank 0 has it (a meta rank's are empty: rotary frequencies are computed at init, not loaded)."""
+    import torch
+    import torch.distributed as dist
+
+    for name, buf in list(model.named_buffers()):  # the same order in every rank: the same modules
+        owner_name, _, leaf = name.rpartition(".")
+        owner = model.get_submodule(owner_name) if owner_name else model
+        t = torch.empty(buf.shape, dtype=buf.dtype, device=device) if buf.is_meta else buf
+        dist.broadcast(t, src=0)
+        if buf.is_meta:
+            owner.register_buffer(leaf, t, persistent=leaf not in owner._non_persistent_buffers_set)
 
 
 def is_sharded(model: Any) -> bool:

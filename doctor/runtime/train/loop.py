@@ -129,9 +129,10 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
     ckpt = latest_checkpoint(out) if cfg.resume else None
     state = _read_state(ckpt, cfg) if ckpt is not None else None  # a mismatch is reported before the model loads
     sharding = group.world > 1 and cfg.train.parallel == "fsdp"
-    model, patched = build_model(cfg, dtype, impl, place=not sharding, group=group)  # FSDP: only shards go to the GPU
+    # FSDP: rank 0 alone reads the weights, the others build the model on the meta device; only shards go to the GPU
+    model, patched = build_model(cfg, dtype, impl, place=not sharding, group=group, empty=sharding and not group.lead)
     if sharding:
-        fsdp.shard(model, group.world, device.type == "cuda")
+        fsdp.shard(model, group.world, device.type == "cuda", group.lead)
     in_force = getattr(model.config, "_attn_implementation", impl) or impl
     if in_force != impl:  # unpacked rows: the patch put its own attention in (it falls back to SDPA for masks)
         impl, why = in_force, "doctor.runtime.patch's attention (no packing: plain causal rows)"
@@ -358,20 +359,26 @@ def _load_tokenizer(model_dir: Path) -> Any:
 
 
 def build_model(cfg: TrainConfig, dtype: Any, attention: str, place: bool = True,
-                group: Group = SINGLE) -> Tuple[Any, str]:
+                group: Group = SINGLE, empty: bool = False) -> Tuple[Any, str]:
     """The base model in `dtype`, patched, checkpointed, wrapped in peft LoRA: (model, what patch did).
 
     place: move it to this process's device (False: it stays on the CPU, for FSDP to shard). group: the ranks
-    patch once per node (local rank 0 probes; the others then read the verdicts it stored)."""
+    patch once per node (local rank 0 probes; the others then read the verdicts it stored). empty: the model's
+    structure on the meta device, no weights read (an FSDP rank other than 0: rank 0's weights reach its shards)."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars: the run prints its own lines
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(cfg.model), dtype=dtype, attn_implementation=attention)
+        if empty:
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(cfg.model)), dtype=dtype,
+                                                         attn_implementation=attention)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(cfg.model), dtype=dtype, attn_implementation=attention)
     except Exception as e:
         raise DoctorError(f"{cfg.model}: cannot load the model ({' '.join(str(e).split())[:240]})") from None
     if place:
