@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Tuple
 
 from doctor.commands import add_common, count_at_least, seconds
 from doctor.errors import DoctorError
@@ -13,6 +13,8 @@ from doctor.exits import COMMON, ExitCode, epilog
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from doctor.facts import GPU
 
 EXIT_CODES = epilog(COMMON, notes=("--list: always 0",
                                    "--distributed: 2 when a rank hung, died or got a wrong result; 1 when only the link grade is low",
@@ -152,10 +154,10 @@ MAX_CPU_RANKS = 64  # gloo ranks on one machine: more is a typo, not a test
 
 def _run_distributed(args: argparse.Namespace, out: "Console") -> int:
     """`doctor probe --distributed [--nproc N]`: the ranks on this machine, verdicts naming each rank."""
-    from doctor.envvars import CUDA_VISIBLE_DEVICES
     from doctor.inventory import gather
     from doctor.probes.distributed.findings import distributed_findings
     from doctor.probes.distributed.launcher import run_distributed
+    from doctor.probes.gpus import visible_gpus
     from doctor.report.console import console
     from doctor.report.distributed import distributed_document, render_distributed
     from doctor.report_data import exit_code_for
@@ -169,10 +171,13 @@ def _run_distributed(args: argparse.Namespace, out: "Console") -> int:
     facts = gather()
     if facts.dist("torch") is None:
         raise DoctorError("--distributed needs torch (torch.distributed), which is not installed here")
-    gpus = len(facts.hardware.gpus) if facts.hardware.source != "override" else 0
-    visible = facts.env.get(CUDA_VISIBLE_DEVICES)
-    if visible is not None and gpus:
-        gpus = min(gpus, len([d for d in visible.split(",") if d.strip()]))
+    shown: Tuple[GPU, ...] = ()
+    if facts.hardware.gpus and facts.hardware.source != "override":  # simulated GPUs (DOCTOR_GPUS): the gloo path
+        seen = visible_gpus(facts.hardware.gpus, facts.env)  # CUDA_VISIBLE_DEVICES read as CUDA reads it
+        if seen.problem:
+            raise DoctorError(seen.problem)
+        shown = seen.gpus
+    gpus = len(shown)
     nccl = bool(gpus and facts.torch is not None and facts.torch.cuda)
     # GPU path (NCCL, one rank per visible GPU) is untested in CI: no GPU there.
     nproc = args.nproc if args.nproc is not None else (gpus if nccl else 2)
@@ -184,7 +189,7 @@ def _run_distributed(args: argparse.Namespace, out: "Console") -> int:
     timeout = args.timeout if args.timeout is not None else (60.0 if nccl else 30.0)
     if not args.json:
         console(args, stderr=True).print(f"distributed probe: {nproc} {backend} ranks on this machine ...")
-    run = run_distributed(nproc, backend, timeout=timeout, gpu_name=facts.hardware.gpus[0].name if nccl else "")
+    run = run_distributed(nproc, backend, timeout=timeout, gpu_name=shown[0].name if nccl else "")
     findings = distributed_findings(run)
     code = int(exit_code_for(findings))
     if args.json:
