@@ -77,7 +77,7 @@ probe() {
 }
 
 bench() {
-  (cd "$REPO" && t python3 benchmarks/kernels.py --out "$OUT" > "$OUT/bench.log" 2>&1)
+  (cd "$REPO" && t python3 benchmarks/kernels.py --out "$OUT" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1)
   cat "$OUT/kernels.md" 2>/dev/null || tail -n 30 "$OUT/bench.log"
 }
 
@@ -90,7 +90,7 @@ train() {
 }
 
 packing() {
-  (cd "$REPO" && t python3 benchmarks/packing.py --out "$OUT" --timeout "${PACKING_TIMEOUT:-240}" > "$OUT/packing_stdout.txt" 2>&1)
+  (cd "$REPO" && t python3 benchmarks/packing.py --out "$OUT" --timeout "${PACKING_TIMEOUT:-240}" ${PACKING_ARGS:-} > "$OUT/packing_stdout.txt" 2>&1)
   cat "$OUT/packing.md" 2>/dev/null || tail -n 30 "$OUT/packing_stdout.txt"
 }
 
