@@ -112,6 +112,22 @@ def make_attention_forward(original: Callable[..., Any]) -> Callable[..., Any]:
 # --- LM head + loss ---------------------------------------------------------------------------------------
 
 
+_CACHE_PARAM: Dict[type, str] = {}
+
+
+def _cache_param(cls: type) -> str:
+    """What `cls` (a decoder model's forward, or an output dataclass) calls the KV cache: transformers 5.2x says
+    `cache`, earlier releases `past_key_values` (a wrong name would be swallowed by **kwargs: no cache)."""
+    name = _CACHE_PARAM.get(cls)
+    if name is None:
+        import inspect
+
+        fields = getattr(cls, "__dataclass_fields__", None)
+        names = set(fields) if fields is not None else set(inspect.signature(cls.forward).parameters)  # type: ignore[attr-defined]
+        name = _CACHE_PARAM[cls] = "cache" if "cache" in names else "past_key_values"
+    return name
+
+
 def causal_lm_forward(self: Any, input_ids: Optional["torch.Tensor"] = None,
                       attention_mask: Optional["torch.Tensor"] = None, position_ids: Optional["torch.Tensor"] = None,
                       cache: Any = None, inputs_embeds: Optional["torch.Tensor"] = None,
@@ -128,14 +144,16 @@ def causal_lm_forward(self: Any, input_ids: Optional["torch.Tensor"] = None,
     import torch
     import torch.nn.functional as F
     from transformers.modeling_outputs import CausalLMOutputWithPast
-    from transformers.modeling_utils import slice_logits_to_keep
 
     if cache is None and "past_key_values" in kwargs:  # the older name (transformers renames it too)
         cache = kwargs.pop("past_key_values")
     shift_labels = kwargs.pop("shift_labels", None)
-    outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-                         inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
-    hidden = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+    outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         inputs_embeds=inputs_embeds, use_cache=use_cache,
+                         **{_cache_param(type(self.model)): cache}, **kwargs)
+    hidden = outputs.last_hidden_state
+    # transformers' slice_logits_to_keep (5.2x) inlined: an int keeps the last N positions (0: all), a tensor indexes
+    hidden = hidden[:, slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep, :]
     head = self.lm_head
     # only a plain nn.Linear: a LoRA'd head (peft's class is also called Linear), a quantised one (a subclass), a
     # biased one or one in another dtype than the hidden states get transformers' logits + loss
@@ -159,8 +177,9 @@ def causal_lm_forward(self: Any, input_ids: Optional["torch.Tensor"] = None,
             full = logits if logits is not None else head(hidden)
             loss = self.loss_function(logits=full, labels=None, shift_labels=shift_labels,
                                       vocab_size=self.config.vocab_size, **kwargs)
-    out = CausalLMOutputWithPast(loss=loss, logits=logits, cache=getattr(outputs, "cache", None),
-                                 hidden_states=outputs.hidden_states, attentions=outputs.attentions)
+    name = _cache_param(CausalLMOutputWithPast)
+    out = CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                 attentions=outputs.attentions, **{name: getattr(outputs, name, None)})
     if return_dict is False:
         return out.to_tuple()
     return out
