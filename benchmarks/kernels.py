@@ -67,8 +67,8 @@ class Missing(Skip):
 class Bench:
     """Timing and memory on the run's device (CUDA events through do_bench on a GPU, wall time on CPU)."""
 
-    def __init__(self, device: str, smoke: bool) -> None:
-        self.device, self.smoke = device, smoke
+    def __init__(self, device: str, smoke: bool, graphs: bool = False) -> None:
+        self.device, self.smoke, self.graphs = device, smoke, graphs
 
     def ms(self, fn: Callable[[], Any]) -> float:
         """Median ms of fn."""
@@ -91,7 +91,7 @@ class Bench:
         Tells the kernels' own time from the host's per-call cost (autograd, launches: ~0.15 ms a fwd+bwd
         on the H200's host, as much as a whole RMSNorm at the anchors' shape). None on the CPU.
         """
-        if self.device != "cuda":
+        if self.device != "cuda" or not self.graphs:
             return None
         import torch
         from triton.testing import do_bench
@@ -215,7 +215,7 @@ def measure(case: str, impl: str, bench: Bench, make: Callable[[], Callable[[], 
             row["GBps"] = float(f"{nbytes / ms / 1e6:.4g}")  # significant digits: smoke runs are at ~0.001 GB/s
             row["pct_copy"] = float(f"{100 * row['GBps'] / copy:.3g}")
         row["extra_GiB"] = bench.extra_peak_gib(g)
-        if nbytes is not None and GRAPHED(impl):
+        if nbytes is not None and bench.graphs and GRAPHED(impl):
             try:
                 gms = bench.graph_ms(g)
             except Exception as exc:  # a step that cannot be captured keeps its per-call figure
@@ -440,7 +440,7 @@ def unsloth_worker(args: argparse.Namespace) -> int:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    bench = Bench(device, args.smoke)
+    bench = Bench(device, args.smoke, graphs=args.graphs)
     dt = torch.bfloat16 if device == "cuda" else torch.float32
     shapes = SHAPES["smoke" if args.smoke else "full"]
     copy = copy_gbps(bench, shapes["copy"], dt)
@@ -504,6 +504,8 @@ def run_unsloth(args: argparse.Namespace, timeout: float) -> Tuple[List[Row], Op
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", "unsloth", "--worker-out", out, "--ops", args.ops]
         if args.smoke:
             cmd.append("--smoke")
+        if args.graphs:
+            cmd.append("--graphs")
         try:
             proc = subprocess.run(cmd, timeout=timeout, capture_output=True, text=True)
         except subprocess.TimeoutExpired:
@@ -640,6 +642,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny shapes; on CPU through Triton's interpreter")
     p.add_argument("--ops", default=",".join(OPS), help="comma-separated subset of " + ",".join(OPS))
     p.add_argument("--no-unsloth", action="store_true", help="skip the Unsloth process")
+    # Off by default: on the H100 (2026-12-07) capturing a fwd+bwd step failed (AccumulateGrad on another stream
+    # than the capture's), and the failed capture left the process's CUDA state broken: every later case ran out
+    # of memory, and Unsloth's process hit "Offset increment outside graph capture".
+    p.add_argument("--graphs", action="store_true", help="also time each step replayed as a CUDA graph (experimental)")
     p.add_argument("--unsloth-timeout", type=float, default=240.0, help="seconds for the Unsloth process")
     p.add_argument("--worker", choices=["unsloth"], help=argparse.SUPPRESS)
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
@@ -661,7 +667,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     # bf16 on the GPU; the interpreter has no bf16 (it stores it as raw bits), so fp32 on the CPU
     dt = torch.bfloat16 if device == "cuda" else torch.float32
-    bench = Bench(device, args.smoke)
+    bench = Bench(device, args.smoke, graphs=args.graphs)
     shapes = SHAPES["smoke" if args.smoke else "full"]
     os.makedirs(args.out, exist_ok=True)
     ops = args.ops.split(",")
