@@ -23,9 +23,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 HERE = Path(__file__).resolve().parent
+# What `doctor check --json --no-probes` cannot run without, outside its own code (read off `-X importtime`):
+# the CLI's argparse, json for the output, dataclasses/typing, and packaging for versions, specifiers and the
+# Requires-Dist lines (packaging.requirements pulls markers, utils, tags, logging, platform, sysconfig).
+FLOOR_MODULES = ("argparse", "json", "re", "dataclasses", "typing", "packaging.version", "packaging.specifiers",
+                 "packaging.requirements")
 RESULTS = HERE / "RESULTS.md"
 
 
@@ -107,6 +112,9 @@ def main() -> int:
     ap.add_argument("--write", action="store_true", help=f"append the result to {RESULTS.name}")
     ap.add_argument("--label", default="", help="machine label for the results table")
     ap.add_argument("--compile", action="store_true", help="write the doctor's .pyc files first (as a pip install has them)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also time, in the same alternation, `python -c pass` and a process importing only what the "
+                         "doctor cannot do without (" + ", ".join(FLOOR_MODULES) + "): the part of the time that is not the doctor's")
     ap.add_argument("--tree", action="append", default=[], metavar="DIR",
                     help="run the doctor from this source tree (a folder holding doctor/, e.g. `git archive <commit> doctor "
                          "| tar -x -C DIR`) instead of the installed one; repeat to compare trees in the same alternation")
@@ -135,11 +143,16 @@ def main() -> int:
         timed(cmd)
     timed(collect)  # warm the file cache for all, as a user's second run would be
     ds: List[List[float]] = [[] for _ in doctors]
+    floors = [("python -c pass", [sys.executable, "-c", "pass"]),
+              ("imports the doctor needs", [sys.executable, "-c", "import " + ", ".join(FLOOR_MODULES)])] if args.floor else []
+    fl: Dict[str, List[float]] = {name: [] for name, _ in floors}
     c: List[float] = []
     for _ in range(args.runs):
         for i, cmd in enumerate(doctors):
             ds[i].append(timed(cmd))
         c.append(timed(collect))
+        for name, cmd in floors:
+            fl[name].append(timed(cmd))
     mc = statistics.median(c)
     desc = (args.label or machine()) + f"; doctor bytecode: {doctor_bytecode()}"
     print(f"machine: {desc}")
@@ -149,7 +162,13 @@ def main() -> int:
         print(f"{name:<32} median {md * 1000:7.1f} ms  (min {min(d) * 1000:.1f}, max {max(d) * 1000:.1f}, n={len(d)}); "
               f"collect_env / doctor = {mc / md:.1f}x")
     print(f"torch.utils.collect_env          median {mc * 1000:7.0f} ms  (min {min(c) * 1000:.0f}, max {max(c) * 1000:.0f}, n={len(c)})")
+    for name, times in fl.items():
+        print(f"{name:<32} median {statistics.median(times) * 1000:7.1f} ms  (min {min(times) * 1000:.1f}, "
+              f"max {max(times) * 1000:.1f}, n={len(times)})")
     md = statistics.median(ds[0])
+    if fl:
+        own = md - statistics.median(fl["imports the doctor needs"])
+        print(f"the doctor's own part (its median minus the imports'): {own * 1000:.1f} ms")
     print(f"ratio: doctor is {mc / md:.1f}x faster; target >= 15x and <= 0.15 s (issue 7)")
     if args.write:
         row = (f"| {_dt.date.today()} | {desc} | {md * 1000:.0f} ms | {mc * 1000:.0f} ms | {mc / md:.1f}x | {len(ds[0])} |\n")
