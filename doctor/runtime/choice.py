@@ -71,8 +71,7 @@ def load_verdicts(ops: Sequence[str], shape: Optional[AttentionShape], environ: 
     cached = list(store.load(fp).values())
     by_op = _verdicts_by_op(cached, tag)
     # attention verdicts at other shapes stand in, but this model's shapes are probed where a GPU can
-    missing = [op for op in ops if not by_op.get(op) or (op == "attention" and tag and not any(
-        tag in r.id for r in by_op["attention"].values()))]
+    missing = _missing(ops, by_op, tag)
     if not missing:
         return by_op, ""
     if not (run and probes_apply(facts)):
@@ -81,11 +80,30 @@ def load_verdicts(ops: Sequence[str], shape: Optional[AttentionShape], environ: 
                "no CUDA GPU here" if not facts.hardware.gpus else "probes cannot run here")
         return by_op, (f"doctor.runtime: no probe verdicts for {', '.join(unproven)} in this environment ({why}): "
                        f"using the torch reference ops (DOCTOR_BACKEND_<OP> forces one)") if unproven else ""
-    specs = probe_specs(missing, shape)
-    print(f"doctor.runtime: probing {', '.join(missing)} on this GPU first ({len(specs)} probes, once per environment)",
-          file=sys.stderr)
-    done = run_probes(facts, catalogue=specs, environ=environ)
+
+    def say_wait() -> None:
+        print("doctor.runtime: another process on this machine is probing this environment (torchrun starts one per "
+              "GPU): waiting for its verdicts", file=sys.stderr)
+
+    # one process per machine probes (N ranks started at once would otherwise run N suites side by side)
+    with store.probing(fp, on_wait=say_wait) as waited:
+        if waited:  # the other process's verdicts
+            cached = list(store.load(fp).values())
+            by_op = _verdicts_by_op(cached, tag)
+            missing = _missing(ops, by_op, tag)
+            if not missing:
+                return by_op, ""
+        specs = probe_specs(missing, shape)
+        print(f"doctor.runtime: probing {', '.join(missing)} on this GPU first ({len(specs)} probes, once per "
+              "environment)", file=sys.stderr)
+        done = run_probes(facts, catalogue=specs, environ=environ)
     return _verdicts_by_op(cached + list(done.results), tag), ""
+
+
+def _missing(ops: Sequence[str], by_op: Mapping[str, Mapping[str, ProbeResult]], tag: str) -> List[str]:
+    """The ops without verdicts; attention also when none was probed at this model's shape (`tag`)."""
+    return [op for op in ops if not by_op.get(op) or (op == "attention" and tag and not any(
+        tag in r.id for r in by_op["attention"].values()))]
 
 
 def probe_specs(ops: Sequence[str], shape: Optional[AttentionShape]) -> List["ProbeSpec"]:
