@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
@@ -65,12 +66,52 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_jsonl(tmp_path_factory.mktemp("train_data") / "train.jsonl", dataset_rows())
 
 
+def train_env() -> Dict[str, str]:
+    """The environment of a `doctor train` child: this checkout's doctor, one torch thread (2 shared cores)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1",
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
 def doctor_train(*args: str, timeout: float = 240) -> "subprocess.CompletedProcess[str]":
     """`python -m doctor train ARGS` in a fresh process, one torch thread (the CI box has 2 shared cores)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "doctor", "train", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=str(REPO), stdin=subprocess.DEVNULL)
+                          timeout=timeout, env=train_env(), cwd=str(REPO), stdin=subprocess.DEVNULL)
+
+
+def children(pid: int) -> List[int]:
+    """The process's children now (Linux /proc)."""
+    kids: List[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids += [int(x) for x in (task / "children").read_text().split()]
+    return kids
+
+
+def alive(pid: int) -> bool:
+    """Whether the process still runs (a zombie does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def interrupted_train(*args: str, timeout: float = 120) -> Tuple[int, str, str, List[int]]:
+    """`doctor train ARGS`, Ctrl-C (SIGINT to the command) once it prints step 2: (exit code, stdout, stderr, the
+    command's child processes at that moment: the ranks of an --nproc run)."""
+    proc = subprocess.Popen([sys.executable, "-m", "doctor", "train", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=train_env(), cwd=str(REPO), stdin=subprocess.DEVNULL)
+    kids: List[int] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("step 2/"):
+                kids = children(proc.pid)
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, out, err, kids
 
 
 def last_error_line(stderr: str) -> Optional[str]:

@@ -10,7 +10,7 @@ from typing import Any, Dict
 
 import pytest
 
-from tests.runtime.train.conftest import doctor_train, last_error_line, write_config, write_jsonl
+from tests.runtime.train.conftest import doctor_train, interrupted_train, last_error_line, write_config, write_jsonl
 
 STEPS = 8
 
@@ -114,28 +114,9 @@ def test_bad_input_is_one_line_and_exit_3(tmp_path: Path, model_dir: Path, datas
 
 def test_ctrl_c_keeps_the_finished_steps(tmp_path: Path, full_run: Path, model_dir: Path, dataset: Path) -> None:
     """SIGINT mid-run: exit 130, and a checkpoint of the last finished step whose losses are the full run's."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
     cfg = write_config(tmp_path / "train.toml", model_dir, dataset, tmp_path / "out", steps=200)  # never reached
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "doctor", "train", str(cfg)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=str(REPO), stdin=subprocess.DEVNULL)
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("step 2/"):
-                proc.send_signal(signal.SIGINT)
-                break
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
+    code, out, err, _ = interrupted_train(str(cfg))
+    assert code == 130, err
     assert "doctor: interrupted" in err
     (ckpt,) = (tmp_path / "out" / "checkpoints").iterdir()
     state = json.loads((ckpt / "state.json").read_text())

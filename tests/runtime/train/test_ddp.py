@@ -18,7 +18,8 @@ from typing import Any, Dict, List
 import pytest
 
 from tests.conftest import REPO
-from tests.runtime.train.conftest import doctor_train, last_error_line, write_config, write_jsonl
+from tests.runtime.train.conftest import (alive, children, doctor_train, interrupted_train, last_error_line, train_env,
+                                          write_config, write_jsonl)
 
 STEPS = 4
 SETTINGS: Dict[str, Any] = {"steps": STEPS, "batch_size": 1, "grad_accum": 3, "gradient_checkpointing": False}
@@ -99,13 +100,6 @@ def test_under_torchrun_each_rank_joins(tmp_path: Path, runs: Dict[int, Any], mo
     assert res.stderr.count("doctor.runtime: no probe verdicts for") == 1, res.stderr
 
 
-def _children(pid: int) -> List[int]:
-    kids: List[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        kids += [int(x) for x in (task / "children").read_text().split()]
-    return kids
-
-
 def _rank_of(pid: int) -> str:
     env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return next((e[5:].decode() for e in env if e.startswith(b"RANK=")), "")
@@ -116,17 +110,15 @@ def test_a_rank_that_dies_ends_the_run_in_one_line_naming_it(tmp_path: Path, mod
                                                              dataset: Path) -> None:
     cfg = write_config(tmp_path / "train.toml", model_dir, dataset, tmp_path / "out",
                        **{**SETTINGS, "steps": 500})  # never reached
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "doctor", "train", str(cfg), "--nproc", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(REPO),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=train_env(), cwd=str(REPO),
                             stdin=subprocess.DEVNULL)
     ranks: Dict[str, int] = {}
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("step 1/"):
-                ranks = {_rank_of(k): k for k in _children(proc.pid)}
+                ranks = {_rank_of(k): k for k in children(proc.pid)}
                 os.kill(ranks["1"], signal.SIGKILL)
                 break
         t0 = time.monotonic()
@@ -138,39 +130,22 @@ def test_a_rank_that_dies_ends_the_run_in_one_line_naming_it(tmp_path: Path, mod
     assert proc.returncode == 4, err
     line = last_error_line(err)
     assert line == "doctor: error: rank 1 of 2 failed (killed by SIGKILL); the other ranks were stopped", err
-    assert not Path(f"/proc/{ranks['0']}").exists() or "Z" in Path(f"/proc/{ranks['0']}/stat").read_text().split()[2]
+    assert not alive(ranks["0"])
 
 
 def test_ctrl_c_checkpoints_the_last_finished_step(tmp_path: Path, runs: Dict[int, Any], model_dir: Path,
                                                    dataset: Path) -> None:
     """SIGINT to the command: rank 0 saves the last finished step (the one-process losses), exit 130, no rank left."""
     cfg = write_config(tmp_path / "train.toml", model_dir, dataset, tmp_path / "out", **{**SETTINGS, "steps": 500})
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "doctor", "train", str(cfg), "--nproc", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(REPO),
-                            stdin=subprocess.DEVNULL)
-    kids: List[int] = []
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("step 2/"):
-                kids = _children(proc.pid)
-                proc.send_signal(signal.SIGINT)
-                break
-        out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
+    code, out, err, kids = interrupted_train(str(cfg), "--nproc", "2", timeout=90)
+    assert code == 130, err
     assert "doctor: interrupted" in err
     (ckpt,) = (tmp_path / "out" / "checkpoints").iterdir()
     state = json.loads((ckpt / "state.json").read_text())
     n = state["step"]
     assert n >= 2 and f"interrupted: checkpoint at step {n}" in out
     assert state["losses"] == pytest.approx(_summary(runs[1][0])["losses"][:n], rel=1e-5)  # constant schedule
-    assert len(kids) == 2 and not [k for k in kids if Path(f"/proc/{k}").exists()
-                                   and Path(f"/proc/{k}/stat").read_text().split()[2] != "Z"]
+    assert len(kids) == 2 and not [k for k in kids if alive(k)]
 
 
 def test_bad_data_in_the_ranks_is_one_line_naming_a_rank_and_exit_3(tmp_path: Path, model_dir: Path) -> None:

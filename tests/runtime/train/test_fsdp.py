@@ -8,17 +8,16 @@ with 2 ranks the attention probe runs once (local rank 0) and both ranks refuse 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import pytest
 
 from tests.conftest import REPO
-from tests.runtime.train.conftest import doctor_train, last_error_line, write_config
+from tests.runtime.train.conftest import (alive, doctor_train, interrupted_train, last_error_line, train_env,
+                                          write_config)
 
 STEPS = 4
 # grad_accum 3 over 2 ranks: rank 0 runs micro-batches 0 and 2 of a step, rank 1 micro-batch 1 and a stand-in;
@@ -29,11 +28,6 @@ SETTINGS: Dict[str, Any] = {"steps": STEPS, "batch_size": 1, "grad_accum": 3, "g
 
 def _summary(out: Path) -> Dict[str, Any]:
     return json.loads((out / "run_summary.json").read_text(encoding="utf-8"))
-
-
-def _env() -> Dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "NO_COLOR": "1",
-            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
 
 
 @pytest.fixture(scope="module")
@@ -125,39 +119,18 @@ def test_a_bf16_base_with_fp32_lora_shards_and_trains_as_one_process(tmp_path: P
     assert losses[1] == pytest.approx(losses[0], rel=1e-3)  # bf16 autocast: the same ops, so close (equal here)
 
 
-def _children(pid: int) -> List[int]:
-    kids: List[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        kids += [int(x) for x in (task / "children").read_text().split()]
-    return kids
-
-
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the ranks through /proc (Linux)")
 def test_ctrl_c_under_fsdp_says_why_there_is_no_new_checkpoint(tmp_path: Path, model_dir: Path,
                                                                dataset: Path) -> None:
     """Ctrl-C reaches rank 0 alone, and gathering the sharded adapter needs every rank: one line says so, exit 130."""
     cfg = write_config(tmp_path / "train.toml", model_dir, dataset, tmp_path / "out",
                        **{**SETTINGS, "steps": 500, "gradient_checkpointing": False})
-    proc = subprocess.Popen([sys.executable, "-m", "doctor", "train", str(cfg), "--nproc", "2"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env(), cwd=str(REPO), stdin=subprocess.DEVNULL)
-    kids: List[int] = []
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("step 2/"):
-                kids = _children(proc.pid)
-                proc.send_signal(signal.SIGINT)
-                break
-        out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
+    code, out, err, kids = interrupted_train(str(cfg), "--nproc", "2", timeout=90)
+    assert code == 130, err
     assert "interrupted: the sharded (FSDP) adapter cannot be gathered by rank 0 alone: no checkpoint of step" in out
     assert "none was saved yet (set [train] save_every); run again to continue" in out
     assert not (tmp_path / "out" / "checkpoints").exists()
-    assert len(kids) == 2 and not [k for k in kids if Path(f"/proc/{k}").exists()
-                                   and Path(f"/proc/{k}/stat").read_text().split()[2] != "Z"]
+    assert len(kids) == 2 and not [k for k in kids if alive(k)]
 
 
 @pytest.mark.parametrize("value, line", [
@@ -194,7 +167,7 @@ def test_probes_run_once_per_node_and_every_rank_refuses_with_their_line(tmp_pat
                        **{**SETTINGS, "steps": 1})
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                           "--max-restarts", "0", "-m", "doctor", "train", str(cfg), "--no-progress"],
-                         capture_output=True, text=True, timeout=180, env=_env(), cwd=str(REPO), stdin=subprocess.DEVNULL)
+                         capture_output=True, text=True, timeout=180, env=train_env(), cwd=str(REPO), stdin=subprocess.DEVNULL)
     assert res.returncode != 0
     both = res.stdout + res.stderr
     assert both.count("doctor train: probing attention flex_attention on cpu") == 1, both
