@@ -26,6 +26,8 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # auto: bf16 where the GPU has it
 # With 2+ ranks: ddp keeps a whole model on every rank (one all-reduce of the adapter's gradients a step);
 # fsdp shards the model over the ranks (torch FSDP2, fully_shard): for a model that does not fit one GPU.
 PARALLELS = ("ddp", "fsdp")
+# Which tokens of a chat line are targets: all of them (trl's SFTTrainer default), or the assistant's turns alone.
+TRAIN_ON = ("all", "assistant")
 # The projections of the Llama family's decoder layers: what "all linear layers" means for LoRA here.
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -37,6 +39,7 @@ class DataConfig:
     path: str = ""  # JSONL file, one {"text": ...} or {"messages": [...]} object per line (required)
     seq_len: int = 2048  # tokens per row: longer examples are truncated, shorter ones packed up to it
     packing: bool = True  # several short examples per row, attention kept inside each (padding-free)
+    train_on: str = "all"  # one of TRAIN_ON: chat lines' targets (text lines are trained on every token)
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,8 @@ def _validate(name: str, data: DataConfig, lora: LoraConfig, train: TrainSetting
         raise bad("[lora] alpha", f"must be above 0, got {lora.alpha}")
     if not lora.targets:
         raise bad("[lora] targets", "empty: name at least one module (e.g. \"q_proj\")")
+    if data.train_on not in TRAIN_ON:
+        raise bad("[data] train_on", f"unknown choice {data.train_on!r} (choose from {', '.join(TRAIN_ON)})")
     if train.schedule not in SCHEDULES:
         raise bad("[train] schedule", f"unknown schedule {train.schedule!r} (choose from {', '.join(SCHEDULES)})")
     if train.precision not in PRECISIONS:

@@ -5,7 +5,9 @@ Two line formats, told apart by their field:
     {"text": "any text"}                                       trained on every token
     {"messages": [{"role": "user", "content": "..."}, ...]}    rendered with the tokenizer's chat template
 
-Every token of an example is a target (what trl's SFTTrainer does by default). A bad line is ONE
+Every token of an example is a target (what trl's SFTTrainer does by default); with `[data] train_on =
+"assistant"` a chat line's targets are its assistant turns alone (each turn's text and what the template writes
+after it, up to the next turn), found by rendering the conversation up to each turn. A bad line is ONE
 `DoctorError` naming `file:line`, so a 100k-line file with one broken record is fixed in one edit, and
 nothing is tokenised before the whole file has been read and checked.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from doctor.errors import DoctorError
 
@@ -94,10 +96,12 @@ def _messages(where: str, value: Any) -> Tuple[Tuple[str, str], ...]:
     return tuple(out)
 
 
-def tokenize(records: Sequence[Record], tokenizer: Any, seq_len: int, source: Path) -> List[Example]:
+def tokenize(records: Sequence[Record], tokenizer: Any, seq_len: int, source: Path,
+             train_on: str = "all") -> List[Example]:
     """Records as Examples: chat rendered by the tokenizer's template, EOS appended to text, cut to seq_len.
 
-    An example shorter than 2 tokens has no next-token target and is left out.
+    train_on "assistant": a chat line's labels are IGNORE outside its assistant turns. An example without a
+    next-token target (under 2 tokens, or no target after its first token) is left out.
     """
     if any(r.messages for r in records) and not getattr(tokenizer, "chat_template", None):
         first = next(r.line for r in records if r.messages)
@@ -108,11 +112,22 @@ def tokenize(records: Sequence[Record], tokenizer: Any, seq_len: int, source: Pa
     chats = [i for i, r in enumerate(records) if r.messages]
     texts = [i for i, r in enumerate(records) if not r.messages]
     ids_of: List[List[int]] = [[] for _ in records]
+    labels_of: List[Optional[List[int]]] = [None for _ in records]  # None: every token is a target
     if chats:
-        rendered = [tokenizer.apply_chat_template([{"role": a, "content": b} for a, b in records[i].messages],
-                                                  tokenize=False) for i in chats]
-        for i, ids in zip(chats, tokenizer(rendered, add_special_tokens=False)["input_ids"]):
-            ids_of[i] = list(ids)
+        rendered = [_render(tokenizer, records[i].messages) for i in chats]
+        if train_on == "assistant":
+            if not getattr(tokenizer, "is_fast", False):
+                raise DoctorError(f"{source}: [data] train_on = \"assistant\" needs a fast tokenizer (its character "
+                                  "offsets tell which tokens an assistant turn holds); this model's is not")
+            spans = [_assistant_spans(tokenizer, records[i], text, source) for i, text in zip(chats, rendered)]
+            enc = tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
+            for i, ids, offsets, turn in zip(chats, enc["input_ids"], enc["offset_mapping"], spans):
+                ids_of[i] = list(ids)
+                # a token is a target when it starts inside an assistant span
+                labels_of[i] = [t if any(a <= o[0] < b for a, b in turn) else IGNORE for t, o in zip(ids, offsets)]
+        else:
+            for i, ids in zip(chats, tokenizer(rendered, add_special_tokens=False)["input_ids"]):
+                ids_of[i] = list(ids)
     if texts:
         for i, ids in zip(texts, tokenizer([records[i].text for i in texts])["input_ids"]):
             ids = list(ids)
@@ -120,16 +135,42 @@ def tokenize(records: Sequence[Record], tokenizer: Any, seq_len: int, source: Pa
                 ids.append(eos)  # the model learns where a text ends
             ids_of[i] = ids
     out: List[Example] = []
-    for r, ids in zip(records, ids_of):
+    for r, ids, labels in zip(records, ids_of, labels_of):
         ids = ids[:seq_len]
-        if len(ids) >= 2:
-            out.append(Example(tuple(ids), tuple(ids), r.line))
+        labels = ids if labels is None else labels[:seq_len]
+        if len(ids) >= 2 and any(t != IGNORE for t in labels[1:]):  # label 0 is never predicted
+            out.append(Example(tuple(ids), tuple(labels), r.line))
     if not out:
-        raise DoctorError(f"{source}: no example has 2 or more tokens: nothing to train on")
+        raise DoctorError(f"{source}: no example has 2 or more tokens" + (
+            " with an assistant token among them" if train_on == "assistant" else "") + ": nothing to train on")
     return out
 
 
-def load_examples(path: Path, tokenizer: Any, seq_len: int) -> List[Example]:
+def _render(tokenizer: Any, messages: Sequence[Tuple[str, str]], generation_prompt: bool = False) -> str:
+    """The conversation as the chat template writes it (text, not tokens)."""
+    return str(tokenizer.apply_chat_template([{"role": a, "content": b} for a, b in messages], tokenize=False,
+                                             add_generation_prompt=generation_prompt))
+
+
+def _assistant_spans(tokenizer: Any, record: Record, full: str, source: Path) -> List[Tuple[int, int]]:
+    """Character spans of `full` written for the assistant turns: from the end of the conversation rendered up to
+    the turn (with the generation prompt) to its end rendered through the turn. A template that does not render
+    a conversation as the concatenation of its prefixes cannot be split so: one line naming the record."""
+    spans: List[Tuple[int, int]] = []
+    for k, (role, _) in enumerate(record.messages):
+        if role != "assistant":
+            continue
+        before = _render(tokenizer, record.messages[:k], generation_prompt=True) if k else ""
+        through = _render(tokenizer, record.messages[:k + 1])
+        if not (full.startswith(through) and through.startswith(before)):
+            raise DoctorError(f"{source}:{record.line}: [data] train_on = \"assistant\": the chat template does not "
+                              f"render this conversation turn by turn (turn {k + 1} changes what came before it), so "
+                              "the assistant's tokens cannot be told apart; use train_on = \"all\"")
+        spans.append((len(before), len(through)))
+    return spans
+
+
+def load_examples(path: Path, tokenizer: Any, seq_len: int, train_on: str = "all") -> List[Example]:
     """read_jsonl then tokenize: the dataset as Examples."""
-    return tokenize(read_jsonl(path), tokenizer, seq_len, path)
+    return tokenize(read_jsonl(path), tokenizer, seq_len, path, train_on)
 

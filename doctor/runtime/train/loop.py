@@ -117,7 +117,7 @@ def train(cfg: TrainConfig, log: Optional[Log] = None, stop_after: Optional[int]
     precision, dtype = _precision(cfg.train.precision, device)
     _seed_everything(cfg.train.seed)
     tokenizer = _load_tokenizer(cfg.model)
-    examples = tokenize(lines, tokenizer, cfg.data.seq_len, Path(cfg.data.path))
+    examples = tokenize(lines, tokenizer, cfg.data.seq_len, Path(cfg.data.path), cfg.data.train_on)
     plan = DataPlan(examples, cfg)
     total = plan.total_steps
     # probed once per node: local rank 0 chooses, the node's other ranks take its choice

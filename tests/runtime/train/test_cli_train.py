@@ -124,3 +124,22 @@ def test_ctrl_c_keeps_the_finished_steps(tmp_path: Path, full_run: Path, model_d
     assert n >= 2 and ckpt.name == f"step-{n:06d}" and f"interrupted: checkpoint at step {n}" in out
     # a constant schedule: the first steps are the 8-step run's, whatever the total
     assert state["losses"] == pytest.approx(_summary(full_run)["losses"][:n], rel=1e-6)
+
+
+def test_train_on_assistant_trains_on_fewer_targets(tmp_path: Path, full_run: Path, model_dir: Path) -> None:
+    """`train_on = "assistant"` end to end: the run completes on the chat lines' assistant turns alone; its first
+    step's loss differs from the all-token run's (other targets), and the config is in the summary."""
+    chat = write_jsonl(tmp_path / "chat.jsonl", [
+        {"messages": [{"role": "user", "content": "what is the cat"}, {"role": "assistant", "content": "the cat is red"}]},
+        {"messages": [{"role": "user", "content": "how are you"}, {"role": "assistant", "content": "good yes"}]},
+    ] * 4)
+    runs = {}
+    for mode in ("all", "assistant"):
+        cfg = write_config(tmp_path / f"{mode}.toml", model_dir, chat, tmp_path / mode, steps=2, grad_accum=1)
+        cfg.write_text(cfg.read_text(encoding="utf-8").replace("seq_len = 48", f'seq_len = 48\ntrain_on = "{mode}"'),
+                       encoding="utf-8")
+        res = doctor_train(str(cfg), timeout=180)
+        assert res.returncode == 0, res.stdout + res.stderr
+        runs[mode] = _summary(tmp_path / mode)
+    assert runs["assistant"]["config"]["data"]["train_on"] == "assistant" and runs["assistant"]["complete"]
+    assert runs["assistant"]["losses"][0] != pytest.approx(runs["all"]["losses"][0], rel=1e-3)

@@ -91,6 +91,8 @@ MINIMAL = 'model = "m"\noutput_dir = "o"\n[data]\npath = "d.jsonl"\n'
     (MINIMAL + "[train]\nbatch_size = 0\n", "[train] batch_size: must be at least 1, got 0"),
     (MINIMAL + "[train]\nschedule = 'cosine-restarts'\n", "[train] schedule: unknown schedule 'cosine-restarts'"),
     (MINIMAL + "[train]\nprecision = 'fp8'\n", "[train] precision: unknown precision 'fp8'"),
+    (MINIMAL.replace('path = "d.jsonl"\n', 'path = "d.jsonl"\ntrain_on = "completion"\n'),
+     "[data] train_on: unknown choice 'completion' (choose from all, assistant)"),
     (MINIMAL + "[lora]\ndropout = 1.0\n", "[lora] dropout: must be in [0, 1), got 1.0"),
     ("attention = 'xformers'\n" + MINIMAL, "attention: unknown attention 'xformers'"),
     (MINIMAL + "[train]\nlr = 0\n", "[train] lr: must be above 0, got 0.0"),

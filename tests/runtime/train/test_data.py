@@ -81,3 +81,50 @@ def test_a_bad_byte_deep_in_the_file_names_its_own_line_and_a_bom_is_not_data(tm
     assert [r.text for r in read_jsonl(bom)] == ["the cat", "a dog"]
     with pytest.raises(DoctorError, match="is a folder, not a JSONL file"):
         read_jsonl(tmp_path)
+
+
+def _words(ids, labels):  # type: ignore[no-untyped-def]
+    """The target tokens as words ('-' where IGNORE)."""
+    words = {i: w for w, i in VOCAB.items()}
+    return " ".join(words[t] if lab != IGNORE else "-" for t, lab in zip(ids, labels))
+
+
+def test_train_on_assistant_targets_only_the_assistant_turns(tmp_path: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """Every assistant turn (its text and the template's end-of-turn after it), nothing of the system or user."""
+    path = write_jsonl(tmp_path / "d.jsonl", [
+        {"messages": [{"role": "system", "content": "good"}, {"role": "user", "content": "hello"},
+                      {"role": "assistant", "content": "yes yes"}, {"role": "user", "content": "why"},
+                      {"role": "assistant", "content": "no"}]},
+        {"text": "the cat can run"},
+    ])
+    chat, text = load_examples(path, tokenizer, seq_len=64, train_on="assistant")
+    assert _words(chat.input_ids, chat.labels) == "- - - - - - - yes yes <|end|> - - - - no <|end|>"
+    assert _words(chat.input_ids, chat.input_ids) == ("<|system|> good <|end|> <|user|> hello <|end|> <|assistant|> "
+                                                      "yes yes <|end|> <|user|> why <|end|> <|assistant|> no <|end|>")
+    assert text.labels == text.input_ids  # text lines: every token, whatever train_on says
+    (same,) = load_examples(write_jsonl(tmp_path / "one.jsonl", [{"messages": [
+        {"role": "user", "content": "hello"}, {"role": "assistant", "content": "yes"}]}]), tokenizer, 64)
+    assert IGNORE not in same.labels  # the default, "all", is unchanged
+
+
+def test_train_on_assistant_drops_lines_without_an_assistant_token(tmp_path: Path, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """No assistant turn, or one cut off by seq_len: nothing to learn from that line; none at all is one line."""
+    rows = [{"messages": [{"role": "user", "content": "hello"}]},
+            {"messages": [{"role": "user", "content": "one two three four five"}, {"role": "assistant", "content": "yes"}]},
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]}]
+    (kept,) = load_examples(write_jsonl(tmp_path / "d.jsonl", rows), tokenizer, seq_len=8, train_on="assistant")
+    assert kept.line == 3
+    with pytest.raises(DoctorError, match=r"d2.jsonl: no example has 2 or more tokens with an assistant token among "
+                                          r"them: nothing to train on"):
+        load_examples(write_jsonl(tmp_path / "d2.jsonl", rows[:2]), tokenizer, seq_len=8, train_on="assistant")
+
+
+def test_train_on_assistant_refuses_a_template_that_rewrites_earlier_turns(tmp_path: Path) -> None:
+    """A template whose rendering of the first turns changes once later ones exist (here: a turn count written up
+    front) cannot be split by prefixes: one line naming the record, not silently wrong labels."""
+    counting = build_tokenizer(chat_template="{{ messages | length }} " + CHAT_TEMPLATE)
+    path = write_jsonl(tmp_path / "d.jsonl", [{"messages": [{"role": "user", "content": "hi"},
+                                                            {"role": "assistant", "content": "yes"}]}])
+    with pytest.raises(DoctorError, match=r"d.jsonl:1: \[data\] train_on = \"assistant\": the chat template does not "
+                                          r"render this conversation turn by turn \(turn 2"):
+        load_examples(path, counting, 64, train_on="assistant")
