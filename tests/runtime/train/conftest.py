@@ -114,6 +114,24 @@ def interrupted_train(*args: str, timeout: float = 120) -> Tuple[int, str, str, 
     return proc.returncode, out, err, kids
 
 
+def read_summary(out: Path) -> Dict[str, Any]:
+    """The run's run_summary.json."""
+    return json.loads((out / "run_summary.json").read_text(encoding="utf-8"))
+
+
+def trained_by_1_and_2(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, dataset: Path, tag: str,
+                       settings: Dict[str, Any], timeout: float) -> Dict[int, Any]:
+    """The same config trained by 1 and by 2 processes: {nproc: (output_dir, completed process, config path)}."""
+    done: Dict[int, Any] = {}
+    for n in (1, 2):
+        root = tmp_path_factory.mktemp(f"{tag}{n}")
+        cfg = write_config(root / "train.toml", model_dir, dataset, root / "out", **settings)
+        res = doctor_train(str(cfg), "--nproc", str(n), timeout=timeout)
+        assert res.returncode == 0, res.stdout + res.stderr
+        done[n] = (root / "out", res, cfg)
+    return done
+
+
 def last_error_line(stderr: str) -> Optional[str]:
     """The doctor's one-line error, ignoring noise other libraries print at exit (nanobind leak reports)."""
     lines = [ln for ln in stderr.splitlines() if ln.startswith("doctor:")]

@@ -10,13 +10,10 @@ from typing import Any, Dict
 
 import pytest
 
-from tests.runtime.train.conftest import doctor_train, interrupted_train, last_error_line, write_config, write_jsonl
+from tests.runtime.train.conftest import (doctor_train, interrupted_train, last_error_line, read_summary, write_config,
+                                          write_jsonl)
 
 STEPS = 8
-
-
-def _summary(out: Path) -> Dict[str, Any]:
-    return json.loads((out / "run_summary.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +31,7 @@ def test_training_reduces_the_loss_and_the_adapter_loads_in_plain_peft(full_run:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    s = _summary(full_run)
+    s = read_summary(full_run)
     assert s["complete"] and s["stopped_at"] == STEPS and len(s["losses"]) == STEPS and s["resumed_from"] == 0
     assert s["losses"][-1] < s["losses"][0] - 0.2, s["losses"]  # ~4.86 -> ~4.54 in 8 steps here
     assert s["device"] == "cpu" and s["precision"] == "fp32" and s["attention"] == "sdpa"
@@ -58,7 +55,7 @@ def test_an_interrupted_run_continues_with_the_same_losses(tmp_path: Path, full_
     cfg = write_config(tmp_path / "train.toml", model_dir, dataset, tmp_path / "out", steps=STEPS, save_every=4)
     first = doctor_train(str(cfg), "--stop-after", "3")
     assert first.returncode == 0, first.stderr
-    s = _summary(tmp_path / "out")
+    s = read_summary(tmp_path / "out")
     assert (s["complete"], s["stopped_at"], len(s["losses"])) == (False, 3, 3)
     assert not (tmp_path / "out" / "adapter").exists()
     assert "run again to continue from step 3" in first.stdout
@@ -66,9 +63,9 @@ def test_an_interrupted_run_continues_with_the_same_losses(tmp_path: Path, full_
     second = doctor_train(str(cfg))
     assert second.returncode == 0, second.stderr
     assert "resumed from" in second.stdout and "(step 3 of 8)" in second.stdout
-    s = _summary(tmp_path / "out")
+    s = read_summary(tmp_path / "out")
     assert s["complete"] and s["resumed_from"] == 3
-    assert s["losses"] == pytest.approx(_summary(full_run)["losses"], rel=1e-6)
+    assert s["losses"] == pytest.approx(read_summary(full_run)["losses"], rel=1e-6)
 
     # the same output_dir with a setting the checkpoint depends on changed: refused, nothing overwritten
     changed = write_config(tmp_path / "train.toml", model_dir, dataset, tmp_path / "out", steps=STEPS, save_every=4,
@@ -123,7 +120,7 @@ def test_ctrl_c_keeps_the_finished_steps(tmp_path: Path, full_run: Path, model_d
     n = state["step"]
     assert n >= 2 and ckpt.name == f"step-{n:06d}" and f"interrupted: checkpoint at step {n}" in out
     # a constant schedule: the first steps are the 8-step run's, whatever the total
-    assert state["losses"] == pytest.approx(_summary(full_run)["losses"][:n], rel=1e-6)
+    assert state["losses"] == pytest.approx(read_summary(full_run)["losses"][:n], rel=1e-6)
 
 
 def test_train_on_assistant_trains_on_fewer_targets(tmp_path: Path, full_run: Path, model_dir: Path) -> None:
@@ -140,6 +137,6 @@ def test_train_on_assistant_trains_on_fewer_targets(tmp_path: Path, full_run: Pa
                        encoding="utf-8")
         res = doctor_train(str(cfg), timeout=180)
         assert res.returncode == 0, res.stdout + res.stderr
-        runs[mode] = _summary(tmp_path / mode)
+        runs[mode] = read_summary(tmp_path / mode)
     assert runs["assistant"]["config"]["data"]["train_on"] == "assistant" and runs["assistant"]["complete"]
     assert runs["assistant"]["losses"][0] != pytest.approx(runs["all"]["losses"][0], rel=1e-3)

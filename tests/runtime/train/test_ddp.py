@@ -18,33 +18,22 @@ from typing import Any, Dict, List
 import pytest
 
 from tests.conftest import REPO
-from tests.runtime.train.conftest import (alive, children, doctor_train, interrupted_train, last_error_line, train_env,
-                                          write_config, write_jsonl)
+from tests.runtime.train.conftest import (alive, children, doctor_train, interrupted_train, last_error_line,
+                                          read_summary, train_env, trained_by_1_and_2, write_config, write_jsonl)
 
 STEPS = 4
 SETTINGS: Dict[str, Any] = {"steps": STEPS, "batch_size": 1, "grad_accum": 3, "gradient_checkpointing": False}
 # grad_accum 3 over 2 ranks: rank 0 takes micro-batches 0 and 2 of a step, rank 1 takes micro-batch 1
 
 
-def _summary(out: Path) -> Dict[str, Any]:
-    return json.loads((out / "run_summary.json").read_text(encoding="utf-8"))
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, dataset: Path) -> Dict[int, Any]:
     """The same config trained by 1 and by 2 processes: {nproc: (output_dir, completed process)}."""
-    done: Dict[int, Any] = {}
-    for n in (1, 2):
-        root = tmp_path_factory.mktemp(f"nproc{n}")
-        cfg = write_config(root / "train.toml", model_dir, dataset, root / "out", extra="", **SETTINGS)
-        res = doctor_train(str(cfg), "--nproc", str(n), timeout=180)
-        assert res.returncode == 0, res.stdout + res.stderr
-        done[n] = (root / "out", res, cfg)
-    return done
+    return trained_by_1_and_2(tmp_path_factory, model_dir, dataset, "nproc", SETTINGS, timeout=180)
 
 
 def test_two_ranks_give_the_one_process_loss_at_every_step(runs: Dict[int, Any]) -> None:
-    one, two = _summary(runs[1][0]), _summary(runs[2][0])
+    one, two = read_summary(runs[1][0]), read_summary(runs[2][0])
     assert len(two["losses"]) == STEPS
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-5)
     assert two["tokens"] == one["tokens"]  # the same global batches
@@ -67,7 +56,7 @@ def test_the_ranks_hold_different_token_counts(runs: Dict[int, Any]) -> None:
     assert all(a != b for a, b in shares), shares
 
 
-def test_rank_0_alone_writes_the_adapter_and_summary(runs: Dict[int, Any], model_dir: Path) -> None:
+def test_rank_0_alone_writes_the_adapter_andread_summary(runs: Dict[int, Any], model_dir: Path) -> None:
     import torch
     from safetensors.torch import load_file
 
@@ -92,9 +81,9 @@ def test_under_torchrun_each_rank_joins(tmp_path: Path, runs: Dict[int, Any], mo
                           "--max-restarts", "0", "-m", "doctor", "train", str(cfg), "--no-progress"],
                          capture_output=True, text=True, timeout=120, env=env, cwd=str(REPO), stdin=subprocess.DEVNULL)
     assert res.returncode == 0, res.stdout + res.stderr
-    s = _summary(tmp_path / "out")
+    s = read_summary(tmp_path / "out")
     assert s["world_size"] == 4 and s["complete"]
-    assert s["losses"] == pytest.approx(_summary(runs[1][0])["losses"][:2], rel=1e-5)  # constant schedule
+    assert s["losses"] == pytest.approx(read_summary(runs[1][0])["losses"][:2], rel=1e-5)  # constant schedule
     # probes once per node: local rank 0 alone asks the dispatcher (on CPU it finds nothing to probe and says so
     # once); the other 3 read the verdicts it left, probes off, silently (torchrun shows every rank's stderr)
     assert res.stderr.count("doctor.runtime: no probe verdicts for") == 1, res.stderr
@@ -144,7 +133,7 @@ def test_ctrl_c_checkpoints_the_last_finished_step(tmp_path: Path, runs: Dict[in
     state = json.loads((ckpt / "state.json").read_text())
     n = state["step"]
     assert n >= 2 and f"interrupted: checkpoint at step {n}" in out
-    assert state["losses"] == pytest.approx(_summary(runs[1][0])["losses"][:n], rel=1e-5)  # constant schedule
+    assert state["losses"] == pytest.approx(read_summary(runs[1][0])["losses"][:n], rel=1e-5)  # constant schedule
     assert len(kids) == 2 and not [k for k in kids if alive(k)]
 
 

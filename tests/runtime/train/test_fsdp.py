@@ -7,7 +7,6 @@ with 2 ranks the attention probe runs once (local rank 0) and both ranks refuse 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +15,8 @@ from typing import Any, Dict
 import pytest
 
 from tests.conftest import REPO
-from tests.runtime.train.conftest import (alive, doctor_train, interrupted_train, last_error_line, train_env,
-                                          write_config)
+from tests.runtime.train.conftest import (alive, doctor_train, interrupted_train, last_error_line, read_summary,
+                                          train_env, trained_by_1_and_2, write_config)
 
 STEPS = 4
 # grad_accum 3 over 2 ranks: rank 0 runs micro-batches 0 and 2 of a step, rank 1 micro-batch 1 and a stand-in;
@@ -26,25 +25,14 @@ SETTINGS: Dict[str, Any] = {"steps": STEPS, "batch_size": 1, "grad_accum": 3, "g
                             "parallel": "fsdp", "max_grad_norm": 0.05}
 
 
-def _summary(out: Path) -> Dict[str, Any]:
-    return json.loads((out / "run_summary.json").read_text(encoding="utf-8"))
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, model_dir: Path, dataset: Path) -> Dict[int, Any]:
     """The same config (parallel = "fsdp") trained by 1 and by 2 processes: {nproc: (output_dir, completed process)}."""
-    done: Dict[int, Any] = {}
-    for n in (1, 2):
-        root = tmp_path_factory.mktemp(f"fsdp{n}")
-        cfg = write_config(root / "train.toml", model_dir, dataset, root / "out", **SETTINGS)
-        res = doctor_train(str(cfg), "--nproc", str(n), timeout=240)
-        assert res.returncode == 0, res.stdout + res.stderr
-        done[n] = (root / "out", res)
-    return done
+    return trained_by_1_and_2(tmp_path_factory, model_dir, dataset, "fsdp", SETTINGS, timeout=240)
 
 
 def test_fsdp_over_two_ranks_gives_the_one_process_loss_at_every_step(runs: Dict[int, Any]) -> None:
-    one, two = _summary(runs[1][0]), _summary(runs[2][0])
+    one, two = read_summary(runs[1][0]), read_summary(runs[2][0])
     assert len(two["losses"]) == STEPS
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-5)
     assert two["tokens"] == one["tokens"] and two["world_size"] == 2
@@ -98,7 +86,7 @@ def test_a_stopped_fsdp_run_resumes_in_either_mode_and_an_idle_rank_takes_part(t
         assert run.returncode == 0, run.stdout + run.stderr
         assert i == 0 or f"(step {i} of 3)" in run.stdout
         assert ("sharded over 2 ranks" in run.stdout) == ("--nproc" in leg)
-    assert _summary(tmp_path / "two")["losses"] == pytest.approx(_summary(tmp_path / "one")["losses"], rel=1e-5)
+    assert read_summary(tmp_path / "two")["losses"] == pytest.approx(read_summary(tmp_path / "one")["losses"], rel=1e-5)
 
 
 def test_a_bf16_base_with_fp32_lora_shards_and_trains_as_one_process(tmp_path: Path, model_dir: Path,
@@ -112,7 +100,7 @@ def test_a_bf16_base_with_fp32_lora_shards_and_trains_as_one_process(tmp_path: P
         cfg = write_config(tmp_path / f"{n}.toml", model_dir, dataset, tmp_path / f"out{n}", **settings)
         res = doctor_train(str(cfg), "--nproc", str(n), timeout=180)
         assert res.returncode == 0, res.stdout + res.stderr
-        losses.append(_summary(tmp_path / f"out{n}")["losses"])
+        losses.append(read_summary(tmp_path / f"out{n}")["losses"])
         saved = load_file(str(tmp_path / f"out{n}" / "adapter" / "adapter_model.safetensors"))
         assert {str(t.dtype) for t in saved.values()} == {"torch.float32"}
     assert "device: cpu, bf16" in res.stdout and "sharded over 2 ranks" in res.stdout
