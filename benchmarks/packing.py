@@ -71,7 +71,7 @@ def write_config(path: str, model_dir: str, data: str, out: str, *, seq: int, ba
     return path
 
 
-def run_train(config: str, timeout: float, log: Any) -> Dict[str, Any]:
+def run_train(config: str, out: str, timeout: float, log: Any) -> Dict[str, Any]:
     """`python -m doctor train CONFIG` with a time limit; its run_summary.json (or why there is none)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH", ""), ROOT) if p)  # an installed doctor first
@@ -80,7 +80,8 @@ def run_train(config: str, timeout: float, log: Any) -> Dict[str, Any]:
         proc = subprocess.run([sys.executable, "-m", "doctor", "train", config], capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL, env=env)
     except subprocess.TimeoutExpired as exc:
-        log.write(f"\n===== {config}: timeout after {timeout:g} s\n{exc.stdout or ''}{exc.stderr or ''}")
+        said = [x.decode(errors="replace") if isinstance(x, bytes) else (x or "") for x in (exc.stdout, exc.stderr)]
+        log.write(f"\n===== {config}: timeout after {timeout:g} s\n" + "".join(said))
         return {"status": "timeout", "reason": f"no result within {timeout:g} s"}
     wall = round(time.perf_counter() - t, 1)
     log.write(f"\n===== {config} (exit {proc.returncode}, {wall} s)\n{proc.stdout}{proc.stderr}")
@@ -88,18 +89,11 @@ def run_train(config: str, timeout: float, log: Any) -> Dict[str, Any]:
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
         return {"status": "error", "reason": f"exit {proc.returncode}: {tail[0][:300]}", "process_s": wall}
-    with open(os.path.join(_output_dir(config), "run_summary.json"), encoding="utf-8") as f:
+    with open(os.path.join(out, "run_summary.json"), encoding="utf-8") as f:
         summary = json.load(f)
     return {"status": "ok", "process_s": wall, **{k: summary[k] for k in (
         "rows", "total_steps", "tokens", "seconds", "tokens_per_second", "attention", "attention_reason", "precision",
         "device", "patched") if k in summary}}
-
-
-def _output_dir(config: str) -> str:
-    import tomllib
-
-    with open(config, "rb") as f:
-        return str(tomllib.load(f)["output_dir"])
 
 
 def _device_name(device: str) -> str:
@@ -173,12 +167,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         common = dict(seq=seq, batch=batch, precision=precision)
         warm = write_config(os.path.join(work, "warm.toml"), model_dir, data, os.path.join(work, "warm"),
                             packing=True, steps=2, **common)  # type: ignore[arg-type]
-        warm_res = run_train(warm, timeout, log)
+        warm_res = run_train(warm, os.path.join(work, "warm"), timeout, log)
         runs: Dict[str, Dict[str, Any]] = {}
         for name, packing in (("packed", True), ("unpacked", False)):
             cfg = write_config(os.path.join(work, f"{name}.toml"), model_dir, data, os.path.join(work, name),
                                packing=packing, **common)  # type: ignore[arg-type]
-            runs[name] = run_train(cfg, timeout, log)
+            runs[name] = run_train(cfg, os.path.join(work, name), timeout, log)
     ok = all(r.get("status") == "ok" for r in runs.values())
     gain = round(runs["packed"]["tokens_per_second"] / runs["unpacked"]["tokens_per_second"], 3) \
         if ok and runs["unpacked"].get("tokens_per_second") else None
