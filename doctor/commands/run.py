@@ -10,6 +10,7 @@ import os
 from typing import List, Optional, Sequence, Tuple
 
 from doctor.commands import Parser, add_common
+from doctor.envvars import LOCAL_RANK
 from doctor.errors import DoctorError
 from doctor.exits import ExitCode, epilog
 from doctor.report.console import console
@@ -95,9 +96,17 @@ def run(args: argparse.Namespace) -> int:
     _validate(args.script)
     debug = bool(getattr(args, "debug", False))
     con = console(args, stderr=True)
-    report = _check(args, con, debug)
-    render_handoff(report, con, args.script)
-    if report.exit_code >= ExitCode.ERRORS:
+    local_rank = os.environ.get(LOCAL_RANK, "0")
+    if local_rank != "0":
+        # Under torchrun / accelerate launch every rank runs `doctor run`: the node's local rank 0 checks (and
+        # probes) for all of them; a refusal there ends its process, and the launcher stops the others.
+        con.print(f"doctor run: local rank {local_rank}: the check is local rank 0's; starting {args.script}",
+                  highlight=False)
+        report = None
+    else:
+        report = _check(args, con, debug)
+        render_handoff(report, con, args.script)
+    if report is not None and report.exit_code >= ExitCode.ERRORS:
         if not args.force:
             con.print(f"doctor run: not starting {args.script}: the check found errors (fix them, or --force to start "
                       "anyway)", style="bold red", highlight=False)

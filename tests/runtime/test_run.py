@@ -283,3 +283,16 @@ def test_runtime_with_probes_off_on_a_gpu_machine_uses_references_and_says_so(tm
     assert {c.backend for c in picks.choices.values()} == {"torch"}
     assert out.getvalue().count("\n") == 1 and "probes off: DOCTOR_RUNTIME_PROBES=0" in out.getvalue()
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*probes*"))
+
+
+def test_under_torchrun_only_local_rank_0_checks(tmp_path: Path) -> None:
+    """Every rank of a torchrun job runs `doctor run`: a rank other than the node's first leaves the check (and
+    its probes) to local rank 0 and starts the script, patched, with one line saying so; rank 0 checks as ever."""
+    script = _script(tmp_path)
+    other = _doctor_run(str(script), "code", "0", env={**BROKEN, "LOCAL_RANK": "1"}, cwd=tmp_path)
+    assert other.returncode == 0, other.stderr
+    assert "doctor run: local rank 1: the check is local rank 0's" in other.stderr
+    assert "torch.cpu-build-on-gpu" not in other.stderr  # no check ran here
+    assert _seen(script)["norm_patched"]
+    first = _doctor_run(str(script), "code", "0", env={**BROKEN, "LOCAL_RANK": "0"}, cwd=tmp_path)
+    assert first.returncode == 2 and "torch.cpu-build-on-gpu" in first.stderr, first.stderr
